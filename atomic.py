@@ -1,0 +1,36 @@
+"""Write files so that a reader sees either the old file or the whole new one."""
+
+import contextlib
+import os
+import tempfile
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Yield a file object for a temporary file beside ``path``; rename it onto
+    ``path`` only when the block finishes without an exception.
+
+    A run that fails, is interrupted or is killed (even with SIGKILL) therefore
+    leaves the previous ``path`` intact: at worst a stray ``.NAME.*.tmp`` file
+    remains. The temporary file is in the same folder, so the rename is atomic.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        os.chmod(temporary, 0o666 & ~_umask())
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,400 @@
+"""MNIST on disk: IDX files -> CSV files -> checked arrays, with a binary cache.
+
+CSV format: one image a line, the label (0-9) first, then 784 integer pixels
+(0-255), comma separated, no header. A first line that is a header
+(``label,1x1,1x2,...``), a UTF-8 byte-order mark and Windows line endings are
+accepted too. Parsing and writing work on bytes with NumPy, a few megabytes at a
+time, so they take about a second for the 110 MB training file; the parsed
+arrays are cached beside the CSV and reused while the CSV is unchanged.
+
+Every problem with a file is raised as DataError, whose message is one line
+that names the file (and the line, where there is one).
+"""
+
+import gzip
+import hashlib
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from atomic import atomic_write
+
+N_PIXELS = 28 * 28
+N_CLASSES = 10
+CHUNK_BYTES = 1 << 22
+CACHE_VERSION = 1
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+class DataError(Exception):
+    """A data file that is missing, damaged or malformed; the message says which and why."""
+
+
+# ---------------------------------------------------------------- IDX files
+
+def read_checksums(path):
+    """{file name: sha256 hex} from a SHA256SUMS file (``HEX  NAME`` lines)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the checksums ({error.strerror})") from None
+    checksums = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2:
+            checksums[parts[1].lstrip("*")] = parts[0].lower()
+    return checksums
+
+
+def read_idx(path, expected_sha256=None):
+    """The array stored in a (gzipped) IDX file of unsigned bytes.
+
+    Checks the magic number, that the size matches the header, and, when
+    expected_sha256 is given, the SHA-256 of the decompressed content.
+    Returns shape (n,) for IDX1 (labels) and (n, rows, cols) for IDX3 (images).
+    """
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataError(f"{path}: damaged or truncated gzip file ({error}); copy it again from the MNIST originals") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or not 1 <= raw[3] <= 3:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (magic number {raw[:4].hex() or 'missing'})")
+    n_dims = raw[3]
+    header_size = 4 + 4 * n_dims
+    if len(raw) < header_size:
+        raise DataError(f"{path}: IDX header cut short ({len(raw)} bytes)")
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(n_dims)]
+    expected_size = header_size + int(np.prod(dims))
+    if len(raw) != expected_size:
+        raise DataError(f"{path}: size {len(raw)} bytes does not match its header {dims} ({expected_size} bytes)")
+    if expected_sha256 is not None and hashlib.sha256(raw).hexdigest() != expected_sha256:
+        raise DataError(f"{path}: checksum mismatch (SHA-256 differs from SHA256SUMS); copy it again from the MNIST originals")
+    return np.frombuffer(raw, np.uint8, offset=header_size).reshape(dims)
+
+
+def read_idx_pair(images_path, labels_path, checksums=None):
+    """(images (N, 784) uint8, labels (N,) uint8) from an IDX3 image file and an IDX1 label file."""
+    checksums = checksums or {}
+    def expected(path):
+        return checksums.get(Path(path).name.removesuffix(".gz")) if checksums else None
+    images = read_idx(images_path, expected(images_path))
+    labels = read_idx(labels_path, expected(labels_path))
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"{images_path}: expected 28x28 images, found shape {images.shape}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{labels_path}: {labels.shape} labels for {len(images)} images in {images_path}")
+    if labels.max(initial=0) >= N_CLASSES:
+        raise DataError(f"{labels_path}: label {labels.max()} outside 0-9")
+    return images.reshape(len(images), N_PIXELS), labels
+
+
+# ------------------------------------------------------------ writing CSVs
+
+def _token_table(terminator):
+    """(256,) uint32: the bytes of the decimal text of each value 0-255 followed by
+    the terminator, zero padded to 4 bytes (``b"7,\\0\\0"``), one uint32 each so
+    that a whole row of tokens is a single gather."""
+    table = np.zeros((256, 4), np.uint8)
+    for value in range(256):
+        text = f"{value}{terminator}".encode()
+        table[value, :len(text)] = np.frombuffer(text, np.uint8)
+    return table.view(np.uint32)[:, 0]
+
+
+_WITH_COMMA = _token_table(",")
+_WITH_NEWLINE = _token_table("\n")
+
+
+def write_csv(path, images, labels, rows_per_chunk=2048):
+    """Write labels (N,) and images (N, P) as CSV lines ``label,p1,...,pP``, atomically."""
+    table = np.column_stack([labels.astype(np.uint8), images.reshape(len(images), -1).astype(np.uint8)])
+    with atomic_write(path) as f:
+        for start in range(0, len(table), rows_per_chunk):
+            rows = table[start:start + rows_per_chunk]
+            tokens = _WITH_COMMA[rows]
+            tokens[:, -1] = _WITH_NEWLINE[rows[:, -1]]
+            chars = tokens.view(np.uint8).reshape(-1)
+            f.write(chars[chars != 0])
+
+
+# ------------------------------------------------------------ parsing CSVs
+
+def _field_text(block, position):
+    """The text of the comma-separated field of ``block`` that holds byte ``position``."""
+    start = max(block.rfind(b",", 0, position), block.rfind(b"\n", 0, position)) + 1
+    ends = [i for i in (block.find(b",", position), block.find(b"\n", position)) if i >= 0]
+    text = block[start:min(ends) if ends else len(block)]
+    return text.decode("utf-8", "replace")[:40]
+
+
+def _describe_bad_field(text):
+    """Why a field that is not a plain non-negative integer was refused."""
+    stripped = text.strip()
+    if stripped.lstrip("-").isdigit():
+        return f"value {stripped} is outside 0-255"
+    try:
+        float(stripped)
+        return f"{stripped!r} is not an integer (pixels are whole numbers 0-255)"
+    except ValueError:
+        pass
+    if stripped == "":
+        return "empty value (or stray whitespace)"
+    return f"{stripped!r} is not a number"
+
+
+def _parse_block(block, first_line, path, n_columns):
+    """Parse complete lines (each ending with a newline) into a (lines, n_columns) uint16 array.
+
+    The fast path works on whole arrays of bytes and handles the common case of
+    well-formed lines with values of at most 3 digits; anything else goes to
+    _diagnose_block, which either finds the error or parses the odd values.
+    """
+    a = np.frombuffer(block, np.uint8)
+    digits = a - np.uint8(48)
+    is_digit = digits < 10
+    is_newline = a == 10
+    is_separator = is_newline | (a == 44)
+    # padded[k + 3] is the value of byte k if it is a digit, else 0; so the last,
+    # second-last and third-last digit of a field ending at separator e sit at
+    # padded[e + 2], padded[e + 1] and padded[e]; hundreds[e] counts only when the
+    # byte after it is a digit too, i.e. when the field has three digits.
+    padded = np.zeros(len(a) + 3, np.uint8)
+    np.multiply(digits, is_digit, out=padded[3:])
+    hundreds = np.zeros_like(padded)
+    np.multiply(padded[3:-1], is_digit[1:], out=hundreds[3:-1])
+    ends = np.nonzero(is_separator)[0]
+    n_lines = len(ends) // n_columns
+    well_formed = (
+        (is_digit | is_separator).all()
+        and not is_separator[0]
+        and not (is_separator[:-1] & is_separator[1:]).any()  # an empty value
+        and not (is_digit[:-3] & is_digit[1:-2] & is_digit[2:-1] & is_digit[3:]).any()  # 4+ digits
+        and len(ends) == n_lines * n_columns
+        and np.count_nonzero(is_newline) == n_lines
+        and is_newline[ends[n_columns - 1::n_columns]].all()
+    )
+    if not well_formed:
+        return _diagnose_block(block, first_line, path, n_columns)
+    values = np.take(padded[2:], ends).astype(np.uint16)
+    values += np.take(padded[1:], ends) * np.uint16(10)
+    values += np.take(hundreds, ends) * np.uint16(100)
+    return values.reshape(n_lines, n_columns)
+
+
+def _diagnose_block(block, first_line, path, n_columns):
+    """The slow, careful parse of a block the fast path refused: raises DataError
+    for the first problem (with its line), or returns the values when the block
+    is only unusual (values with leading zeros, such as 0007)."""
+    a = np.frombuffer(block, np.uint8)
+    is_newline = a == 10
+    is_separator = is_newline | (a == 44)
+    valid = (a - np.uint8(48) < 10) | is_separator
+    if not valid.all():
+        position = int(np.argmin(valid))
+        line = first_line + int(np.count_nonzero(is_newline[:position]))
+        text = _field_text(block, position)
+        reason = _describe_bad_field(text)
+        if line > 1 and any(c.isalpha() for c in text) and not text.lower().startswith(("nan", "inf")):
+            reason += " (a header or text in the middle of the data?)"
+        raise DataError(f"{path}, line {line}: {reason}")
+    ends = np.flatnonzero(is_separator)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts
+    line_ends = np.flatnonzero(is_newline[ends])
+    fields_per_line = np.diff(line_ends, prepend=-1)
+    wrong = np.flatnonzero(fields_per_line != n_columns)
+    if len(wrong):
+        i = int(wrong[0])
+        if fields_per_line[i] == 1 and lengths[line_ends[i]] == 0:
+            raise DataError(f"{path}, line {first_line + i}: empty line")
+        raise DataError(f"{path}, line {first_line + i}: {fields_per_line[i]} values, expected {n_columns} "
+                        f"(a label and {n_columns - 1} pixels)")
+    if not lengths.all():
+        field = int(np.argmin(lengths))
+        raise DataError(f"{path}, line {first_line + field // n_columns}, column {field % n_columns + 1}: empty value")
+    values = np.array([min(int(block[s:e]), 65535) for s, e in zip(starts.tolist(), ends.tolist())], np.uint16)
+    return values.reshape(-1, n_columns)
+
+
+def _check_ranges(table, first_line, path):
+    """Labels 0-9 and pixels 0-255 in a (lines, 1 + P) table, or DataError for the first line that is not."""
+    bad_labels = np.flatnonzero(table[:, 0] >= N_CLASSES)
+    if len(bad_labels):
+        i = int(bad_labels[0])
+        raise DataError(f"{path}, line {first_line + i}: label {table[i, 0]} outside 0-9")
+    bad = np.argwhere(table[:, 1:] > 255)
+    if len(bad):
+        i, column = (int(v) for v in bad[0])
+        raise DataError(f"{path}, line {first_line + i}, column {column + 2}: pixel {table[i, column + 1]} outside 0-255")
+
+
+def _is_header(line):
+    """True for a first line that is text (``label,1x1,...``), not numbers."""
+    return any(chr(c).isalpha() for c in line)
+
+
+def parse_csv(path, n_pixels=N_PIXELS):
+    """(images (N, n_pixels) uint8, labels (N,) uint8) from an MNIST CSV file, fully checked.
+
+    Raises DataError naming the file and the line for: a missing or empty file, a
+    line without exactly 1 + n_pixels values, an empty or non-integer value, a
+    label outside 0-9, a pixel outside 0-255.
+    """
+    n_columns = n_pixels + 1
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror})") from None
+    tables = []
+    line = 1
+    with f:
+        pending = f.read(CHUNK_BYTES)
+        if pending.startswith(b"\xef\xbb\xbf"):
+            pending = pending[3:]
+        if not pending.strip():
+            raise DataError(f"{path}: file is empty")
+        first_end = pending.find(b"\n")
+        first_line = pending if first_end < 0 else pending[:first_end]
+        if _is_header(first_line):
+            n_header = first_line.count(b",") + 1
+            if n_header != n_columns:
+                raise DataError(f"{path}, line 1: header has {n_header} columns, expected {n_columns} "
+                                f"(a label and {n_pixels} pixels)")
+            pending = b"" if first_end < 0 else pending[first_end + 1:]
+            line = 2
+        at_end = False
+        while not at_end:
+            more = f.read(CHUNK_BYTES)
+            at_end = not more
+            pending += more
+            if at_end:
+                pending = pending.rstrip(b"\r\n")
+                if not pending:
+                    break
+                pending += b"\n"
+            cut = pending.rfind(b"\n") + 1
+            if cut == 0:
+                continue
+            block, pending = pending[:cut], pending[cut:]
+            if b"\r" in block:
+                block = block.replace(b"\r\n", b"\n")
+            table = _parse_block(block, line, path, n_columns)
+            _check_ranges(table, line, path)
+            tables.append(table.astype(np.uint8))
+            line += len(table)
+    if not tables:
+        raise DataError(f"{path}: no data lines, only a header")
+    table = np.concatenate(tables) if len(tables) > 1 else tables[0]
+    return np.ascontiguousarray(table[:, 1:]), np.ascontiguousarray(table[:, 0])
+
+
+# ------------------------------------------------------------ the cache
+
+def cache_path_for(csv_path):
+    """Where the parsed arrays of csv_path are cached: beside it, ``NAME.csv.cache.npz``."""
+    return Path(f"{csv_path}.cache.npz")
+
+
+def _source_key(csv_path):
+    """What identifies a version of the CSV: its size and modification time in ns."""
+    stat = os.stat(csv_path)
+    return np.array([CACHE_VERSION, stat.st_size, stat.st_mtime_ns], dtype=np.int64)
+
+
+def _read_cache(cache_path, key, n_pixels):
+    """The cached (images, labels) if the cache is intact and was made from this very CSV, else None."""
+    try:
+        with np.load(cache_path, allow_pickle=False) as archive:
+            if not np.array_equal(archive["source"], key):
+                return None
+            images, labels = archive["images"], archive["labels"]
+    except Exception:  # missing, truncated or corrupt (zip CRCs are checked on read): rebuild
+        return None
+    if (images.dtype != np.uint8 or labels.dtype != np.uint8 or images.ndim != 2
+            or images.shape != (len(labels), n_pixels) or labels.max(initial=0) >= N_CLASSES):
+        return None
+    return images, labels
+
+
+def load_csv(csv_path, n_pixels=N_PIXELS, use_cache=True):
+    """(images, labels, from_cache) for an MNIST CSV, parsing it only when its cache is stale.
+
+    The cache (see cache_path_for) records the CSV's size and modification
+    time; a cache that does not match them, or that is truncated or corrupt,
+    is ignored and rewritten. A folder that cannot be written just goes uncached.
+    """
+    if not os.path.isfile(csv_path):
+        raise DataError(f"{csv_path}: file not found")
+    key = _source_key(csv_path)
+    cache_path = cache_path_for(csv_path)
+    if use_cache:
+        cached = _read_cache(cache_path, key, n_pixels)
+        if cached is not None:
+            return cached[0], cached[1], True
+    images, labels = parse_csv(csv_path, n_pixels)
+    if use_cache and np.array_equal(_source_key(csv_path), key):
+        try:
+            with atomic_write(cache_path) as f:
+                np.savez(f, images=images, labels=labels, source=key)
+        except OSError:
+            pass  # a read-only data folder: correct, only slower next time
+    return images, labels, False
+
+
+# ------------------------------------------------------------ MNIST, end to end
+
+def csv_path(data_dir, split):
+    """The CSV of a split ("train" or "test") in data_dir: mnist_train.csv, mnist_test.csv."""
+    return Path(data_dir) / f"mnist_{split}.csv"
+
+
+def build_csv_from_idx(split, idx_dir, destination):
+    """Write the CSV of a split from the IDX files in idx_dir, after checking them
+    against idx_dir/SHA256SUMS. Returns the number of images written."""
+    idx_dir = Path(idx_dir)
+    images_name, labels_name = IDX_FILES[split]
+    checksums = read_checksums(idx_dir / "SHA256SUMS")
+    images, labels = read_idx_pair(idx_dir / images_name, idx_dir / labels_name, checksums)
+    try:
+        write_csv(destination, images, labels)
+    except OSError as error:
+        raise DataError(f"{destination}: cannot write ({error.strerror})") from None
+    return len(labels)
+
+
+def load_mnist(data_dir, idx_dirs, log=print):
+    """{"train": (images, labels), "test": (images, labels)} from the CSVs in data_dir.
+
+    A missing CSV is first written from the MNIST IDX files, taken from the first
+    folder of idx_dirs that holds them; log() tells the user what happens.
+    """
+    splits = {}
+    for split in ("train", "test"):
+        path = csv_path(data_dir, split)
+        if not path.exists():
+            sources = [Path(d) for d in idx_dirs if all((Path(d) / name).exists() for name in IDX_FILES[split])]
+            if not sources:
+                raise DataError(f"{path}: file not found, and no MNIST IDX files ({IDX_FILES[split][0]}) "
+                                f"to write it from in {', '.join(str(d) for d in idx_dirs)}")
+            log(f"{path} not found: writing it once from {sources[0] / IDX_FILES[split][0]} "
+                f"and {IDX_FILES[split][1]} ...")
+            n = build_csv_from_idx(split, sources[0], path)
+            log(f"  wrote {n} images to {path}")
+        images, labels, _ = load_csv(path)
+        splits[split] = (images, labels)
+    return splits

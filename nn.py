@@ -1,0 +1,496 @@
+#!/usr/bin/env python3
+"""Train a multi-layer perceptron on MNIST with NumPy alone, then test it.
+
+    python nn.py                      the original run: 784-150-150-10, SGD, 20,000 steps
+    python nn.py --help               every flag
+    python nn.py predict IMAGE ...    read digits with the saved model (see predict.py)
+
+Writes model_mnist.npz, stats.json and training_loss_graph.png (and the other
+pictures) to --out, by default the folder of this script.
+"""
+
+import os
+
+# One BLAS thread is the measured default (see README, "Speed"): the matrices of a
+# batch of 64 are too small for two threads to pay, and one thread is steady.
+# Set OPENBLAS_NUM_THREADS yourself to override. This must precede `import numpy`.
+for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import data  # noqa: E402
+from atomic import atomic_write  # noqa: E402
+from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
+from mlp import MLP, ModelFileError  # noqa: E402
+from optimizers import OPTIMIZERS, learning_rate_at, make_optimizer  # noqa: E402
+from progress import Progress, format_duration  # noqa: E402
+
+PROJECT_DIR = Path(__file__).resolve().parent
+MODEL_FILE = "model_mnist.npz"
+STATS_FILE = "stats.json"
+LOSS_GRAPH_FILE = "training_loss_graph.png"
+PIXEL_SCALE = np.float32(1 / 255)
+
+# The original configuration. Flags left out take these values (or, with
+# --resume, the values the model was trained with).
+DEFAULTS = {
+    "steps": 20000, "batch_size": 64, "lr": 0.1, "hidden": [150, 150], "activation": "relu",
+    "seed": 0, "optimizer": "sgd", "momentum": 0.9, "lr_schedule": "constant", "warmup_steps": 0,
+    "weight_decay": 0.0, "dropout": 0.0, "augment": 0, "val_split": 0.0, "eval_every": None,
+    "early_stopping": 0,
+}
+# --preset best: chosen on a validation split (see README, "Beyond 98 %").
+PRESETS = {
+    "best": {"hidden": [800, 800], "optimizer": "nesterov", "lr": 0.05, "momentum": 0.9,
+             "lr_schedule": "cosine", "warmup_steps": 500, "dropout": 0.2, "augment": 2,
+             "weight_decay": 0.0, "batch_size": 128, "steps": 24000},
+}
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class UsageError(Exception):
+    """A flag value that cannot work; refused before anything is loaded."""
+
+
+class Diverged(Exception):
+    """The loss or the weights stopped being finite numbers."""
+
+
+# ------------------------------------------------------------------ flags
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, not the usage block: `nn.py: error: ... (see --help)`, exit status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see python {self.prog} --help)\n")
+
+
+def build_parser():
+    d = DEFAULTS
+    parser = _Parser(prog="nn.py", description="Train a NumPy multi-layer perceptron on MNIST and test it.",
+                     epilog="Subcommand: python nn.py predict IMAGE [IMAGE ...] reads digits with a saved "
+                            "model (python nn.py predict --help).")
+    group = parser.add_argument_group("the run (the original values are the defaults)")
+    group.add_argument("--steps", type=int, help=f"training steps, total (default: {d['steps']})")
+    group.add_argument("--batch-size", type=int, help=f"images per SGD step (default: {d['batch_size']})")
+    group.add_argument("--lr", type=float, help=f"learning rate (default: {d['lr']})")
+    group.add_argument("--hidden", type=int, nargs="*", metavar="N",
+                       help="sizes of the hidden layers (default: 150 150)")
+    group.add_argument("--seed", type=int, help=f"seed of the one random generator (default: {d['seed']})")
+    group.add_argument("--data", type=Path, default=PROJECT_DIR / "datasets",
+                       help="folder of mnist_train.csv and mnist_test.csv (default: datasets/ beside nn.py)")
+    group.add_argument("--out", type=Path, help="folder for the model, stats and pictures "
+                                                "(default: the folder of nn.py; dry_run/ in it with --dry-run)")
+    group = parser.add_argument_group("watching and using it")
+    group.add_argument("--eval-every", type=int, metavar="N",
+                       help="evaluate on the test (and validation) set every N steps, 0 for never "
+                            "(default: once an epoch)")
+    group.add_argument("--val-split", type=float, metavar="F",
+                       help=f"fraction of the training images held out for validation (default: {d['val_split']})")
+    group.add_argument("--log-interval", type=int, default=1000, metavar="N",
+                       help="steps between progress lines when the output is not a terminal (default: 1000)")
+    group.add_argument("--quiet", action="store_true", help="no progress, only the result")
+    group.add_argument("--show", action="store_true", help="open the plots in windows at the end")
+    group.add_argument("--resume", type=Path, metavar="MODEL",
+                       help="continue training a saved model up to --steps steps in all")
+    group.add_argument("--dry-run", action="store_true",
+                       help="a handful of steps on a slice of the data, every output written")
+    group = parser.add_argument_group("beyond the original")
+    group.add_argument("--preset", choices=sorted(PRESETS), help="a documented set of the flags below "
+                       "(flags given as well win); best: " + " ".join(
+                           f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                           for k, v in PRESETS["best"].items()))
+    group.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {d['optimizer']})")
+    group.add_argument("--momentum", type=float, help=f"for momentum and nesterov (default: {d['momentum']})")
+    group.add_argument("--lr-schedule", choices=("constant", "step", "cosine"),
+                       help=f"(default: {d['lr_schedule']})")
+    group.add_argument("--warmup-steps", type=int, metavar="N",
+                       help=f"linear learning-rate warm-up (default: {d['warmup_steps']})")
+    group.add_argument("--weight-decay", type=float, metavar="L2", help=f"(default: {d['weight_decay']})")
+    group.add_argument("--dropout", type=float, metavar="P", help=f"on hidden layers (default: {d['dropout']})")
+    group.add_argument("--activation", choices=[a for a in ACTIVATIONS if a != "linear"],
+                       help=f"of the hidden layers (default: {d['activation']})")
+    group.add_argument("--augment", type=int, nargs="?", const=2, metavar="PIXELS",
+                       help="shift training images randomly by up to PIXELS (2 when given alone; default: 0)")
+    group.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                       help="stop after PATIENCE evaluations without a better validation loss and keep "
+                            "the best weights; needs --val-split (default: off)")
+    return parser
+
+
+def resolve_config(args, resumed_config=None):
+    """The training configuration: flags given, else the preset, else the resumed
+    model's values, else DEFAULTS. Raises UsageError for values that cannot work."""
+    config = dict(DEFAULTS)
+    if resumed_config:
+        config.update({k: v for k, v in resumed_config.items() if k in DEFAULTS})
+    if args.preset:
+        config.update(PRESETS[args.preset])
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = value
+    if args.dry_run and args.steps is None:
+        config["steps"] = 50
+    if config["eval_every"] is None:
+        config["eval_every"] = 0  # filled in once the data size is known: once an epoch
+        config["eval_every_epoch"] = True
+    check_config(config)
+    return config
+
+
+def check_config(config):
+    """Raise UsageError naming the first flag whose value cannot work."""
+    def need(condition, message):
+        if not condition:
+            raise UsageError(message)
+    need(config["steps"] > 0, f"--steps must be a positive number of steps, got {config['steps']}")
+    need(config["batch_size"] > 0, f"--batch-size must be positive, got {config['batch_size']}")
+    need(math.isfinite(config["lr"]) and config["lr"] > 0, f"--lr must be a positive number, got {config['lr']}")
+    need(len(config["hidden"]) > 0, "--hidden needs at least one layer size, such as --hidden 150 150")
+    need(min(config["hidden"]) > 0, f"--hidden sizes must be positive, got {config['hidden']}")
+    need(config["eval_every"] >= 0, f"--eval-every must be 0 or more, got {config['eval_every']}")
+    need(0 <= config["val_split"] < 1, f"--val-split must be in [0, 1), got {config['val_split']}")
+    need(0 <= config["dropout"] < 1, f"--dropout must be in [0, 1), got {config['dropout']}")
+    need(config["weight_decay"] >= 0, f"--weight-decay must be 0 or more, got {config['weight_decay']}")
+    need(0 <= config["momentum"] < 1, f"--momentum must be in [0, 1), got {config['momentum']}")
+    need(config["warmup_steps"] >= 0, f"--warmup-steps must be 0 or more, got {config['warmup_steps']}")
+    need(0 <= config["augment"] <= 8, f"--augment must be 0 to 8 pixels, got {config['augment']}")
+    need(config["early_stopping"] >= 0, f"--early-stopping must be 0 or more, got {config['early_stopping']}")
+    need(not config["early_stopping"] or config["val_split"] > 0, "--early-stopping needs --val-split")
+
+
+def check_folders(args, out_dir):
+    """Refuse a --data folder that does not exist and an --out folder that cannot be
+    written, now rather than after the training."""
+    if not args.data.is_dir():
+        raise UsageError(f"--data {args.data}: no such folder")
+    if not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: no such folder")
+    try:
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        raise UsageError(f"--out {out_dir}: cannot write there ({error.strerror})") from None
+
+
+# ------------------------------------------------------------------ data
+
+def to_inputs(pixels, out=None):
+    """Network inputs from uint8 pixels: float32 in [0, 1], same shape (written to out if given)."""
+    return np.multiply(pixels, PIXEL_SCALE, out=out, dtype=np.float32)
+
+
+def random_shifts(batch_pixels, max_shift, rng):
+    """The images of a (B, 784) uint8 batch, each moved by its own random (dy, dx),
+    |dy|, |dx| <= max_shift, with zeros (background) shifted in. Shape (B, 784)."""
+    B = len(batch_pixels)
+    padded = np.pad(batch_pixels.reshape(B, 28, 28), ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (28, 28), axis=(1, 2))
+    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, B))
+    return windows[np.arange(B), dy, dx].reshape(B, 784)
+
+
+def split_validation(images, labels, fraction, rng):
+    """((train images, labels), (validation images, labels)): a random `fraction` held out."""
+    n_val = int(round(len(labels) * fraction))
+    order = rng.permutation(len(labels))
+    held, kept = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return (images[kept], labels[kept]), (images[held], labels[held])
+
+
+# ------------------------------------------------------------------ training
+
+class StopRequest:
+    """Turns SIGINT and SIGTERM into a request the training loop sees at its next
+    step; a second signal ends the program at once."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in EXIT_INTERRUPTED}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, number, frame):
+        if self.signal is not None:
+            os._exit(EXIT_INTERRUPTED.get(number, 1))
+        self.signal = signal.Signals(number)
+
+
+def evaluate(model, images, labels, batch_size=2000):
+    """(loss, accuracy, probabilities (N, 10)) of the model on uint8 images (N, 784)."""
+    logits = np.concatenate([model.forward(to_inputs(images[i:i + batch_size]))
+                             for i in range(0, len(images), batch_size)])
+    loss = cross_entropy(logits, labels)
+    accuracy = float(np.mean(logits.argmax(axis=1) == labels))
+    return loss, accuracy, softmax(logits)
+
+
+def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0, history=None):
+    """Train `model` in place from step first_step to config["steps"].
+
+    train_set: (images (N, 784) uint8, labels (N,)). eval_sets: {"test": (...),
+    "val": (...)} evaluated every config["eval_every"] steps. Each epoch visits a
+    fresh random permutation of the training set in batches of config["batch_size"]
+    (the last, incomplete batch of an epoch is left out).
+    Returns the history dict: per-step losses, evaluations, and how it ended.
+    """
+    images, labels = train_set
+    batch_size, total_steps = config["batch_size"], config["steps"]
+    steps_per_epoch = len(labels) // batch_size
+    optimizer = make_optimizer(config["optimizer"], config["momentum"])
+    history = history or {"loss_steps": [], "losses": [], "evaluations": []}
+    losses = np.full(total_steps - first_step, np.nan)
+    batch_pixels = np.empty((batch_size, images.shape[1]), np.uint8)
+    X = np.empty((batch_size, images.shape[1]), np.float32)
+    weight_decay, eval_every = config["weight_decay"], config["eval_every"]
+    best = {"loss": math.inf, "step": None, "weights": None}
+    order = None
+    step = first_step
+    ended = "completed"
+    while step < total_steps:
+        position = step % steps_per_epoch
+        if position == 0 or order is None:
+            order = rng.permutation(len(labels))
+        batch = order[position * batch_size:(position + 1) * batch_size]
+        np.take(images, batch, axis=0, out=batch_pixels)
+        to_inputs(random_shifts(batch_pixels, config["augment"], rng) if config["augment"] else batch_pixels, out=X)
+        logits = model.forward(X, training=True)
+        loss, dZ = softmax_cross_entropy(logits, labels[batch])
+        if not math.isfinite(loss):
+            raise Diverged(f"the training loss became {loss} at step {step + 1}")
+        model.backward(dZ, weight_decay)
+        model.update(optimizer, learning_rate_at(step, total_steps, config["lr"],
+                                                 config["lr_schedule"], config["warmup_steps"]))
+        losses[step - first_step] = loss
+        step += 1
+        progress.step(step, loss)
+        evaluation = None
+        if eval_every and (step % eval_every == 0 or step == total_steps):
+            if not model.all_finite():
+                raise Diverged(f"the weights stopped being finite numbers by step {step}")
+            evaluation = {"step": step}
+            for name, (eval_images, eval_labels) in eval_sets.items():
+                evaluation[f"{name}_loss"], evaluation[f"{name}_accuracy"], _ = evaluate(model, eval_images, eval_labels)
+            history["evaluations"].append(evaluation)
+        shown = {k: v for k, v in (evaluation or {}).items() if k != "step"}
+        if step % steps_per_epoch == 0 or step == total_steps:
+            progress.end_epoch(shown)
+        elif shown:
+            progress.evaluation(shown)
+        if config["early_stopping"] and evaluation and "val_loss" in evaluation:
+            if evaluation["val_loss"] < best["loss"]:
+                best = {"loss": evaluation["val_loss"], "step": step,
+                        "weights": [p.copy() for p in model.parameters()], "patience": 0}
+            else:
+                best["patience"] += 1
+                if best["patience"] >= config["early_stopping"]:
+                    ended = "early_stopping"
+                    break
+        if stop.signal is not None:
+            ended = "interrupted"
+            break
+    if not model.all_finite():
+        raise Diverged(f"the weights stopped being finite numbers by step {step}")
+    if best["weights"] is not None and ended == "early_stopping":
+        for parameter, saved in zip(model.parameters(), best["weights"]):
+            parameter[...] = saved
+        progress.message(f"Early stopping at step {step}: restored the weights of step {best['step']} "
+                         f"(best validation loss {best['loss']:.4f})")
+    done = losses[:step - first_step]
+    history["loss_steps"] += list(range(first_step + 1, step + 1))
+    history["losses"] += done.tolist()
+    history.update(steps_done=step, ended=ended, best_step=best["step"])
+    return history
+
+
+# ------------------------------------------------------------------ outputs
+
+def sampled_curve(steps, losses, points=200):
+    """The loss curve in about `points` points: the mean loss of each window of steps."""
+    window = max(1, -(-len(losses) // points))
+    n = len(losses) // window * window
+    if n == 0:
+        return {"step": [], "loss": [], "window": window}
+    means = np.asarray(losses[:n]).reshape(-1, window).mean(axis=1)
+    return {"step": [int(s) for s in np.asarray(steps[:n]).reshape(-1, window)[:, -1]],
+            "loss": [round(float(v), 6) for v in means], "window": window}
+
+
+def confusion_matrix(labels, predicted, n_classes=10):
+    """counts[true, predicted], shape (n_classes, n_classes)."""
+    return np.bincount(labels.astype(np.int64) * n_classes + predicted, minlength=n_classes ** 2).reshape(
+        n_classes, n_classes)
+
+
+def write_json(path, value):
+    with atomic_write(path, "w") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+
+
+def write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show):
+    """model_mnist.npz, stats.json and the pictures, each written atomically."""
+    import plots
+    plots.use_display(show)
+    model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"])
+    write_json(out_dir / STATS_FILE, stats)
+    plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
+                     title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}, "
+                           f"{config['optimizer']}, lr {config['lr']}, batch {config['batch_size']}")
+    if history["evaluations"]:
+        plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"])
+    plots.confusion_matrix_plot(out_dir / "confusion_matrix.png", stats["confusion_matrix"])
+    images, labels = test_set
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:24]
+    plots.misclassified_grid(out_dir / "misclassified.png", images[worst], labels[worst], predicted[worst],
+                             probabilities[worst, predicted[worst]])
+    plots.show()
+
+
+def build_stats(config, history, test_loss, test_accuracy, probabilities, labels, timings):
+    """The contents of stats.json."""
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(labels, predicted)
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    return {
+        "test_accuracy": round(test_accuracy, 6),
+        "test_loss": round(test_loss, 6),
+        "steps": history["steps_done"],
+        "ended": history["ended"],
+        "interrupted": history["ended"] == "interrupted",
+        "seed": config["seed"],
+        "config": config,
+        "train_time_s": round(timings["train"], 3),
+        "data_load_time_s": round(timings["data"], 3),
+        "steps_per_s": round(timings["steps_this_run"] / max(timings["train"], 1e-9), 1),
+        "per_class_accuracy": [round(float(a), 6) for a in per_class],
+        "confusion_matrix": matrix.tolist(),
+        "evaluations": history["evaluations"],
+        "loss_curve": sampled_curve(history["loss_steps"], history["losses"]),
+        "environment": {"python": platform.python_version(), "numpy": np.__version__,
+                        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
+    }
+
+
+# ------------------------------------------------------------------ main
+
+def run(args):
+    """The training run of `python nn.py`; returns the exit status."""
+    resumed, resumed_info = None, None
+    if args.resume is not None:
+        resumed, resumed_info = MLP.load(args.resume, with_info=True)
+    config = resolve_config(args, resumed_info and resumed_info["config"])
+    out_dir = args.out or (PROJECT_DIR / "dry_run" if args.dry_run else PROJECT_DIR)
+    if args.dry_run:
+        out_dir.mkdir(exist_ok=True)
+    check_folders(args, out_dir)
+    if resumed is not None:
+        if resumed.layer_sizes[1:-1] != list(config["hidden"]) or resumed.activations[0] != config["activation"]:
+            raise UsageError(f"--resume {args.resume}: the model has hidden layers {resumed.layer_sizes[1:-1]} "
+                             f"({resumed.activations[0]}); --hidden and --activation cannot change on resume")
+        if resumed_info["steps_done"] >= config["steps"]:
+            raise UsageError(f"--resume {args.resume}: already trained for {resumed_info['steps_done']} steps; "
+                             f"ask for more with --steps")
+
+    say = (lambda text: None) if args.quiet else print
+    started = time.perf_counter()
+    splits = data.load_mnist(args.data, [args.data, PROJECT_DIR / "datasets"], log=say)
+    data_time = time.perf_counter() - started
+    train_images, train_labels = splits["train"]
+    test_set = splits["test"]
+    if args.dry_run:
+        train_images, train_labels = train_images[:2000], train_labels[:2000]
+        test_set = (test_set[0][:1000], test_set[1][:1000])
+    first_step = resumed_info["steps_done"] if resumed_info else 0
+    rng = np.random.default_rng([config["seed"], first_step])
+    eval_sets = {"test": test_set}
+    if config["val_split"] > 0:
+        (train_images, train_labels), eval_sets["val"] = split_validation(
+            train_images, train_labels, config["val_split"], np.random.default_rng([config["seed"], 1]))
+    if config["batch_size"] > len(train_labels):
+        raise UsageError(f"--batch-size {config['batch_size']} is larger than the {len(train_labels)} training images")
+    steps_per_epoch = len(train_labels) // config["batch_size"]
+    if config.pop("eval_every_epoch", False):
+        config["eval_every"] = steps_per_epoch
+    say(f"Data: {len(train_labels)} training and {len(test_set[1])} test images "
+        f"from {args.data} in {data_time:.2f} s")
+
+    model = resumed or MLP([784, *config["hidden"], 10],
+                           [config["activation"]] * len(config["hidden"]) + ["softmax"],
+                           rng=rng, dropout=config["dropout"])
+    for layer in model.layers[:-1]:
+        layer.dropout, layer.rng = config["dropout"], rng
+    say(f"Model: MLP {' -> '.join(map(str, model.layer_sizes))} ({config['activation']} hidden, softmax out), "
+        f"{sum(p.size for p in model.parameters()):,} parameters; {config['optimizer']} lr {config['lr']}, "
+        f"batch {config['batch_size']}, steps {first_step + 1}-{config['steps']}, seed {config['seed']}"
+        + (f", resumed from {args.resume}" if resumed else ""))
+    history = None
+    if resumed_info and resumed_info["config"].get("history"):
+        history = resumed_info["config"].pop("history")
+    progress = Progress(config["steps"], steps_per_epoch, first_step, args.log_interval, args.quiet)
+    started = time.perf_counter()
+    with StopRequest() as stop:
+        history = train(model, config, (train_images, train_labels), eval_sets, rng, progress, stop,
+                        first_step, history)
+        train_time = time.perf_counter() - started
+        test_loss, test_accuracy, probabilities = evaluate(model, *test_set)
+        timings = {"train": train_time, "data": data_time, "steps_this_run": history["steps_done"] - first_step}
+        stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
+        saved_config = dict(config, history={k: history[k] for k in ("loss_steps", "losses", "evaluations")})
+        write_outputs(out_dir, model, saved_config, stats, history, test_set, probabilities, args.show)
+    verdict = {"completed": "Done", "early_stopping": "Stopped early",
+               "interrupted": f"Interrupted by {stop.signal.name if stop.signal else 'a signal'}"}[history["ended"]]
+    print(f"{verdict}: {history['steps_done']} steps in {format_duration(train_time)} "
+          f"({timings['steps_this_run'] / max(train_time, 1e-9):.0f} steps/s). "
+          f"Test accuracy {100 * test_accuracy:.2f} %, test loss {test_loss:.4f}. "
+          f"Wrote {MODEL_FILE}, {STATS_FILE}, {LOSS_GRAPH_FILE} and more to {out_dir}")
+    if history["ended"] == "interrupted":
+        return EXIT_INTERRUPTED[stop.signal]
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "predict":
+        import predict
+        return predict.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as error:
+        print(f"nn.py: error: {error}", file=sys.stderr)
+        return 2
+    except (data.DataError, ModelFileError) as error:
+        print(f"nn.py: error: {error}", file=sys.stderr)
+        return 1
+    except Diverged as error:
+        print(f"nn.py: error: training diverged: {error}. The learning rate is probably too high "
+              f"(try a smaller --lr, such as the default 0.1); nothing was saved, earlier outputs are intact.",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("nn.py: interrupted before training started; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

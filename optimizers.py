@@ -1,0 +1,116 @@
+"""Optimizers: how a list of parameters moves given their gradients.
+
+An optimizer sees only parameters and gradients (lists of arrays in the same
+order, updated in place), never layers. ``step(params, grads, learning_rate)``
+takes the learning rate of the current step, so that schedules stay outside.
+Gradients may be overwritten.
+"""
+
+import math
+
+import numpy as np
+
+
+class SGD:
+    """Plain stochastic gradient descent: p <- p - learning_rate * g."""
+
+    def step(self, params, grads, learning_rate):
+        for p, g in zip(params, grads):
+            g *= p.dtype.type(learning_rate)
+            p -= g
+
+
+class Momentum:
+    """SGD with (optionally Nesterov) momentum, in the form used by PyTorch:
+
+        v <- momentum * v + g
+        p <- p - learning_rate * v                    (classical)
+        p <- p - learning_rate * (g + momentum * v)   (Nesterov)
+    """
+
+    def __init__(self, momentum=0.9, nesterov=False):
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.velocities = None
+
+    def step(self, params, grads, learning_rate):
+        if self.velocities is None:
+            self.velocities = [np.zeros_like(p) for p in params]
+        mu = params[0].dtype.type(self.momentum)
+        lr = params[0].dtype.type(learning_rate)
+        for p, g, v in zip(params, grads, self.velocities):
+            v *= mu
+            v += g
+            if self.nesterov:
+                g += mu * v
+                g *= lr
+                p -= g
+            else:
+                p -= lr * v
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015) with bias correction:
+
+        m <- beta1 * m + (1 - beta1) * g
+        s <- beta2 * s + (1 - beta2) * g^2
+        p <- p - learning_rate * (m / (1 - beta1^t)) / (sqrt(s / (1 - beta2^t)) + eps)
+    """
+
+    def __init__(self, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.t = 0
+        self.moments = None
+
+    def step(self, params, grads, learning_rate):
+        if self.moments is None:
+            self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
+        self.t += 1
+        dtype = params[0].dtype.type
+        b1, b2 = dtype(self.beta1), dtype(self.beta2)
+        step_size = dtype(learning_rate * math.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t))
+        eps_hat = dtype(self.eps * math.sqrt(1 - self.beta2 ** self.t))
+        for p, g, (m, s) in zip(params, grads, self.moments):
+            m *= b1
+            m += (1 - b1) * g
+            g *= g
+            s *= b2
+            s += (1 - b2) * g
+            update = np.sqrt(s)
+            update += eps_hat
+            np.divide(m, update, out=update)
+            update *= step_size
+            p -= update
+
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+
+
+def make_optimizer(name, momentum=0.9, beta1=0.9, beta2=0.999):
+    """The optimizer called ``name`` (one of OPTIMIZERS)."""
+    if name == "sgd":
+        return SGD()
+    if name in ("momentum", "nesterov"):
+        return Momentum(momentum, nesterov=name == "nesterov")
+    if name == "adam":
+        return Adam(beta1, beta2)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def learning_rate_at(step, total_steps, base_rate, schedule="constant", warmup_steps=0):
+    """Learning rate for ``step`` (0-based) of ``total_steps``.
+
+    A linear warm-up from base_rate / warmup_steps over the first warmup_steps,
+    then: "constant"; "step" (divided by 10 after 50 % and again after 75 % of the
+    steps); "cosine" (from base_rate down to 0 at the last step).
+    """
+    if step < warmup_steps:
+        return base_rate * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_rate
+    if schedule == "step":
+        return base_rate * (0.1 if step >= total_steps // 2 else 1.0) * (0.1 if step >= 3 * total_steps // 4 else 1.0)
+    if schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * base_rate * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")

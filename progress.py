@@ -1,0 +1,114 @@
+"""Training progress on the console: a Keras-style bar on a terminal, plain lines in a log."""
+
+import sys
+import time
+
+
+def format_duration(seconds):
+    """'4s', '2m05s' or '1h02m': short, for ETAs."""
+    seconds = int(round(max(seconds, 0)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Reports training progress; the training loop calls ``step`` after every step.
+
+    On a terminal (``stream.isatty()``) one line per epoch updates itself in
+    place, at most ``refresh_per_second`` times a second:
+        Epoch 3/22 [=====>........] 412/937 - ETA 25s - loss: 0.0912 - 0.62 ms/step
+    and is closed with the epoch's summary (and the evaluation, when there is one).
+    Elsewhere (a file, a pipe) it writes a plain line every ``log_interval`` steps:
+        step  2000/20000  epoch  3/22  loss 0.1234  1620 steps/s  ETA 11s
+    ``quiet`` prints nothing at all. ETA is the time left for the whole run.
+    """
+
+    def __init__(self, total_steps, steps_per_epoch, first_step=0, log_interval=None,
+                 quiet=False, stream=None, refresh_per_second=8):
+        self.stream = stream or sys.stdout
+        self.total_steps = total_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.total_epochs = -(-total_steps // steps_per_epoch)
+        self.quiet = quiet
+        self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.log_interval = log_interval or 1000
+        self.min_refresh = 1.0 / refresh_per_second
+        self.first_step = first_step
+        self.start_time = time.perf_counter()
+        self.last_refresh = 0.0
+        self.epoch_loss_sum = 0.0
+        self.epoch_steps = 0
+        self.interval_loss_sum = 0.0
+        self.interval_steps = 0
+        self.line_open = False
+
+    def _rates(self, step):
+        """(seconds per step, seconds left) measured since the start of this run."""
+        elapsed = time.perf_counter() - self.start_time
+        done = max(step - self.first_step, 1)
+        per_step = elapsed / done
+        return per_step, per_step * (self.total_steps - step)
+
+    def _write(self, text):
+        self.stream.write(text)
+        self.stream.flush()
+
+    def step(self, step, loss):
+        """Record the loss of training step ``step`` (1-based count of steps done)."""
+        self.epoch_loss_sum += loss
+        self.epoch_steps += 1
+        self.interval_loss_sum += loss
+        self.interval_steps += 1
+        if self.quiet:
+            return
+        in_epoch = (step - 1) % self.steps_per_epoch + 1
+        epoch = (step - 1) // self.steps_per_epoch + 1
+        if self.interactive:
+            now = time.perf_counter()
+            if now - self.last_refresh >= self.min_refresh or in_epoch == self.steps_per_epoch:
+                self.last_refresh = now
+                self._write("\r" + self._bar_line(step, epoch, in_epoch) + "\x1b[K")
+                self.line_open = True
+        elif step % self.log_interval == 0 or step == self.total_steps:
+            per_step, left = self._rates(step)
+            width = len(str(self.total_steps))
+            loss_text = self.interval_loss_sum / max(self.interval_steps, 1)
+            self._write(f"step {step:{width}d}/{self.total_steps}  epoch {epoch:2d}/{self.total_epochs}  "
+                        f"loss {loss_text:.4f}  {1 / per_step:.0f} steps/s  ETA {format_duration(left)}\n")
+            self.interval_loss_sum = 0.0
+            self.interval_steps = 0
+
+    def _bar_line(self, step, epoch, in_epoch, width=30):
+        per_step, left = self._rates(step)
+        filled = width * in_epoch // self.steps_per_epoch
+        bar = "=" * filled if filled == width else "=" * filled + ">" + "." * (width - filled - 1)
+        return (f"Epoch {epoch}/{self.total_epochs} [{bar}] {in_epoch}/{self.steps_per_epoch} - "
+                f"ETA {format_duration(left)} - loss: {self.epoch_loss_sum / max(self.epoch_steps, 1):.4f} - "
+                f"{per_step * 1000:.2f} ms/step")
+
+    def end_epoch(self, evaluation=None):
+        """Close the epoch; evaluation is a dict such as {"test_loss": 0.08, "test_accuracy": 0.97}."""
+        if not self.quiet:
+            if self.interactive:
+                extra = "".join(f" - {name}: {value:.4f}" for name, value in (evaluation or {}).items())
+                self._write(extra + "\n" if self.line_open else "")
+                self.line_open = False
+            elif evaluation:
+                self.evaluation(evaluation)
+        self.epoch_loss_sum = 0.0
+        self.epoch_steps = 0
+
+    def evaluation(self, evaluation):
+        """Show an evaluation made in the middle of an epoch (or in a log)."""
+        if not self.quiet:
+            self.message("  " + "  ".join(f"{name} {value:.4f}" for name, value in evaluation.items()))
+
+    def message(self, text):
+        """Print a line of text, on a line of its own even in the middle of a bar."""
+        if self.interactive and self.line_open:
+            self._write("\n")
+            self.line_open = False
+        self._write(text + "\n")
