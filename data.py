@@ -87,9 +87,14 @@ def read_idx(path, expected_sha256=None):
 
 def read_idx_pair(images_path, labels_path, checksums=None):
     """(images (N, 784) uint8, labels (N,) uint8) from an IDX3 image file and an IDX1 label file."""
-    checksums = checksums or {}
     def expected(path):
-        return checksums.get(Path(path).name.removesuffix(".gz")) if checksums else None
+        if checksums is None:
+            return None
+        name = Path(path).name.removesuffix(".gz")
+        if name not in checksums:
+            raise DataError(f"{path}: no checksum for {name} in SHA256SUMS")
+        return checksums[name]
+
     images = read_idx(images_path, expected(images_path))
     labels = read_idx(labels_path, expected(labels_path))
     if images.ndim != 3 or images.shape[1:] != (28, 28):
@@ -242,8 +247,9 @@ def _check_ranges(table, first_line, path):
 
 
 def _is_header(line):
-    """True for a first line that is text (``label,1x1,...``), not numbers."""
-    return any(chr(c).isalpha() for c in line)
+    """True for a first line that is a header (``label,1x1,...``): its first field is a word."""
+    first_field = line.split(b",")[0].strip()
+    return not first_field.isdigit() and any(65 <= c <= 90 or 97 <= c <= 122 for c in first_field)
 
 
 def parse_csv(path, n_pixels=N_PIXELS):

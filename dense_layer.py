@@ -58,6 +58,7 @@ class DenseLayer:
         self._Z = np.empty((batch_size, self.n_out), dtype)
         self._A = np.empty((batch_size, self.n_out), dtype)
         self._dX = np.empty((batch_size, self.n_in), dtype)
+        self._ones = np.ones(batch_size, dtype)
         if self.dropout:
             self._keep = np.empty((batch_size, self.n_out), dtype)
             self._A_dropped = np.empty((batch_size, self.n_out), dtype)
@@ -77,7 +78,7 @@ class DenseLayer:
             self._allocate(X.shape[0])
         np.matmul(X, self.W, out=self._Z)
         self._Z += self.b
-        A = self._f(self._Z, out=self._A)
+        A = self._Z if self.activation == "linear" else self._f(self._Z, out=self._A)
         if self.dropout:
             keep = self._keep
             np.less(self.rng.random(keep.shape, dtype=keep.dtype), 1 - self.dropout, out=keep)
@@ -99,7 +100,7 @@ class DenseLayer:
         if self.activation != "linear":
             dZ *= self._f_prime(self._Z, self._A)
         np.matmul(self._X.T, dZ, out=self.dW)
-        np.sum(dZ, axis=0, out=self.db)
+        np.matmul(self._ones, dZ, out=self.db)  # the column sums of dZ, as one BLAS call
         if not need_dX:
             return None
         return np.matmul(dZ, self.W.T, out=self._dX)

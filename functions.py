@@ -164,8 +164,7 @@ def softmax_cross_entropy(Z, y):
     shifted = Z - Z.max(axis=1, keepdims=True)
     E = np.exp(shifted)
     sums = E.sum(axis=1, keepdims=True)
-    loss = float(np.mean(np.log(sums[:, 0]) - shifted[rows, y], dtype=np.float64))
-    E /= sums
-    E[rows, y] -= 1
-    E *= Z.dtype.type(1.0 / B)
+    loss = (float(np.log(sums).sum(dtype=np.float64)) - float(shifted[rows, y].sum(dtype=np.float64))) / B
+    E *= Z.dtype.type(1.0 / B) / sums
+    E[rows, y] -= Z.dtype.type(1.0 / B)
     return loss, E

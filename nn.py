@@ -188,7 +188,11 @@ def check_folders(args, out_dir):
 
 def to_inputs(pixels, out=None):
     """Network inputs from uint8 pixels: float32 in [0, 1], same shape (written to out if given)."""
-    return np.multiply(pixels, PIXEL_SCALE, out=out, dtype=np.float32)
+    if out is None:
+        out = np.empty(pixels.shape, np.float32)
+    np.copyto(out, pixels)  # then scale in place: faster than a mixed-type multiply
+    out *= PIXEL_SCALE
+    return out
 
 
 def random_shifts(batch_pixels, max_shift, rng):
@@ -256,24 +260,29 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
     optimizer = make_optimizer(config["optimizer"], config["momentum"])
     history = history or {"loss_steps": [], "losses": [], "evaluations": []}
     losses = np.full(total_steps - first_step, np.nan)
-    batch_pixels = np.empty((batch_size, images.shape[1]), np.uint8)
     X = np.empty((batch_size, images.shape[1]), np.float32)
     weight_decay, eval_every = config["weight_decay"], config["eval_every"]
     best = {"loss": math.inf, "step": None, "weights": None}
     order = None
     step = first_step
+    # Diverged: a recent mean loss far worse than guessing uniformly (ln 10 = 2.30).
+    # The stable loss never overflows, so a blow-up shows as a huge loss, not as NaN.
+    chance_loss = math.log(model.layer_sizes[-1])
+    diverged_loss, smoothed_loss = 4 * chance_loss, 0.0
     ended = "completed"
     while step < total_steps:
         position = step % steps_per_epoch
         if position == 0 or order is None:
             order = rng.permutation(len(labels))
         batch = order[position * batch_size:(position + 1) * batch_size]
-        np.take(images, batch, axis=0, out=batch_pixels)
+        batch_pixels = images[batch]
         to_inputs(random_shifts(batch_pixels, config["augment"], rng) if config["augment"] else batch_pixels, out=X)
         logits = model.forward(X, training=True)
         loss, dZ = softmax_cross_entropy(logits, labels[batch])
-        if not math.isfinite(loss):
-            raise Diverged(f"the training loss became {loss} at step {step + 1}")
+        smoothed_loss += (loss - smoothed_loss) / min(step - first_step + 1, 20)
+        if not math.isfinite(loss) or (smoothed_loss > diverged_loss and step - first_step >= 20):
+            raise Diverged(f"the training loss reached {loss:.4g} at step {step + 1} "
+                           f"(mean of recent steps {smoothed_loss:.4g}; guessing gives {chance_loss:.2f})")
         model.backward(dZ, weight_decay)
         model.update(optimizer, learning_rate_at(step, total_steps, config["lr"],
                                                  config["lr_schedule"], config["warmup_steps"]))

@@ -1,0 +1,70 @@
+"""DenseLayer: shapes, gradients against finite differences, no self-update, dropout."""
+
+import numpy as np
+import pytest
+
+from conftest import assert_close_gradients, numerical_gradient
+from dense_layer import DenseLayer
+
+HIDDEN_ACTIVATIONS = ["relu", "leaky_relu", "tanh", "sigmoid", "gelu", "linear"]
+
+
+def make_layer(activation, dropout=0.0, seed=0):
+    return DenseLayer(4, 3, activation, np.random.default_rng(seed), dtype=np.float64, dropout=dropout)
+
+
+def test_shapes_dtype_and_initialisation():
+    layer = DenseLayer(784, 150, "relu", np.random.default_rng(0))
+    assert layer.W.shape == (784, 150) and layer.b.shape == (150,)
+    assert layer.W.dtype == np.float32 and not layer.b.any()
+    assert layer.W.std() == pytest.approx(np.sqrt(2 / 784), rel=0.02)  # He
+    glorot = DenseLayer(150, 10, "linear", np.random.default_rng(0))
+    assert glorot.W.std() == pytest.approx(np.sqrt(2 / 160), rel=0.1)
+    X = np.ones((7, 784), np.float32)
+    assert layer.forward(X).shape == (7, 150) and layer.forward(X, training=True).shape == (7, 150)
+    assert layer.backward(np.ones((7, 150), np.float32)).shape == (7, 784)
+
+
+def test_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="unknown activation"):
+        DenseLayer(2, 2, "swish")
+
+
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_gradients_match_finite_differences(activation, dropout):
+    layer = make_layer(activation, dropout)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(5, 4))
+    R = rng.normal(size=(5, 3))  # loss = sum(A * R), so dL/dA = R
+
+    def loss():
+        layer.rng = np.random.default_rng(7)  # the same dropout mask on every call
+        return float((layer.forward(X, training=True) * R).sum())
+
+    loss()
+    W_before = layer.W.copy()
+    dX = layer.backward(R.copy())
+    assert np.array_equal(layer.W, W_before), "backward must not update the weights"
+    dW, db, dX = layer.dW.copy(), layer.db.copy(), dX.copy()
+    assert_close_gradients(dW, numerical_gradient(loss, layer.W))
+    assert_close_gradients(db, numerical_gradient(loss, layer.b))
+    assert_close_gradients(dX, numerical_gradient(loss, X))
+
+
+def test_dropout_is_inverted_and_off_at_evaluation():
+    layer = DenseLayer(50, 400, "linear", np.random.default_rng(0), dropout=0.25)
+    X = np.ones((64, 50), np.float32)
+    train = layer.forward(X, training=True)
+    expected = layer.forward(X)
+    zeros = train == 0
+    assert 0.2 < zeros.mean() < 0.3
+    np.testing.assert_allclose(train[~zeros], (expected / 0.75)[~zeros], rtol=1e-5)
+
+
+def test_inference_leaves_training_buffers_alone():
+    layer = make_layer("relu")
+    X = np.random.default_rng(2).normal(size=(5, 4))
+    A = layer.forward(X, training=True).copy()
+    layer.forward(np.zeros((9, 4)))
+    np.testing.assert_array_equal(layer.forward(X, training=True), A)

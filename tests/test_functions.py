@@ -1,0 +1,84 @@
+"""Activations, softmax and the loss: values, derivatives against finite differences, stability."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import assert_close_gradients, numerical_gradient
+from functions import (ACTIVATIONS, cross_entropy, log_softmax, softmax,
+                       softmax_cross_entropy)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_derivative_matches_finite_differences(name):
+    f, f_prime = ACTIVATIONS[name]
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(5, 4)) * 2
+    Z[np.abs(Z) < 0.05] = 0.3  # away from the kink of the ReLU family
+    analytic = f_prime(Z, f(Z.copy()))
+    for index in np.ndindex(Z.shape):
+        def value():
+            return f(Z.copy())[index]
+        numeric = numerical_gradient(value, Z)[index]
+        assert_close_gradients(np.array(analytic[index]), np.array(numeric))
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activations_keep_float32_and_write_into_out(name):
+    f, f_prime = ACTIVATIONS[name]
+    Z = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    out = np.empty_like(Z)
+    A = f(Z, out=out)
+    assert A.dtype == np.float32 and f_prime(Z, A).dtype == np.float32
+    np.testing.assert_allclose(out, f(Z.astype(np.float64)), rtol=1e-5, atol=1e-6)
+
+
+def test_known_values():
+    Z = np.array([[-2.0, 0.0, 3.0]])
+    np.testing.assert_array_equal(ACTIVATIONS["relu"][0](Z), [[0, 0, 3]])
+    np.testing.assert_allclose(ACTIVATIONS["sigmoid"][0](Z), 1 / (1 + np.exp(-Z)))
+    np.testing.assert_allclose(ACTIVATIONS["leaky_relu"][0](Z), [[-0.02, 0, 3]])
+    np.testing.assert_allclose(ACTIVATIONS["gelu"][0](np.array([[0.0, 10.0]])), [[0, 10]], atol=1e-9)
+
+
+def test_loss_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(6, 10))
+    y = rng.integers(0, 10, size=6)
+    loss, dZ = softmax_cross_entropy(Z.copy(), y)
+    assert loss == pytest.approx(cross_entropy(Z, y), rel=1e-12)
+    numeric = numerical_gradient(lambda: cross_entropy(Z, y), Z)
+    assert_close_gradients(dZ, numeric)
+
+
+def test_loss_is_mean_over_batch_and_gradient_divided_once():
+    Z = np.zeros((4, 10))
+    y = np.array([0, 1, 2, 3])
+    loss, dZ = softmax_cross_entropy(Z, y)
+    assert loss == pytest.approx(np.log(10))
+    assert dZ[0, 0] == pytest.approx((0.1 - 1) / 4) and dZ[0, 1] == pytest.approx(0.1 / 4)
+
+
+def test_softmax_rows_sum_to_one_and_ignore_a_constant():
+    rng = np.random.default_rng(2)
+    Z = rng.normal(size=(3, 10))
+    P = softmax(Z)
+    np.testing.assert_allclose(P.sum(axis=1), 1)
+    np.testing.assert_allclose(softmax(Z + 123.0), P, rtol=1e-12)
+    np.testing.assert_allclose(np.exp(log_softmax(Z)), P, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_and_loss_stable_for_huge_logits(dtype):
+    Z = np.array([[1e3, 0, -1e3], [1e3, 1e3, 1e3], [-1e3, -1e3, 1e3]], dtype=dtype)
+    y = np.array([2, 0, 2])
+    with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise"):
+        warnings.simplefilter("error")
+        P = softmax(Z)
+        loss, dZ = softmax_cross_entropy(Z, y)
+        direct = cross_entropy(Z, y)
+    assert np.isfinite(P).all() and np.isfinite(dZ).all()
+    np.testing.assert_allclose(P[1], [1 / 3] * 3, rtol=1e-6)
+    assert loss == pytest.approx((2000 + np.log(3) + 0) / 3, rel=1e-6)
+    assert direct == pytest.approx(loss, rel=1e-6)

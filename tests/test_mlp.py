@@ -1,0 +1,161 @@
+"""MLP: whole-network gradients, one SGD step by hand, optimizers, save and load."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_close_gradients, numerical_gradient
+from functions import cross_entropy, softmax_cross_entropy
+from mlp import MLP, ModelFileError
+from optimizers import SGD, Adam, Momentum, learning_rate_at
+
+
+def small_mlp(activation="relu", dropout=0.0):
+    """4 -> 5 -> 3 -> 3 in float64, with random biases so that no ReLU input sits exactly
+    on the kink at 0 (a sample whose hidden units are all off would give Z = b = 0)."""
+    model = MLP([4, 5, 3, 3], [activation, activation, "softmax"], np.random.default_rng(0),
+                dtype=np.float64, dropout=dropout)
+    for layer in model.layers:
+        layer.b[...] = np.random.default_rng(9).normal(0, 0.5, size=layer.b.shape)
+    return model
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid", "gelu"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_whole_network_gradient_matches_finite_differences(activation, weight_decay):
+    model = small_mlp(activation)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(5, 4))
+    y = rng.integers(0, 3, size=5)
+
+    def loss():
+        penalty = 0.5 * weight_decay * sum((layer.W ** 2).sum() for layer in model.layers)
+        return cross_entropy(model.forward(X), y) + penalty
+
+    _, dZ = softmax_cross_entropy(model.forward(X, training=True), y)
+    model.backward(dZ, weight_decay)
+    assert_close_gradients(model.flat_gradients.copy(), numerical_gradient(loss, model.flat_parameters))
+
+
+def test_one_sgd_step_worked_out_by_hand():
+    # 1 input -> 1 ReLU unit -> 2 logits. W1 = [[2]], W2 = [[1, -1]], biases 0, x = 1, y = 1.
+    model = MLP([1, 1, 2], ["relu", "softmax"], dtype=np.float64)
+    model.layers[0].W[...] = [[2.0]]
+    model.layers[1].W[...] = [[1.0, -1.0]]
+    model.flat_parameters[[1, 4, 5]] = 0.0  # the biases
+    X, y = np.array([[1.0]]), np.array([1])
+    # Z1 = 2, A1 = 2, logits = [2, -2], p = [s, 1 - s] with s = sigmoid(4) = 0.98201379
+    s = 1 / (1 + np.exp(-4))
+    loss, dZ = softmax_cross_entropy(model.forward(X, training=True), y)
+    assert loss == pytest.approx(-np.log(1 - s))  # 4.01814993
+    # dlogits = p - onehot = [s, -s]; dW2 = A1 * dlogits = [2s, -2s]; db2 = [s, -s]
+    # dA1 = dlogits @ W2.T = s + s = 2s; ReLU passes it (Z1 > 0): dW1 = x * 2s = 2s, db1 = 2s
+    model.backward(dZ)
+    model.update(SGD(), learning_rate=0.5)
+    np.testing.assert_allclose(model.layers[0].W, [[2 - s]])  # 1.01798621
+    np.testing.assert_allclose(model.layers[0].b, [-s])
+    np.testing.assert_allclose(model.layers[1].W, [[1 - s, -1 + s]])
+    np.testing.assert_allclose(model.layers[1].b, [-s / 2, s / 2])
+
+
+def test_layers_hold_views_of_the_flat_arrays():
+    model = small_mlp()
+    model.flat_parameters[:] = 0.5
+    assert all((p == 0.5).all() for p in model.parameters())
+    assert model.flat_parameters.size == 4 * 5 + 5 + 5 * 3 + 3 + 3 * 3 + 3
+
+
+def test_optimizers_move_towards_the_minimum():
+    for optimizer in (SGD(), Momentum(0.9), Momentum(0.9, nesterov=True), Adam()):
+        p = np.array([3.0, -2.0])
+        for _ in range(300):
+            optimizer.step([p], [2 * p.copy()], 0.05)  # gradient of |p|^2
+        assert np.abs(p).max() < 0.05, type(optimizer).__name__
+
+
+def test_adam_first_step_is_learning_rate_times_sign():
+    p = np.array([1.0, -1.0, 1.0])
+    Adam().step([p], [np.array([0.3, -2.0, 1e-3])], 0.01)
+    np.testing.assert_allclose(p, [0.99, -0.99, 0.99], rtol=1e-4)
+
+
+def test_learning_rate_schedules():
+    assert learning_rate_at(0, 100, 0.1) == 0.1
+    assert learning_rate_at(0, 100, 0.1, "cosine", warmup_steps=10) == pytest.approx(0.01)
+    assert learning_rate_at(10, 100, 0.1, "cosine", warmup_steps=10) == pytest.approx(0.1)
+    assert learning_rate_at(99, 100, 0.1, "cosine") == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 0.99)))
+    assert learning_rate_at(80, 100, 0.1, "step") == pytest.approx(0.001)
+
+
+def test_save_then_load_predicts_identically(tmp_path):
+    model = MLP([784, 20, 10], rng=np.random.default_rng(5))
+    X = np.random.default_rng(6).random((50, 784), dtype=np.float32)
+    path = tmp_path / "model.npz"
+    model.save(path, config={"lr": 0.1, "hidden": [20]}, steps_done=123)
+    loaded, info = MLP.load(path, with_info=True)
+    assert np.array_equal(loaded.predict_logits(X), model.predict_logits(X))
+    assert loaded.layer_sizes == [784, 20, 10] and loaded.activations == ["relu", "softmax"]
+    assert info == {"config": {"lr": 0.1, "hidden": [20]}, "steps_done": 123}
+    with np.load(path, allow_pickle=False) as archive:
+        assert {"layer0.weights", "layer0.bias", "layer1.weights", "format_version"} <= set(archive.files)
+
+
+def _rewrite(path, **changes):
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays.update(changes)
+    for name in [k for k, v in changes.items() if v is None]:
+        del arrays[name]
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format_version": np.array(99)}, "format version"),
+    ({"layer0.weights": np.zeros((5, 5), np.float32)}, "layer0.weights has shape"),
+    ({"layer1.bias": np.array([np.nan] * 10, np.float32)}, "NaN"),
+    ({"layer_sizes": np.array([784, 20, 11])}, "shape"),
+    ({"activations": np.array(["relu", "evil"])}, "unknown activations"),
+    ({"layer0.bias": None}, "missing"),
+    ({"layer0.weights": np.array([object()] * 3, dtype=object)}, "cannot be read|shape"),
+])
+def test_load_refuses_inconsistent_files(tmp_path, change, message):
+    path = tmp_path / "model.npz"
+    MLP([784, 20, 10]).save(path)
+    _rewrite(path, **change)
+    with pytest.raises(ModelFileError, match=message):
+        MLP.load(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip at all", b"PK\x03\x04truncated"])
+def test_load_refuses_files_that_are_not_npz(tmp_path, content):
+    path = tmp_path / "model.npz"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=str(path)):
+        MLP.load(path)
+
+
+def test_load_refuses_a_truncated_model(tmp_path):
+    path = tmp_path / "model.npz"
+    MLP([784, 20, 10]).save(path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ModelFileError):
+        MLP.load(path)
+
+
+def test_load_never_unpickles(tmp_path):
+    import pickle
+    path = tmp_path / "model.npz"
+    path.write_bytes(pickle.dumps({"layer_sizes": [1, 2]}))
+    with pytest.raises(ModelFileError):
+        MLP.load(path)
+    missing = tmp_path / "nothing.npz"
+    with pytest.raises(ModelFileError, match="no such model file"):
+        MLP.load(missing)
+
+
+def test_saved_configuration_is_json(tmp_path):
+    path = tmp_path / "model.npz"
+    MLP([784, 20, 10]).save(path, config={"seed": 3})
+    with np.load(path, allow_pickle=False) as archive:
+        assert json.loads(str(archive["config_json"])) == {"seed": 3}

@@ -1,0 +1,180 @@
+"""nn.py end to end on the real MNIST, and every way a run can go wrong."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import PROJECT_DIR, run_nn
+from mlp import MLP
+
+OUTPUTS = ("model_mnist.npz", "stats.json", "training_loss_graph.png")
+
+
+def read_stats(folder):
+    return json.loads((folder / "stats.json").read_text())
+
+
+def test_full_default_configuration_beats_the_original(tmp_path):
+    """The claim of the project: the original configuration, unchanged, reaches at
+    least the original's 97.91 % test accuracy and 0.0784 test loss."""
+    result = run_nn("--out", tmp_path, "--quiet")
+    assert result.returncode == 0, result.stderr
+    stats = read_stats(tmp_path)
+    assert stats["steps"] == 20000 and stats["config"]["lr"] == 0.1 and stats["config"]["batch_size"] == 64
+    assert stats["config"]["hidden"] == [150, 150] and stats["config"]["optimizer"] == "sgd"
+    assert stats["test_accuracy"] >= 0.9791, stats["test_accuracy"]
+    assert stats["test_loss"] <= 0.0784, stats["test_loss"]
+    for name in OUTPUTS:
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_short_run_learns_and_writes_every_output(tmp_path):
+    result = run_nn("--steps", 300, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    stats = read_stats(tmp_path)
+    assert stats["test_accuracy"] >= 0.90
+    assert stats["steps"] == 300 and stats["seed"] == 0 and not stats["interrupted"]
+    assert stats["loss_curve"]["loss"][0] > stats["loss_curve"]["loss"][-1]
+    assert len(stats["confusion_matrix"]) == 10 and sum(map(sum, stats["confusion_matrix"])) == 10000
+    for key in ("train_time_s", "data_load_time_s", "per_class_accuracy", "evaluations", "config"):
+        assert key in stats
+    for name in OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png"):
+        assert (tmp_path / name).read_bytes()[:4] == (b"PK\x03\x04" if name.endswith("npz") else
+                                                        b"{\n  " if name.endswith("json") else b"\x89PNG")
+    model = MLP.load(tmp_path / "model_mnist.npz")
+    assert model.layer_sizes == [784, 150, 150, 10]
+    assert "Test accuracy" in result.stdout and "\r" not in result.stdout
+
+
+def test_same_seed_same_model(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    for folder in (first, second):
+        assert run_nn("--steps", 50, "--eval-every", 0, "--out", folder, "--quiet").returncode == 0
+    a, b = MLP.load(first / "model_mnist.npz"), MLP.load(second / "model_mnist.npz")
+    assert np.array_equal(a.flat_parameters, b.flat_parameters)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps must be a positive"),
+    (["--steps", "-5"], "--steps must be a positive"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--lr", "-0.1"], "--lr must be a positive"),
+    (["--lr", "nan"], "--lr must be a positive"),
+    (["--hidden"], "--hidden needs at least one"),
+    (["--hidden", "150", "0"], "--hidden sizes must be positive"),
+    (["--batch-size", "100000"], "larger than the 60000 training images"),
+    (["--data", "/nonexistent/folder"], "--data /nonexistent/folder: no such folder"),
+    (["--out", "/nonexistent/folder"], "--out /nonexistent/folder: no such folder"),
+    (["--out", "/proc"], "--out /proc: cannot write there"),
+    (["--steps", "ten"], "invalid int value"),
+    (["--val-split", "1.5"], "--val-split must be in"),
+    (["--early-stopping", "3"], "needs --val-split"),
+    (["--resume", "/nonexistent/model.npz"], "no such model file"),
+])
+def test_bad_flags_are_refused_at_once(tmp_path, flags, message):
+    result = run_nn(*flags, "--out", tmp_path) if "--out" not in flags else run_nn(*flags)
+    assert result.returncode in (1, 2)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "Model:" not in result.stdout
+    assert not (tmp_path / "stats.json").exists()
+
+
+def test_bad_data_stops_before_training(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "mnist_train.csv").write_text("5," + ",".join(["0"] * 784) + "\n" + "3,1,2\n")
+    (data_dir / "mnist_test.csv").write_text("5," + ",".join(["0"] * 784) + "\n")
+    result = run_nn("--data", data_dir, "--out", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"nn.py: error: {data_dir / 'mnist_train.csv'}, line 2: 3 values, "
+                                     f"expected 785 (a label and 784 pixels)")
+    assert not (tmp_path / "model_mnist.npz").exists()
+
+
+def test_a_test_csv_of_another_width_is_refused(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "mnist_train.csv").write_text(("5," + ",".join(["0"] * 784) + "\n") * 70)
+    (data_dir / "mnist_test.csv").write_text("5," + ",".join(["0"] * 100) + "\n")
+    result = run_nn("--data", data_dir, "--out", tmp_path)
+    assert result.returncode == 1 and "mnist_test.csv, line 1: 101 values, expected 785" in result.stderr
+
+
+def test_divergence_stops_and_keeps_the_previous_model(tmp_path):
+    assert run_nn("--steps", 30, "--out", tmp_path, "--quiet").returncode == 0
+    before = {name: (tmp_path / name).read_bytes() for name in OUTPUTS}
+    result = run_nn("--lr", 50, "--steps", 2000, "--out", tmp_path)
+    assert result.returncode == 1
+    assert "training diverged" in result.stderr and "learning rate is probably too high" in result.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
+
+
+def start_long_run(tmp_path, *extra):
+    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "--steps", "1000000", "--eval-every",
+                                "0", "--log-interval", "200", "--out", str(tmp_path), *extra],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait until training is under way
+        if line.startswith("step"):
+            return process
+    raise AssertionError(process.stderr.read())
+
+
+@pytest.mark.parametrize("signal_number, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_saves_what_was_reached(tmp_path, signal_number, status):
+    process = start_long_run(tmp_path)
+    sent = time.perf_counter()
+    process.send_signal(signal_number)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == status
+    stats = read_stats(tmp_path)
+    assert stats["interrupted"] is True and 0 < stats["steps"] < 1000000
+    assert stats["train_time_s"] < time.perf_counter() - sent + stats["train_time_s"]
+    assert MLP.load(tmp_path / "model_mnist.npz").all_finite()
+    assert "Interrupted by" in output
+
+
+def test_second_interrupt_exits_at_once(tmp_path):
+    process = start_long_run(tmp_path)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+
+
+def test_sigkill_leaves_previous_outputs_intact(tmp_path):
+    assert run_nn("--steps", 30, "--out", tmp_path, "--quiet").returncode == 0
+    before = {name: (tmp_path / name).read_bytes() for name in OUTPUTS}
+    process = start_long_run(tmp_path)
+    process.kill()
+    process.communicate(timeout=30)
+    assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
+
+
+def test_dry_run_writes_everything_quickly(tmp_path):
+    started = time.perf_counter()
+    result = run_nn("--dry-run", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert time.perf_counter() - started < 30
+    stats = read_stats(tmp_path)
+    assert stats["steps"] == 50
+    for name in OUTPUTS:
+        assert (tmp_path / name).exists()
+
+
+def test_resume_continues_steps_and_curves(tmp_path):
+    assert run_nn("--steps", 200, "--lr", 0.05, "--out", tmp_path, "--quiet").returncode == 0
+    result = run_nn("--resume", tmp_path / "model_mnist.npz", "--steps", 400, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    stats = read_stats(tmp_path)
+    assert stats["steps"] == 400 and stats["config"]["lr"] == 0.05  # the resumed model's learning rate
+    assert stats["loss_curve"]["step"][-1] == 400 and stats["loss_curve"]["step"][0] < 200
+    assert "steps 201-400" in result.stdout
+    again = run_nn("--resume", tmp_path / "model_mnist.npz", "--steps", 400, "--out", tmp_path)
+    assert again.returncode == 2 and "already trained for 400 steps" in again.stderr
