@@ -126,19 +126,28 @@ class MLP:
 
     # --------------------------------------------------------- save and load
 
-    def save(self, path, config=None, steps_done=0):
+    def save(self, path, config=None, steps_done=0, history=None):
         """Write the model to ``path`` (.npz), atomically.
 
         The file holds, with no pickled object: format_version, layer_sizes,
-        activations, steps_done, the training configuration as JSON text, and
-        layer{i}.weights (n_in, n_out) / layer{i}.bias (n_out,) for each layer.
+        activations, steps_done, the training configuration as JSON text,
+        layer{i}.weights (n_in, n_out) / layer{i}.bias (n_out,) for each layer,
+        and the training history (so that a resumed run continues its curves):
+        history_losses, the loss of each step, and history_json, the step of the
+        first of them and the evaluations made.
+        history: {"loss_steps": [consecutive steps], "losses": [...], "evaluations": [...]}.
         """
+        history = history or {"loss_steps": [], "losses": [], "evaluations": []}
+        first_step = history["loss_steps"][0] if history["loss_steps"] else steps_done + 1
         arrays = {
             "format_version": np.array(FORMAT_VERSION),
             "layer_sizes": np.array(self.layer_sizes, dtype=np.int64),
             "activations": np.array(self.activations),
             "steps_done": np.array(steps_done, dtype=np.int64),
             "config_json": np.array(json.dumps(config or {}, sort_keys=True)),
+            "history_losses": np.asarray(history["losses"], dtype=np.float32),
+            "history_json": np.array(json.dumps({"first_loss_step": first_step,
+                                                 "evaluations": history["evaluations"]})),
         }
         for index, layer in enumerate(self.layers):
             arrays[f"layer{index}.weights"] = layer.W
@@ -152,7 +161,7 @@ class MLP:
         file of our format; never unpickles (allow_pickle=False).
 
         Returns the MLP, or (MLP, info) with with_info=True, where info is
-        {"config": dict, "steps_done": int}.
+        {"config": dict, "steps_done": int, "history": dict as given to save}.
         """
         def fail(reason):
             raise ModelFileError(f"{path}: not a usable model file: {reason}")
@@ -166,7 +175,8 @@ class MLP:
             fail(f"cannot be read as .npz ({type(error).__name__}: {error})")
         if not isinstance(arrays, dict):
             fail("not an .npz archive")
-        for key in ("format_version", "layer_sizes", "activations", "steps_done", "config_json"):
+        for key in ("format_version", "layer_sizes", "activations", "steps_done", "config_json",
+                    "history_losses", "history_json"):
             if key not in arrays:
                 fail(f"missing {key!r}")
         if arrays["format_version"].shape != () or int(arrays["format_version"]) != FORMAT_VERSION:
@@ -183,8 +193,13 @@ class MLP:
         try:
             config = json.loads(str(arrays["config_json"]))
             steps_done = int(arrays["steps_done"])
-        except (ValueError, TypeError) as error:
-            fail(f"bad configuration ({error})")
+            saved_history = json.loads(str(arrays["history_json"]))
+            losses = arrays["history_losses"].astype(np.float64).tolist()
+            first = int(saved_history["first_loss_step"])
+            history = {"loss_steps": list(range(first, first + len(losses))), "losses": losses,
+                       "evaluations": list(saved_history["evaluations"])}
+        except (ValueError, TypeError, KeyError) as error:
+            fail(f"bad configuration or history ({error})")
         if not isinstance(config, dict):
             fail("configuration is not a JSON object")
         model = cls(sizes.tolist(), activations, rng=np.random.default_rng(0))
@@ -199,6 +214,6 @@ class MLP:
                 if not np.isfinite(value).all():
                     fail(f"{key} holds NaN or infinite values")
                 target[...] = value
-        if len(arrays) != 5 + 2 * len(model.layers):
+        if len(arrays) != 7 + 2 * len(model.layers):
             fail("unexpected extra arrays")
-        return (model, {"config": config, "steps_done": steps_done}) if with_info else model
+        return (model, {"config": config, "steps_done": steps_done, "history": history}) if with_info else model

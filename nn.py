@@ -357,7 +357,7 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     """model_mnist.npz, stats.json and the pictures, each written atomically."""
     import plots
     plots.use_display(show)
-    model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"])
+    model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"], history=history)
     write_json(out_dir / STATS_FILE, stats)
     plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
                      title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}, "
@@ -451,9 +451,7 @@ def run(args):
         f"{sum(p.size for p in model.parameters()):,} parameters; {config['optimizer']} lr {config['lr']}, "
         f"batch {config['batch_size']}, steps {first_step + 1}-{config['steps']}, seed {config['seed']}"
         + (f", resumed from {args.resume}" if resumed else ""))
-    history = None
-    if resumed_info and resumed_info["config"].get("history"):
-        history = resumed_info["config"].pop("history")
+    history = resumed_info["history"] if resumed_info else None
     progress = Progress(config["steps"], steps_per_epoch, first_step, args.log_interval, args.quiet)
     started = time.perf_counter()
     with StopRequest() as stop:
@@ -463,8 +461,7 @@ def run(args):
         test_loss, test_accuracy, probabilities = evaluate(model, *test_set)
         timings = {"train": train_time, "data": data_time, "steps_this_run": history["steps_done"] - first_step}
         stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
-        saved_config = dict(config, history={k: history[k] for k in ("loss_steps", "losses", "evaluations")})
-        write_outputs(out_dir, model, saved_config, stats, history, test_set, probabilities, args.show)
+        write_outputs(out_dir, model, config, stats, history, test_set, probabilities, args.show)
     verdict = {"completed": "Done", "early_stopping": "Stopped early",
                "interrupted": f"Interrupted by {stop.signal.name if stop.signal else 'a signal'}"}[history["ended"]]
     print(f"{verdict}: {history['steps_done']} steps in {format_duration(train_time)} "

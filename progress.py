@@ -68,7 +68,8 @@ class Progress:
         epoch = (step - 1) // self.steps_per_epoch + 1
         if self.interactive:
             now = time.perf_counter()
-            if now - self.last_refresh >= self.min_refresh or in_epoch == self.steps_per_epoch:
+            if (now - self.last_refresh >= self.min_refresh or in_epoch == self.steps_per_epoch
+                    or step == self.total_steps):
                 self.last_refresh = now
                 self._write("\r" + self._bar_line(step, epoch, in_epoch) + "\x1b[K")
                 self.line_open = True

@@ -92,11 +92,13 @@ def test_save_then_load_predicts_identically(tmp_path):
     model = MLP([784, 20, 10], rng=np.random.default_rng(5))
     X = np.random.default_rng(6).random((50, 784), dtype=np.float32)
     path = tmp_path / "model.npz"
-    model.save(path, config={"lr": 0.1, "hidden": [20]}, steps_done=123)
+    history = {"loss_steps": [122, 123], "losses": [0.5, 0.25], "evaluations": [{"step": 123, "test_loss": 0.3}]}
+    model.save(path, config={"lr": 0.1, "hidden": [20]}, steps_done=123, history=history)
     loaded, info = MLP.load(path, with_info=True)
+    assert info["history"] == history
     assert np.array_equal(loaded.predict_logits(X), model.predict_logits(X))
     assert loaded.layer_sizes == [784, 20, 10] and loaded.activations == ["relu", "softmax"]
-    assert info == {"config": {"lr": 0.1, "hidden": [20]}, "steps_done": 123}
+    assert info["config"] == {"lr": 0.1, "hidden": [20]} and info["steps_done"] == 123
     with np.load(path, allow_pickle=False) as archive:
         assert {"layer0.weights", "layer0.bias", "layer1.weights", "format_version"} <= set(archive.files)
 

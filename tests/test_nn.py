@@ -178,3 +178,27 @@ def test_resume_continues_steps_and_curves(tmp_path):
     assert "steps 201-400" in result.stdout
     again = run_nn("--resume", tmp_path / "model_mnist.npz", "--steps", 400, "--out", tmp_path)
     assert again.returncode == 2 and "already trained for 400 steps" in again.stderr
+
+
+def test_progress_on_a_terminal_is_one_updating_line_per_epoch(tmp_path):
+    import os
+    import pty
+    main_fd, child_fd = pty.openpty()
+    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "--steps", "2000", "--out", str(tmp_path)],
+                               stdout=child_fd, stderr=subprocess.PIPE, close_fds=True)
+    os.close(child_fd)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    process.wait(timeout=60)
+    text = output.decode()
+    assert process.returncode == 0
+    assert "\r" in text and "Epoch 1/3 [" in text and "ETA" in text and "ms/step" in text
+    closed = [line for line in text.replace("\r\n", "\n").split("\n") if line.startswith("\rEpoch") or "test_accuracy:" in line]
+    assert len([line for line in closed if "test_accuracy:" in line]) == 3  # one closed line per epoch
