@@ -10,19 +10,35 @@ pictures) to --out, by default the folder of this script.
 """
 
 import os
+import sys
 
-# One BLAS thread is the measured default (see README, "Speed"): the matrices of a
-# batch of 64 are too small for two threads to pay, and one thread is steady.
-# Set OPENBLAS_NUM_THREADS yourself to override. This must precede `import numpy`.
-for _variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")
+
+def _set_blas_threads(argv):
+    """Set the BLAS thread count from --threads (default 1) before NumPy is imported,
+    which is the only time it can be set without extra packages. One thread is the
+    measured default (README, "Speed"): at batch 64 the matrix products are too small
+    for a second thread to pay reliably, and one thread runs at a steady speed."""
+    threads = None
+    for index, word in enumerate(argv):
+        if word == "--threads" and index + 1 < len(argv):
+            threads = argv[index + 1]
+        elif word.startswith("--threads="):
+            threads = word.split("=", 1)[1]
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if threads is not None and threads.isdigit() and int(threads) > 0:
+            os.environ[variable] = threads
+        else:
+            os.environ.setdefault(variable, "1")  # a value set in the environment is kept
+
+
+if __name__ == "__main__":
+    _set_blas_threads(sys.argv[1:])
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import signal  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -97,6 +113,8 @@ def build_parser():
                             "(default: once an epoch)")
     group.add_argument("--val-split", type=float, metavar="F",
                        help=f"fraction of the training images held out for validation (default: {d['val_split']})")
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="BLAS threads for the matrix products (default: 1, or OPENBLAS_NUM_THREADS)")
     group.add_argument("--log-interval", type=int, default=1000, metavar="N",
                        help="steps between progress lines when the output is not a terminal (default: 1000)")
     group.add_argument("--quiet", action="store_true", help="no progress, only the result")
@@ -142,10 +160,7 @@ def resolve_config(args, resumed_config=None):
             config[key] = value
     if args.dry_run and args.steps is None:
         config["steps"] = 50
-    if config["eval_every"] is None:
-        config["eval_every"] = 0  # filled in once the data size is known: once an epoch
-        config["eval_every_epoch"] = True
-    check_config(config)
+    check_config(config)  # eval_every None means once an epoch, set when the data size is known
     return config
 
 
@@ -159,7 +174,8 @@ def check_config(config):
     need(math.isfinite(config["lr"]) and config["lr"] > 0, f"--lr must be a positive number, got {config['lr']}")
     need(len(config["hidden"]) > 0, "--hidden needs at least one layer size, such as --hidden 150 150")
     need(min(config["hidden"]) > 0, f"--hidden sizes must be positive, got {config['hidden']}")
-    need(config["eval_every"] >= 0, f"--eval-every must be 0 or more, got {config['eval_every']}")
+    need(config["eval_every"] is None or config["eval_every"] >= 0,
+         f"--eval-every must be 0 or more, got {config['eval_every']}")
     need(0 <= config["val_split"] < 1, f"--val-split must be in [0, 1), got {config['val_split']}")
     need(0 <= config["dropout"] < 1, f"--dropout must be in [0, 1), got {config['dropout']}")
     need(config["weight_decay"] >= 0, f"--weight-decay must be 0 or more, got {config['weight_decay']}")
@@ -262,7 +278,7 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
     losses = np.full(total_steps - first_step, np.nan)
     X = np.empty((batch_size, images.shape[1]), np.float32)
     weight_decay, eval_every = config["weight_decay"], config["eval_every"]
-    best = {"loss": math.inf, "step": None, "weights": None}
+    early_stopping = EarlyStopping(config["early_stopping"]) if config["early_stopping"] else None
     order = None
     step = first_step
     # Diverged: a recent mean loss far worse than guessing uniformly (ln 10 = 2.30).
@@ -291,41 +307,63 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
         progress.step(step, loss)
         evaluation = None
         if eval_every and (step % eval_every == 0 or step == total_steps):
-            if not model.all_finite():
-                raise Diverged(f"the weights stopped being finite numbers by step {step}")
-            evaluation = {"step": step}
-            for name, (eval_images, eval_labels) in eval_sets.items():
-                evaluation[f"{name}_loss"], evaluation[f"{name}_accuracy"], _ = evaluate(model, eval_images, eval_labels)
+            evaluation = evaluate_sets(model, eval_sets, step)
             history["evaluations"].append(evaluation)
         shown = {k: v for k, v in (evaluation or {}).items() if k != "step"}
         if step % steps_per_epoch == 0 or step == total_steps:
             progress.end_epoch(shown)
         elif shown:
             progress.evaluation(shown)
-        if config["early_stopping"] and evaluation and "val_loss" in evaluation:
-            if evaluation["val_loss"] < best["loss"]:
-                best = {"loss": evaluation["val_loss"], "step": step,
-                        "weights": [p.copy() for p in model.parameters()], "patience": 0}
-            else:
-                best["patience"] += 1
-                if best["patience"] >= config["early_stopping"]:
-                    ended = "early_stopping"
-                    break
+        if evaluation and early_stopping and early_stopping.should_stop(model, evaluation):
+            ended = "early_stopping"
+            break
         if stop.signal is not None:
             ended = "interrupted"
+            progress.message(f"{stop.signal.name} at step {step}: saving what was reached "
+                             f"(send it again to quit at once without saving)")
             break
     if not model.all_finite():
         raise Diverged(f"the weights stopped being finite numbers by step {step}")
-    if best["weights"] is not None and ended == "early_stopping":
-        for parameter, saved in zip(model.parameters(), best["weights"]):
-            parameter[...] = saved
-        progress.message(f"Early stopping at step {step}: restored the weights of step {best['step']} "
-                         f"(best validation loss {best['loss']:.4f})")
-    done = losses[:step - first_step]
+    if ended == "early_stopping":
+        early_stopping.restore(model)
+        progress.message(f"Early stopping at step {step}: restored the weights of step {early_stopping.best_step} "
+                         f"(best validation loss {early_stopping.best_loss:.4f})")
     history["loss_steps"] += list(range(first_step + 1, step + 1))
-    history["losses"] += done.tolist()
-    history.update(steps_done=step, ended=ended, best_step=best["step"])
+    history["losses"] += losses[:step - first_step].tolist()
+    history.update(steps_done=step, ended=ended, best_step=early_stopping and early_stopping.best_step)
     return history
+
+
+def evaluate_sets(model, eval_sets, step):
+    """{"step": step, "test_loss": ..., "test_accuracy": ..., "val_loss": ...} for each set."""
+    if not model.all_finite():
+        raise Diverged(f"the weights stopped being finite numbers by step {step}")
+    evaluation = {"step": step}
+    for name, (images, labels) in eval_sets.items():
+        evaluation[f"{name}_loss"], evaluation[f"{name}_accuracy"], _ = evaluate(model, images, labels)
+    return evaluation
+
+
+class EarlyStopping:
+    """Stops training after `patience` evaluations without a lower validation loss,
+    keeping a copy of the best weights to restore."""
+
+    def __init__(self, patience):
+        self.patience = patience
+        self.best_loss, self.best_step, self.best_weights, self.waited = math.inf, None, None, 0
+
+    def should_stop(self, model, evaluation):
+        if "val_loss" not in evaluation:
+            return False
+        if evaluation["val_loss"] < self.best_loss:
+            self.best_loss, self.best_step, self.waited = evaluation["val_loss"], evaluation["step"], 0
+            self.best_weights = model.flat_parameters.copy()
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def restore(self, model):
+        model.flat_parameters[...] = self.best_weights
 
 
 # ------------------------------------------------------------------ outputs
@@ -403,6 +441,10 @@ def build_stats(config, history, test_loss, test_accuracy, probabilities, labels
 
 def run(args):
     """The training run of `python nn.py`; returns the exit status."""
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be 1 or more, got {args.threads}")
+    if args.log_interval < 1:
+        raise UsageError(f"--log-interval must be 1 or more, got {args.log_interval}")
     resumed, resumed_info = None, None
     if args.resume is not None:
         resumed, resumed_info = MLP.load(args.resume, with_info=True)
@@ -437,7 +479,7 @@ def run(args):
     if config["batch_size"] > len(train_labels):
         raise UsageError(f"--batch-size {config['batch_size']} is larger than the {len(train_labels)} training images")
     steps_per_epoch = len(train_labels) // config["batch_size"]
-    if config.pop("eval_every_epoch", False):
+    if config["eval_every"] is None:
         config["eval_every"] = steps_per_epoch
     say(f"Data: {len(train_labels)} training and {len(test_set[1])} test images "
         f"from {args.data} in {data_time:.2f} s")
@@ -485,7 +527,13 @@ def main(argv=None):
     except UsageError as error:
         print(f"nn.py: error: {error}", file=sys.stderr)
         return 2
-    except (data.DataError, ModelFileError) as error:
+    except data.DataError as error:
+        hint = ""
+        if ".csv" in str(error).split(":")[0]:
+            hint = " (fix the file, or delete it to have it written again from the MNIST IDX files)"
+        print(f"nn.py: error: {error}{hint}", file=sys.stderr)
+        return 1
+    except ModelFileError as error:
         print(f"nn.py: error: {error}", file=sys.stderr)
         return 1
     except Diverged as error:

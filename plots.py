@@ -30,7 +30,8 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path):
+def save_figure(figure, path):
+    """Write a figure as PNG, atomically, and close it unless it is to be shown."""
     with atomic_write(path) as f:
         figure.savefig(f, format="png", dpi=110)
     if not _display_wanted:
@@ -77,7 +78,7 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss"):
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def accuracy_graph(path, evaluations, title="Accuracy during training"):
@@ -97,7 +98,7 @@ def accuracy_graph(path, evaluations, title="Accuracy during training"):
     if axes.get_legend_handles_labels()[0]:
         axes.legend()
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def confusion_matrix_plot(path, matrix, title="Confusion matrix (test set)"):
@@ -120,7 +121,7 @@ def confusion_matrix_plot(path, matrix, title="Confusion matrix (test set)"):
     axes.set_title(title)
     figure.colorbar(image, ax=axes, label="log(1 + count)")
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def misclassified_grid(path, images, true_labels, predicted, confidences, columns=8,
@@ -138,4 +139,4 @@ def misclassified_grid(path, images, true_labels, predicted, confidences, column
                            fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)

@@ -94,7 +94,8 @@ def test_bad_data_stops_before_training(tmp_path):
     result = run_nn("--data", data_dir, "--out", tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (f"nn.py: error: {data_dir / 'mnist_train.csv'}, line 2: 3 values, "
-                                     f"expected 785 (a label and 784 pixels)")
+                                     f"expected 785 (a label and 784 pixels) (fix the file, or delete it "
+                                     f"to have it written again from the MNIST IDX files)")
     assert not (tmp_path / "model_mnist.npz").exists()
 
 
@@ -202,3 +203,33 @@ def test_progress_on_a_terminal_is_one_updating_line_per_epoch(tmp_path):
     assert "\r" in text and "Epoch 1/3 [" in text and "ETA" in text and "ms/step" in text
     closed = [line for line in text.replace("\r\n", "\n").split("\n") if line.startswith("\rEpoch") or "test_accuracy:" in line]
     assert len([line for line in closed if "test_accuracy:" in line]) == 3  # one closed line per epoch
+
+
+def test_benchmark_script_runs_with_tiny_sizes(tmp_path):
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "benchmarks" / "benchmark.py"), "--steps", "20",
+                             "--warmup", "5", "--repeats", "1", "--threads", "1", "--no-torch", "--no-full-run",
+                             "--json", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "b.json").read_text())
+    assert results["loop"]["1"]["numpy_over_matmul"] > 0.5
+    assert results["data"]["cache_load_s"] < results["data"]["csv_parse_s"]
+    assert "project training loop" in result.stdout
+
+
+def test_two_runs_at_once_in_one_folder_do_not_corrupt_anything(tmp_path):
+    import data
+    images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data.write_csv(data_dir / "mnist_train.csv", images[:3000], labels[:3000])
+    data.write_csv(data_dir / "mnist_test.csv", images[3000:4000], labels[3000:4000])
+    command = [sys.executable, str(PROJECT_DIR / "nn.py"), "--data", str(data_dir), "--out", str(tmp_path),
+               "--steps", "100", "--quiet"]
+    runs = [subprocess.Popen(command + ["--seed", str(seed)], stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    for run in runs:
+        assert run.wait(timeout=120) == 0, run.stderr.read()
+    assert data.load_csv(data_dir / "mnist_train.csv")[2]  # a cache that one of them wrote, intact
+    stats = read_stats(tmp_path)
+    model, info = MLP.load(tmp_path / "model_mnist.npz", with_info=True)
+    assert stats["seed"] in (1, 2) and info["config"]["seed"] in (1, 2)
+    assert not list(tmp_path.glob(".*.tmp")) and not list(data_dir.glob(".*.tmp"))

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""How fast is the training loop? Measured against its own matrix products and PyTorch.
+
+    python benchmarks/benchmark.py                   # the full benchmark (about 3 minutes)
+    python benchmarks/benchmark.py --steps 200 --repeats 1 --threads 1 --no-full-run
+
+Every contender runs in a fresh process (the BLAS thread count can only be set
+before NumPy or PyTorch starts), after a warm-up, and the contenders alternate
+repeat after repeat so that a slow moment of the machine hits them all; the table
+gives medians. Contenders, all on the default network (784-150-150-10, batch 64,
+float32, SGD lr 0.1) and the real MNIST training set:
+  numpy   the project's training loop (nn.train: gather, forward, loss, backward, update)
+  matmul  the eight matrix products of a step alone, into preallocated outputs
+  torch   the same network and loop in PyTorch, if it is installed
+Also measured: parsing the training CSV, loading its cache, and a whole
+`python nn.py` run (wall time and peak memory). Results go to the console and to
+a JSON file.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+BATCH, SIZES = 64, (784, 150, 150, 10)
+
+
+# ------------------------------------------------------------------ workers (one process each)
+
+def load_training_set():
+    sys.path.insert(0, str(PROJECT_DIR))
+    import data
+    splits = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"], log=lambda text: None)
+    return splits["train"]
+
+
+def worker_numpy(steps, warmup):
+    """Seconds per step of the project's own training loop."""
+    import numpy as np
+    import nn
+    from mlp import MLP
+    from progress import Progress
+    images, labels = load_training_set()
+    rng = np.random.default_rng(0)
+    model = MLP(SIZES, rng=rng)
+    config = dict(nn.DEFAULTS, steps=warmup, eval_every=0)
+
+    class NoStop:
+        signal = None
+    nn.train(model, config, (images, labels), {}, rng, Progress(warmup, 937, quiet=True), NoStop())
+    config["steps"] = warmup + steps
+    started = time.perf_counter()
+    nn.train(model, config, (images, labels), {}, rng, Progress(warmup + steps, 937, warmup, quiet=True),
+             NoStop(), first_step=warmup)
+    return (time.perf_counter() - started) / steps
+
+
+def worker_matmul(steps, warmup):
+    """Seconds per step of the eight matrix products alone: three forward, five backward
+    (dW3, dX3, dW2, dX2, dW1; the first layer's dX is not needed)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    X = rng.random((BATCH, 784), dtype=np.float32)
+    W1, W2, W3 = (rng.standard_normal(shape, dtype=np.float32) for shape in ((784, 150), (150, 150), (150, 10)))
+    A1, A2, dX3, dX2 = (np.empty((BATCH, 150), np.float32) for _ in range(4))
+    Z3 = np.empty((BATCH, 10), np.float32)
+    dW1, dW2, dW3 = np.empty_like(W1), np.empty_like(W2), np.empty_like(W3)
+
+    def step():
+        np.matmul(X, W1, out=A1)
+        np.matmul(A1, W2, out=A2)
+        np.matmul(A2, W3, out=Z3)
+        np.matmul(A2.T, Z3, out=dW3)
+        np.matmul(Z3, W3.T, out=dX3)
+        np.matmul(A1.T, dX3, out=dW2)
+        np.matmul(dX3, W2.T, out=dX2)
+        np.matmul(X.T, dX2, out=dW1)
+    for _ in range(warmup):
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - started) / steps
+
+
+def worker_torch(steps, warmup):
+    """Seconds per step of the same network and loop written with PyTorch."""
+    import numpy as np
+    import torch
+    torch.set_num_threads(int(os.environ["OPENBLAS_NUM_THREADS"]))
+    torch.manual_seed(0)
+    images, labels = load_training_set()
+    images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+    model = torch.nn.Sequential(torch.nn.Linear(784, 150), torch.nn.ReLU(), torch.nn.Linear(150, 150),
+                                torch.nn.ReLU(), torch.nn.Linear(150, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_function = torch.nn.CrossEntropyLoss()
+    steps_per_epoch = len(labels) // BATCH
+    state = {"order": None}
+
+    def run(first, count):
+        for step in range(first, first + count):
+            position = step % steps_per_epoch
+            if position == 0 or state["order"] is None:
+                state["order"] = torch.randperm(len(labels))
+            batch = state["order"][position * BATCH:(position + 1) * BATCH]
+            x, y = images_t[batch].float().div_(255), labels_t[batch]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_function(model(x), y)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+    run(0, warmup)
+    started = time.perf_counter()
+    run(warmup, steps)
+    return (time.perf_counter() - started) / steps
+
+
+WORKERS = {"numpy": worker_numpy, "matmul": worker_matmul, "torch": worker_torch}
+
+
+# ------------------------------------------------------------------ the orchestra
+
+def run_worker(name, threads, steps, warmup):
+    environment = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                       MKL_NUM_THREADS=str(threads), PYTHONPATH=str(PROJECT_DIR))
+    result = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(steps),
+                             "--warmup", str(warmup)], capture_output=True, text=True, env=environment)
+    if result.returncode != 0:
+        raise RuntimeError(f"worker {name} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])["seconds_per_step"]
+
+
+def torch_available():
+    return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+
+
+def measure_data(repeats):
+    """Median seconds of parsing the training CSV and of loading its cache."""
+    sys.path.insert(0, str(PROJECT_DIR))
+    import data
+    load_training_set()  # make sure the CSV and its cache exist
+    path = data.csv_path(PROJECT_DIR / "datasets", "train")
+    parse, cache = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        data.parse_csv(path)
+        parse.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        assert data.load_csv(path)[2], "the cache was not used"
+        cache.append(time.perf_counter() - started)
+    return statistics.median(parse), statistics.median(cache)
+
+
+def measure_full_run():
+    """(wall seconds, peak resident memory in MiB) of `python nn.py --quiet` with cached data."""
+    with tempfile.TemporaryDirectory() as folder:
+        code = ("import resource, subprocess, sys, time; started = time.perf_counter(); "
+                f"r = subprocess.run([sys.executable, {str(PROJECT_DIR / 'nn.py')!r}, '--quiet', '--out', {folder!r}]); "
+                "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
+        stats = json.loads((Path(folder) / "stats.json").read_text())
+    return float(out[0]), int(out[1]) / 1024, stats
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=3000, help="timed steps per measurement (default: 3000)")
+    parser.add_argument("--warmup", type=int, default=300, help="untimed steps first (default: 300)")
+    parser.add_argument("--repeats", type=int, default=5, help="measurements per contender (default: 5)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="BLAS thread counts (default: 1 2)")
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    parser.add_argument("--no-full-run", action="store_true", help="skip the whole `python nn.py` run")
+    parser.add_argument("--json", type=Path, default=PROJECT_DIR / "benchmarks" / "results" / "latest.json",
+                        help="where to write the results (default: benchmarks/results/latest.json)")
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps({"seconds_per_step": WORKERS[args.worker](args.steps, args.warmup)}))
+        return 0
+
+    contenders = ["numpy", "matmul"] + (["torch"] if not args.no_torch and torch_available() else [])
+    print(f"Benchmark: {args.repeats} x {args.steps} steps after {args.warmup} warm-up steps; "
+          f"contenders {', '.join(contenders)}; BLAS threads {args.threads}; {os.cpu_count()} CPUs")
+    results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                           "processor": platform.processor() or platform.machine()},
+               "settings": vars(args) | {"json": str(args.json)}, "loop": {}}
+    for threads in args.threads:
+        samples = {name: [] for name in contenders}
+        for repeat in range(args.repeats):
+            order = contenders if repeat % 2 == 0 else contenders[::-1]  # alternate
+            for name in order:
+                samples[name].append(run_worker(name, threads, args.steps, args.warmup))
+        results["loop"][str(threads)] = {name: {"median_s_per_step": statistics.median(values),
+                                                "samples": values} for name, values in samples.items()}
+
+    print(f"\n{'threads':>7}  {'contender':<34} {'us/step':>9} {'steps/s':>8} {'spread':>8}  ratio")
+    for threads, table in results["loop"].items():
+        matmul = table["matmul"]["median_s_per_step"]
+        for name, label in (("numpy", "project training loop (NumPy)"), ("matmul", "the 8 matrix products alone"),
+                            ("torch", "PyTorch, same network and loop")):
+            if name not in table:
+                continue
+            median, values = table[name]["median_s_per_step"], table[name]["samples"]
+            spread = (max(values) - min(values)) / median
+            ratio = ""
+            if name == "numpy":
+                ratio = f"{median / matmul:.2f}x the matrix products"
+                table["numpy_over_matmul"] = median / matmul
+                if "torch" in table:
+                    table["torch_over_numpy"] = table["torch"]["median_s_per_step"] / median
+                    ratio += f"; {table['torch_over_numpy']:.2f}x faster than PyTorch"
+            print(f"{threads:>7}  {label:<34} {median * 1e6:9.0f} {1 / median:8.0f} {spread:7.0%}  {ratio}")
+
+    parse, cache = measure_data(max(1, min(args.repeats, 3)))
+    results["data"] = {"csv_parse_s": parse, "cache_load_s": cache}
+    print(f"\ndata: parse mnist_train.csv {parse:.3f} s, load its cache {cache:.3f} s")
+    if not args.no_full_run:
+        wall, peak, stats = measure_full_run()
+        results["full_run"] = {"wall_s": wall, "peak_rss_mib": peak, "train_time_s": stats["train_time_s"],
+                               "test_accuracy": stats["test_accuracy"], "test_loss": stats["test_loss"]}
+        print(f"python nn.py: {wall:.1f} s end to end (training {stats['train_time_s']:.1f} s), peak memory "
+              f"{peak:.0f} MiB, test accuracy {100 * stats['test_accuracy']:.2f} %, loss {stats['test_loss']:.4f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

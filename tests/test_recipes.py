@@ -1,0 +1,88 @@
+"""Beyond the original: every optimizer, activation, regulariser and augmentation learns on real data."""
+
+import numpy as np
+import pytest
+
+import data
+import nn
+from conftest import PROJECT_DIR
+from mlp import MLP
+from progress import Progress
+
+
+class NoStop:
+    signal = None
+
+
+@pytest.fixture(scope="module")
+def subset():
+    images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_train.csv")
+    test_images, test_labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
+    return (images[:6000], labels[:6000]), (test_images[:2000], test_labels[:2000])
+
+
+def train_small(subset, steps=400, **changes):
+    config = dict(nn.DEFAULTS, steps=steps, eval_every=0, hidden=[64], **changes)
+    rng = np.random.default_rng(0)
+    model = MLP([784, *config["hidden"], 10], [config["activation"]] * len(config["hidden"]) + ["softmax"],
+                rng=rng, dropout=config["dropout"])
+    train_set, test_set = subset
+    history = nn.train(model, config, train_set, {"test": test_set}, rng,
+                       Progress(steps, len(train_set[1]) // config["batch_size"], quiet=True), NoStop())
+    loss, accuracy, _ = nn.evaluate(model, *test_set)
+    return accuracy, history, model
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"optimizer": "momentum", "lr": 0.02},
+    {"optimizer": "nesterov", "lr": 0.02},
+    {"optimizer": "adam", "lr": 0.002},
+    {"lr_schedule": "cosine", "warmup_steps": 50},
+    {"lr_schedule": "step"},
+    {"weight_decay": 1e-4},
+    {"dropout": 0.2},
+    {"augment": 2},
+    {"activation": "leaky_relu"},
+    {"activation": "tanh"},
+    {"activation": "sigmoid", "lr": 0.5},
+    {"activation": "gelu"},
+], ids=lambda changes: "-".join(f"{k}={v}" for k, v in changes.items()) or "sgd")
+def test_each_component_learns_on_a_real_subset(subset, changes):
+    accuracy, history, model = train_small(subset, **changes)
+    assert accuracy >= 0.85, accuracy
+    assert np.mean(history["losses"][-50:]) < np.mean(history["losses"][:50]) / 2
+    assert model.all_finite()
+
+
+def test_random_shifts_move_images_by_at_most_the_limit():
+    rng = np.random.default_rng(0)
+    images = np.zeros((200, 784), np.uint8)
+    images[:, 14 * 28 + 14] = 255  # one bright pixel in the middle
+    shifted = nn.random_shifts(images, 2, rng)
+    rows, columns = np.divmod(shifted.argmax(axis=1), 28)
+    assert (shifted.sum(axis=1) == 255).all()  # the pixel never falls off
+    assert set(rows - 14) == {-2, -1, 0, 1, 2} and set(columns - 14) == {-2, -1, 0, 1, 2}
+
+
+def test_early_stopping_restores_the_best_weights(subset):
+    train_set, test_set = subset
+    config = dict(nn.DEFAULTS, steps=3000, eval_every=50, hidden=[32], lr=0.5, early_stopping=2)
+    rng = np.random.default_rng(1)
+    model = MLP([784, 32, 10], rng=rng)
+    val_set = (train_set[0][:500], train_set[1][:500])
+    history = nn.train(model, config, (train_set[0][500:], train_set[1][500:]),
+                       {"val": val_set}, rng, Progress(3000, 86, quiet=True), NoStop())
+    assert history["ended"] == "early_stopping" and history["steps_done"] < 3000
+    best = min(history["evaluations"], key=lambda e: e["val_loss"])
+    assert history["best_step"] == best["step"]
+    assert nn.evaluate(model, *val_set)[0] == pytest.approx(best["val_loss"], rel=1e-6)
+
+
+def test_best_preset_is_documented_flags():
+    parser = nn.build_parser()
+    args = parser.parse_args(["--preset", "best", "--lr", "0.01"])
+    config = nn.resolve_config(args)
+    assert config["hidden"] == nn.PRESETS["best"]["hidden"] and config["lr"] == 0.01  # a flag given wins
+    assert "--hidden 800 800" in parser.format_help().replace("\n", " ").replace("  ", " ") or \
+        "800 800" in parser.format_help()
