@@ -14,10 +14,11 @@ import sys
 
 
 def _set_blas_threads(argv):
-    """Set the BLAS thread count from --threads (default 1) before NumPy is imported,
-    which is the only time it can be set without extra packages. One thread is the
-    measured default (README, "Speed"): at batch 64 the matrix products are too small
-    for a second thread to pay reliably, and one thread runs at a steady speed."""
+    """Set the BLAS thread count from --threads before NumPy is imported, the only time
+    it can be set without extra packages. The default, 1, was chosen by measurement
+    (README, "Speed"): on the 2-core project machine the default run took 11-12 s on
+    one thread every time, and 9.2-22 s on two. An OPENBLAS_NUM_THREADS already in
+    the environment is kept when --threads is not given."""
     threads = None
     for index, word in enumerate(argv):
         if word == "--threads" and index + 1 < len(argv):
@@ -28,7 +29,7 @@ def _set_blas_threads(argv):
         if threads is not None and threads.isdigit() and int(threads) > 0:
             os.environ[variable] = threads
         else:
-            os.environ.setdefault(variable, "1")  # a value set in the environment is kept
+            os.environ.setdefault(variable, "1")
 
 
 if __name__ == "__main__":
@@ -114,7 +115,8 @@ def build_parser():
     group.add_argument("--val-split", type=float, metavar="F",
                        help=f"fraction of the training images held out for validation (default: {d['val_split']})")
     group.add_argument("--threads", type=int, metavar="N",
-                       help="BLAS threads for the matrix products (default: 1, or OPENBLAS_NUM_THREADS)")
+                       help="BLAS threads for the matrix products; results are reproducible for the same "
+                            "seed and thread count (default: 1, or OPENBLAS_NUM_THREADS if set)")
     group.add_argument("--log-interval", type=int, default=1000, metavar="N",
                        help="steps between progress lines when the output is not a terminal (default: 1000)")
     group.add_argument("--quiet", action="store_true", help="no progress, only the result")
@@ -394,7 +396,10 @@ def write_json(path, value):
 def write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show):
     """model_mnist.npz, stats.json and the pictures, each written atomically."""
     import plots
-    plots.use_display(show)
+    if show and not plots.use_display(True):
+        print("--show: no display found; the pictures are in files only")
+    elif not show:
+        plots.use_display(False)
     model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"], history=history)
     write_json(out_dir / STATS_FILE, stats)
     plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],

@@ -5,8 +5,10 @@ import time
 
 
 def format_duration(seconds):
-    """'4s', '2m05s' or '1h02m': short, for ETAs."""
-    seconds = int(round(max(seconds, 0)))
+    """'4.2s', '12s', '2m05s' or '1h02m': short, for ETAs."""
+    if seconds < 10:
+        return f"{max(seconds, 0):.1f}s"
+    seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

@@ -164,7 +164,7 @@ def measure_full_run():
     """(wall seconds, peak resident memory in MiB) of `python nn.py --quiet` with cached data."""
     with tempfile.TemporaryDirectory() as folder:
         code = ("import resource, subprocess, sys, time; started = time.perf_counter(); "
-                f"r = subprocess.run([sys.executable, {str(PROJECT_DIR / 'nn.py')!r}, '--quiet', '--out', {folder!r}]); "
+                f"r = subprocess.run([sys.executable, {str(PROJECT_DIR / 'nn.py')!r}, '--quiet', '--out', {folder!r}], stdout=subprocess.DEVNULL); "
                 "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
         stats = json.loads((Path(folder) / "stats.json").read_text())
