@@ -279,7 +279,9 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
     history = history or {"loss_steps": [], "losses": [], "evaluations": []}
     losses = np.full(total_steps - first_step, np.nan)
     X = np.empty((batch_size, images.shape[1]), np.float32)
-    weight_decay, eval_every = config["weight_decay"], config["eval_every"]
+    weight_decay, eval_every, augment = config["weight_decay"], config["eval_every"], config["augment"]
+    learning_rates = [learning_rate_at(step, total_steps, config["lr"], config["lr_schedule"], config["warmup_steps"])
+                      for step in range(total_steps)]
     early_stopping = EarlyStopping(config["early_stopping"]) if config["early_stopping"] else None
     order = None
     step = first_step
@@ -294,7 +296,7 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
             order = rng.permutation(len(labels))
         batch = order[position * batch_size:(position + 1) * batch_size]
         batch_pixels = images[batch]
-        to_inputs(random_shifts(batch_pixels, config["augment"], rng) if config["augment"] else batch_pixels, out=X)
+        to_inputs(random_shifts(batch_pixels, augment, rng) if augment else batch_pixels, out=X)
         logits = model.forward(X, training=True)
         loss, dZ = softmax_cross_entropy(logits, labels[batch])
         smoothed_loss += (loss - smoothed_loss) / min(step - first_step + 1, 20)
@@ -302,8 +304,7 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
             raise Diverged(f"the training loss reached {loss:.4g} at step {step + 1} "
                            f"(mean of recent steps {smoothed_loss:.4g}; guessing gives {chance_loss:.2f})")
         model.backward(dZ, weight_decay)
-        model.update(optimizer, learning_rate_at(step, total_steps, config["lr"],
-                                                 config["lr_schedule"], config["warmup_steps"]))
+        model.update(optimizer, learning_rates[step])
         losses[step - first_step] = loss
         step += 1
         progress.step(step, loss)

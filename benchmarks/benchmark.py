@@ -11,6 +11,7 @@ gives medians. Contenders, all on the default network (784-150-150-10, batch 64,
 float32, SGD lr 0.1) and the real MNIST training set:
   numpy   the project's training loop (nn.train: gather, forward, loss, backward, update)
   matmul  the eight matrix products of a step alone, into preallocated outputs
+  matmul_alloc  the same products written plainly (X @ W), each allocating its result
   torch   the same network and loop in PyTorch, if it is installed
 Also measured: parsing the training CSV, loading its cache, and a whole
 `python nn.py` run (wall time and peak memory). Results go to the console and to
@@ -91,6 +92,28 @@ def worker_matmul(steps, warmup):
     return (time.perf_counter() - started) / steps
 
 
+def worker_matmul_alloc(steps, warmup):
+    """The same eight products written plainly (``X @ W``), each allocating its result."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    X = rng.random((BATCH, 784), dtype=np.float32)
+    W1, W2, W3 = (rng.standard_normal(shape, dtype=np.float32) for shape in ((784, 150), (150, 150), (150, 10)))
+
+    def step():
+        A1 = X @ W1
+        A2 = A1 @ W2
+        Z3 = A2 @ W3
+        dW3, dX3 = A2.T @ Z3, Z3 @ W3.T
+        dW2, dX2 = A1.T @ dX3, dX3 @ W2.T
+        return dW3, dW2, X.T @ dX2
+    for _ in range(warmup):
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - started) / steps
+
+
 def worker_torch(steps, warmup):
     """Seconds per step of the same network and loop written with PyTorch."""
     import numpy as np
@@ -124,7 +147,8 @@ def worker_torch(steps, warmup):
     return (time.perf_counter() - started) / steps
 
 
-WORKERS = {"numpy": worker_numpy, "matmul": worker_matmul, "torch": worker_torch}
+WORKERS = {"numpy": worker_numpy, "matmul": worker_matmul, "matmul_alloc": worker_matmul_alloc,
+           "torch": worker_torch}
 
 
 # ------------------------------------------------------------------ the orchestra
@@ -187,7 +211,7 @@ def main():
         print(json.dumps({"seconds_per_step": WORKERS[args.worker](args.steps, args.warmup)}))
         return 0
 
-    contenders = ["numpy", "matmul"] + (["torch"] if not args.no_torch and torch_available() else [])
+    contenders = ["numpy", "matmul", "matmul_alloc"] + (["torch"] if not args.no_torch and torch_available() else [])
     print(f"Benchmark: {args.repeats} x {args.steps} steps after {args.warmup} warm-up steps; "
           f"contenders {', '.join(contenders)}; BLAS threads {args.threads}; {os.cpu_count()} CPUs")
     results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -206,6 +230,7 @@ def main():
     for threads, table in results["loop"].items():
         matmul = table["matmul"]["median_s_per_step"]
         for name, label in (("numpy", "project training loop (NumPy)"), ("matmul", "the 8 matrix products alone"),
+                            ("matmul_alloc", "the same, allocating (X @ W)"),
                             ("torch", "PyTorch, same network and loop")):
             if name not in table:
                 continue
@@ -213,7 +238,8 @@ def main():
             spread = (max(values) - min(values)) / median
             ratio = ""
             if name == "numpy":
-                ratio = f"{median / matmul:.2f}x the matrix products"
+                ratio = (f"{median / matmul:.2f}x the matrix products "
+                         f"({median / table['matmul_alloc']['median_s_per_step']:.2f}x the allocating ones)")
                 table["numpy_over_matmul"] = median / matmul
                 if "torch" in table:
                     table["torch_over_numpy"] = table["torch"]["median_s_per_step"] / median
