@@ -71,7 +71,7 @@ DEFAULTS = {
 PRESETS = {
     "best": {"hidden": [800, 800], "optimizer": "nesterov", "lr": 0.05, "momentum": 0.9,
              "lr_schedule": "cosine", "warmup_steps": 500, "dropout": 0.2, "augment": 2,
-             "weight_decay": 0.0, "batch_size": 128, "steps": 24000},
+             "batch_size": 128, "steps": 24000},
 }
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -98,15 +98,15 @@ def build_parser():
                      epilog="Subcommand: python nn.py predict IMAGE [IMAGE ...] reads digits with a saved "
                             "model (python nn.py predict --help).")
     group = parser.add_argument_group("the run (the original values are the defaults)")
-    group.add_argument("--steps", type=int, help=f"training steps, total (default: {d['steps']})")
-    group.add_argument("--batch-size", type=int, help=f"images per SGD step (default: {d['batch_size']})")
-    group.add_argument("--lr", type=float, help=f"learning rate (default: {d['lr']})")
+    group.add_argument("--steps", type=int, metavar="N", help=f"training steps, total (default: {d['steps']})")
+    group.add_argument("--batch-size", type=int, metavar="N", help=f"images per SGD step (default: {d['batch_size']})")
+    group.add_argument("--lr", type=float, metavar="F", help=f"learning rate (default: {d['lr']})")
     group.add_argument("--hidden", type=int, nargs="*", metavar="N",
                        help="sizes of the hidden layers (default: 150 150)")
-    group.add_argument("--seed", type=int, help=f"seed of the one random generator (default: {d['seed']})")
-    group.add_argument("--data", type=Path, default=PROJECT_DIR / "datasets",
+    group.add_argument("--seed", type=int, metavar="N", help=f"seed of the one random generator (default: {d['seed']})")
+    group.add_argument("--data", type=Path, metavar="DIR", default=PROJECT_DIR / "datasets",
                        help="folder of mnist_train.csv and mnist_test.csv (default: datasets/ beside nn.py)")
-    group.add_argument("--out", type=Path, help="folder for the model, stats and pictures "
+    group.add_argument("--out", type=Path, metavar="DIR", help="folder for the model, stats and pictures "
                                                 "(default: the folder of nn.py; dry_run/ in it with --dry-run)")
     group = parser.add_argument_group("watching and using it")
     group.add_argument("--eval-every", type=int, metavar="N",
@@ -130,13 +130,14 @@ def build_parser():
                        "(flags given as well win); best: " + " ".join(
                            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                            for k, v in PRESETS["best"].items()))
-    group.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {d['optimizer']})")
-    group.add_argument("--momentum", type=float, help=f"for momentum and nesterov (default: {d['momentum']})")
+    group.add_argument("--optimizer", choices=OPTIMIZERS, help=f"how the weights move (default: {d['optimizer']})")
+    group.add_argument("--momentum", type=float, metavar="F", help=f"for momentum and nesterov (default: {d['momentum']})")
     group.add_argument("--lr-schedule", choices=("constant", "step", "cosine"),
-                       help=f"(default: {d['lr_schedule']})")
+                       help=f"learning rate over the run; step: /10 at 50 %% and 75 %% (default: {d['lr_schedule']})")
     group.add_argument("--warmup-steps", type=int, metavar="N",
                        help=f"linear learning-rate warm-up (default: {d['warmup_steps']})")
-    group.add_argument("--weight-decay", type=float, metavar="L2", help=f"(default: {d['weight_decay']})")
+    group.add_argument("--weight-decay", type=float, metavar="F",
+                       help=f"L2 penalty F/2 * sum(W**2) on the weights (default: {d['weight_decay']})")
     group.add_argument("--dropout", type=float, metavar="P", help=f"on hidden layers (default: {d['dropout']})")
     group.add_argument("--activation", choices=[a for a in ACTIVATIONS if a != "linear"],
                        help=f"of the hidden layers (default: {d['activation']})")

@@ -161,3 +161,16 @@ def test_saved_configuration_is_json(tmp_path):
     MLP([784, 20, 10]).save(path, config={"seed": 3})
     with np.load(path, allow_pickle=False) as archive:
         assert json.loads(str(archive["config_json"])) == {"seed": 3}
+
+
+@pytest.mark.parametrize("sizes, activation", [([784, 32, 10], "tanh"), ([784, 64, 32, 16, 10], "gelu"),
+                                               ([20, 5, 3], "sigmoid"), ([784, 10], None)])
+def test_any_configuration_round_trips(tmp_path, sizes, activation):
+    activations = None if activation is None else [activation] * (len(sizes) - 2) + ["softmax"]
+    model = MLP(sizes, activations, np.random.default_rng(1), dropout=0.3)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = MLP.load(path)
+    X = np.random.default_rng(2).random((7, sizes[0]), dtype=np.float32)
+    assert loaded.layer_sizes == sizes and loaded.activations == model.activations
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
