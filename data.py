@@ -137,9 +137,14 @@ def write_csv(path, images, labels, rows_per_chunk=2048):
 
 # ------------------------------------------------------------ parsing CSVs
 
+def _field_start(block, position):
+    """Index of the first byte of the comma-separated field of ``block`` that holds byte ``position``."""
+    return max(block.rfind(b",", 0, position), block.rfind(b"\n", 0, position)) + 1
+
+
 def _field_text(block, position):
     """The text of the comma-separated field of ``block`` that holds byte ``position``."""
-    start = max(block.rfind(b",", 0, position), block.rfind(b"\n", 0, position)) + 1
+    start = _field_start(block, position)
     ends = [i for i in (block.find(b",", position), block.find(b"\n", position)) if i >= 0]
     text = block[start:min(ends) if ends else len(block)]
     return text.decode("utf-8", "replace")[:40]
@@ -212,7 +217,8 @@ def _diagnose_block(block, first_line, path, n_columns):
         line = first_line + int(np.count_nonzero(is_newline[:position]))
         text = _field_text(block, position)
         reason = _describe_bad_field(text)
-        if line > 1 and any(c.isalpha() for c in text) and not text.lower().startswith(("nan", "inf")):
+        first_in_line = _field_start(block, position) == block.rfind(b"\n", 0, position) + 1
+        if line > 1 and first_in_line and any(c.isalpha() for c in text):
             reason += " (a header or text in the middle of the data?)"
         raise DataError(f"{path}, line {line}: {reason}")
     ends = np.flatnonzero(is_separator)

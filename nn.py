@@ -315,9 +315,9 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
             history["evaluations"].append(evaluation)
         shown = {k: v for k, v in (evaluation or {}).items() if k != "step"}
         if step % steps_per_epoch == 0 or step == total_steps:
-            progress.end_epoch(shown)
+            progress.end_epoch(step, shown)
         elif shown:
-            progress.evaluation(shown)
+            progress.evaluation(step, shown)
         if evaluation and early_stopping and early_stopping.should_stop(model, evaluation):
             ended = "early_stopping"
             break

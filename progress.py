@@ -92,22 +92,24 @@ class Progress:
                 f"ETA {format_duration(left)} - loss: {self.epoch_loss_sum / max(self.epoch_steps, 1):.4f} - "
                 f"{per_step * 1000:.2f} ms/step")
 
-    def end_epoch(self, evaluation=None):
-        """Close the epoch; evaluation is a dict such as {"test_loss": 0.08, "test_accuracy": 0.97}."""
+    def end_epoch(self, step, evaluation=None):
+        """Close the epoch that ended at ``step``; evaluation is a dict such as
+        {"test_loss": 0.08, "test_accuracy": 0.97}, shown at the end of its line."""
         if not self.quiet:
             if self.interactive:
                 extra = "".join(f" - {name}: {value:.4f}" for name, value in (evaluation or {}).items())
                 self._write(extra + "\n" if self.line_open else "")
                 self.line_open = False
             elif evaluation:
-                self.evaluation(evaluation)
+                self.evaluation(step, evaluation)
         self.epoch_loss_sum = 0.0
         self.epoch_steps = 0
 
-    def evaluation(self, evaluation):
-        """Show an evaluation made in the middle of an epoch (or in a log)."""
+    def evaluation(self, step, evaluation):
+        """Show an evaluation made at ``step`` in the middle of an epoch (or in a log)."""
         if not self.quiet:
-            self.message("  " + "  ".join(f"{name} {value:.4f}" for name, value in evaluation.items()))
+            self.message(f"  evaluation at step {step}: "
+                         + "  ".join(f"{name} {value:.4f}" for name, value in evaluation.items()))
 
     def message(self, text):
         """Print a line of text, on a line of its own even in the middle of a bar."""
