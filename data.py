@@ -32,6 +32,15 @@ IDX_FILES = {
 }
 
 
+def to_inputs(pixels, out=None):
+    """Network inputs from uint8 pixels: float32 in [0, 1], same shape (written to out if given)."""
+    if out is None:
+        out = np.empty(pixels.shape, np.float32)
+    np.copyto(out, pixels)  # then scale in place: faster than a mixed-type multiply
+    out *= np.float32(1 / 255)
+    return out
+
+
 class DataError(Exception):
     """A data file that is missing, damaged or malformed; the message says which and why."""
 

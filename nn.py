@@ -57,7 +57,6 @@ PROJECT_DIR = Path(__file__).resolve().parent
 MODEL_FILE = "model_mnist.npz"
 STATS_FILE = "stats.json"
 LOSS_GRAPH_FILE = "training_loss_graph.png"
-PIXEL_SCALE = np.float32(1 / 255)
 
 # The original configuration. Flags left out take these values (or, with
 # --resume, the values the model was trained with).
@@ -205,15 +204,6 @@ def check_folders(args, out_dir):
 
 # ------------------------------------------------------------------ data
 
-def to_inputs(pixels, out=None):
-    """Network inputs from uint8 pixels: float32 in [0, 1], same shape (written to out if given)."""
-    if out is None:
-        out = np.empty(pixels.shape, np.float32)
-    np.copyto(out, pixels)  # then scale in place: faster than a mixed-type multiply
-    out *= PIXEL_SCALE
-    return out
-
-
 def random_shifts(batch_pixels, max_shift, rng):
     """The images of a (B, 784) uint8 batch, each moved by its own random (dy, dx),
     |dy|, |dx| <= max_shift, with zeros (background) shifted in. Shape (B, 784)."""
@@ -256,12 +246,10 @@ class StopRequest:
 
 
 def evaluate(model, images, labels, batch_size=2000):
-    """(loss, accuracy, probabilities (N, 10)) of the model on uint8 images (N, 784)."""
-    logits = np.concatenate([model.forward(to_inputs(images[i:i + batch_size]))
+    """(loss, accuracy, logits (N, 10)) of the model on uint8 images (N, 784), in batches."""
+    logits = np.concatenate([model.forward(data.to_inputs(images[i:i + batch_size]))
                              for i in range(0, len(images), batch_size)])
-    loss = cross_entropy(logits, labels)
-    accuracy = float(np.mean(logits.argmax(axis=1) == labels))
-    return loss, accuracy, softmax(logits)
+    return cross_entropy(logits, labels), float(np.mean(logits.argmax(axis=1) == labels)), logits
 
 
 def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0, history=None):
@@ -297,7 +285,7 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
             order = rng.permutation(len(labels))
         batch = order[position * batch_size:(position + 1) * batch_size]
         batch_pixels = images[batch]
-        to_inputs(random_shifts(batch_pixels, augment, rng) if augment else batch_pixels, out=X)
+        data.to_inputs(random_shifts(batch_pixels, augment, rng) if augment else batch_pixels, out=X)
         logits = model.forward(X, training=True)
         loss, dZ = softmax_cross_entropy(logits, labels[batch])
         smoothed_loss += (loss - smoothed_loss) / min(step - first_step + 1, 20)
@@ -507,7 +495,8 @@ def run(args):
         history = train(model, config, (train_images, train_labels), eval_sets, rng, progress, stop,
                         first_step, history)
         train_time = time.perf_counter() - started
-        test_loss, test_accuracy, probabilities = evaluate(model, *test_set)
+        test_loss, test_accuracy, test_logits = evaluate(model, *test_set)
+        probabilities = softmax(test_logits)
         timings = {"train": train_time, "data": data_time, "steps_this_run": history["steps_done"] - first_step}
         stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
         write_outputs(out_dir, model, config, stats, history, test_set, probabilities, args.show)

@@ -113,7 +113,7 @@ def main(argv=None):
     if not args.images and args.csv is None:
         parser.error("give at least one IMAGE or --csv FILE")
 
-    from data import DataError, load_csv
+    from data import DataError, load_csv, to_inputs
     from mlp import MLP, ModelFileError
     try:
         model = MLP.load(args.model)
@@ -137,7 +137,7 @@ def main(argv=None):
         except DataError as error:
             print(f"nn.py predict: error: {error}", file=sys.stderr)
             return 1
-        probabilities = model.predict_proba(images.astype(np.float32) / 255)
+        probabilities = model.predict_proba(to_inputs(images))
         for line, (row, label) in enumerate(zip(probabilities, labels), start=1):
             print(f"row {line}: {describe(row)}  label {label}")
         accuracy = np.mean(probabilities.argmax(axis=1) == labels)

@@ -64,13 +64,29 @@ def worker_numpy(steps, warmup):
     return (time.perf_counter() - started) / steps
 
 
+def seconds_per_call(function, steps, warmup):
+    """Mean seconds of function() over `steps` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        function()
+    started = time.perf_counter()
+    for _ in range(steps):
+        function()
+    return (time.perf_counter() - started) / steps
+
+
+def random_weights():
+    """A batch X (64, 784) and weights W1, W2, W3 of the default network, float32."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    X = rng.random((BATCH, 784), dtype=np.float32)
+    return X, *(rng.standard_normal(shape, dtype=np.float32) for shape in ((784, 150), (150, 150), (150, 10)))
+
+
 def worker_matmul(steps, warmup):
     """Seconds per step of the eight matrix products alone: three forward, five backward
     (dW3, dX3, dW2, dX2, dW1; the first layer's dX is not needed)."""
     import numpy as np
-    rng = np.random.default_rng(0)
-    X = rng.random((BATCH, 784), dtype=np.float32)
-    W1, W2, W3 = (rng.standard_normal(shape, dtype=np.float32) for shape in ((784, 150), (150, 150), (150, 10)))
+    X, W1, W2, W3 = random_weights()
     A1, A2, dX3, dX2 = (np.empty((BATCH, 150), np.float32) for _ in range(4))
     Z3 = np.empty((BATCH, 10), np.float32)
     dW1, dW2, dW3 = np.empty_like(W1), np.empty_like(W2), np.empty_like(W3)
@@ -84,20 +100,12 @@ def worker_matmul(steps, warmup):
         np.matmul(A1.T, dX3, out=dW2)
         np.matmul(dX3, W2.T, out=dX2)
         np.matmul(X.T, dX2, out=dW1)
-    for _ in range(warmup):
-        step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - started) / steps
+    return seconds_per_call(step, steps, warmup)
 
 
 def worker_matmul_alloc(steps, warmup):
     """The same eight products written plainly (``X @ W``), each allocating its result."""
-    import numpy as np
-    rng = np.random.default_rng(0)
-    X = rng.random((BATCH, 784), dtype=np.float32)
-    W1, W2, W3 = (rng.standard_normal(shape, dtype=np.float32) for shape in ((784, 150), (150, 150), (150, 10)))
+    X, W1, W2, W3 = random_weights()
 
     def step():
         A1 = X @ W1
@@ -106,12 +114,7 @@ def worker_matmul_alloc(steps, warmup):
         dW3, dX3 = A2.T @ Z3, Z3 @ W3.T
         dW2, dX2 = A1.T @ dX3, dX3 @ W2.T
         return dW3, dW2, X.T @ dX2
-    for _ in range(warmup):
-        step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - started) / steps
+    return seconds_per_call(step, steps, warmup)
 
 
 def worker_torch(steps, warmup):
