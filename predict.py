@@ -86,11 +86,13 @@ def to_mnist(grey):
     canvas = np.zeros((28, 28))
     top, left = (28 - height) // 2, (28 - width) // 2
     canvas[top:top + height, left:left + width] = digit
+    # Move the centre of mass to pixel (14, 14), where it sits in the MNIST training
+    # images (mean 14.00, 14.01), within the canvas.
     mass = canvas.sum()
     centre_y = (canvas.sum(axis=1) @ np.arange(28)) / mass
     centre_x = (canvas.sum(axis=0) @ np.arange(28)) / mass
-    shift_y = int(np.clip(round(13.5 - centre_y), -top, 28 - height - top))
-    shift_x = int(np.clip(round(13.5 - centre_x), -left, 28 - width - left))
+    shift_y = int(np.clip(round(14 - centre_y), -top, 28 - height - top))
+    shift_x = int(np.clip(round(14 - centre_x), -left, 28 - width - left))
     return np.roll(canvas, (shift_y, shift_x), axis=(0, 1))
 
 

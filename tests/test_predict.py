@@ -15,7 +15,7 @@ from conftest import PROJECT_DIR, run_nn  # noqa: E402
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
-    result = run_nn("--steps", 3000, "--eval-every", 0, "--out", folder, "--quiet")
+    result = run_nn("--steps", 8000, "--eval-every", 0, "--out", folder, "--quiet")
     assert result.returncode == 0, result.stderr
     return folder / "model_mnist.npz"
 
@@ -61,7 +61,7 @@ def test_to_mnist_keeps_mnist_images_and_centres_photos(test_digits):
     rows, columns = np.flatnonzero(converted.any(axis=1)), np.flatnonzero(converted.any(axis=0))
     assert max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1 <= 20
     centre = (converted.sum(axis=1) @ np.arange(28) / converted.sum(), converted.sum(axis=0) @ np.arange(28) / converted.sum())
-    assert abs(centre[0] - 13.5) <= 1 and abs(centre[1] - 13.5) <= 1
+    assert abs(centre[0] - 14) <= 0.5 and abs(centre[1] - 14) <= 0.5
 
 
 def test_predict_command_on_csv_and_bad_inputs(tmp_path, trained_model):
