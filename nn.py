@@ -434,6 +434,24 @@ def build_stats(config, history, test_loss, test_accuracy, probabilities, labels
 
 # ------------------------------------------------------------------ main
 
+def prepare_data(args, config, say):
+    """((train images, labels), {"test": (...), "val": (...)}): the MNIST CSVs of --data
+    (written from the IDX files first if missing), cut down for --dry-run, with the
+    validation split held out of the training set when one is asked for."""
+    splits = data.load_mnist(args.data, [args.data, PROJECT_DIR / "datasets"], log=say)
+    train_set, test_set = splits["train"], splits["test"]
+    if args.dry_run:
+        train_set = (train_set[0][:2000], train_set[1][:2000])
+        test_set = (test_set[0][:1000], test_set[1][:1000])
+    eval_sets = {"test": test_set}
+    if config["val_split"] > 0:
+        train_set, eval_sets["val"] = split_validation(*train_set, config["val_split"],
+                                                       np.random.default_rng([config["seed"], 1]))
+    if config["batch_size"] > len(train_set[1]):
+        raise UsageError(f"--batch-size {config['batch_size']} is larger than the {len(train_set[1])} training images")
+    return train_set, eval_sets
+
+
 def run(args):
     """The training run of `python nn.py`; returns the exit status."""
     if args.threads is not None and args.threads < 1:
@@ -445,7 +463,7 @@ def run(args):
         resumed, resumed_info = MLP.load(args.resume, with_info=True)
     config = resolve_config(args, resumed_info and resumed_info["config"])
     out_dir = args.out or (PROJECT_DIR / "dry_run" if args.dry_run else PROJECT_DIR)
-    if args.dry_run:
+    if args.dry_run and args.out is None:
         out_dir.mkdir(exist_ok=True)
     check_folders(args, out_dir)
     if resumed is not None:
@@ -458,26 +476,16 @@ def run(args):
 
     say = (lambda text: None) if args.quiet else print
     started = time.perf_counter()
-    splits = data.load_mnist(args.data, [args.data, PROJECT_DIR / "datasets"], log=say)
+    (train_images, train_labels), eval_sets = prepare_data(args, config, say)
     data_time = time.perf_counter() - started
-    train_images, train_labels = splits["train"]
-    test_set = splits["test"]
-    if args.dry_run:
-        train_images, train_labels = train_images[:2000], train_labels[:2000]
-        test_set = (test_set[0][:1000], test_set[1][:1000])
-    first_step = resumed_info["steps_done"] if resumed_info else 0
-    rng = np.random.default_rng([config["seed"], first_step])
-    eval_sets = {"test": test_set}
-    if config["val_split"] > 0:
-        (train_images, train_labels), eval_sets["val"] = split_validation(
-            train_images, train_labels, config["val_split"], np.random.default_rng([config["seed"], 1]))
-    if config["batch_size"] > len(train_labels):
-        raise UsageError(f"--batch-size {config['batch_size']} is larger than the {len(train_labels)} training images")
+    test_set = eval_sets["test"]
     steps_per_epoch = len(train_labels) // config["batch_size"]
     if config["eval_every"] is None:
         config["eval_every"] = steps_per_epoch
     say(f"Data: {len(train_labels)} training and {len(test_set[1])} test images "
         f"from {args.data} in {data_time:.2f} s")
+    first_step = resumed_info["steps_done"] if resumed_info else 0
+    rng = np.random.default_rng([config["seed"], first_step])
 
     model = resumed or MLP([784, *config["hidden"], 10],
                            [config["activation"]] * len(config["hidden"]) + ["softmax"],
