@@ -47,6 +47,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import data  # noqa: E402
+from augment import random_rotations, random_shifts  # noqa: E402
 from atomic import atomic_write  # noqa: E402
 from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
 from mlp import MLP, ModelFileError  # noqa: E402
@@ -63,7 +64,7 @@ LOSS_GRAPH_FILE = "training_loss_graph.png"
 DEFAULTS = {
     "steps": 20000, "batch_size": 64, "lr": 0.1, "hidden": [150, 150], "activation": "relu",
     "seed": 0, "optimizer": "sgd", "momentum": 0.9, "lr_schedule": "constant", "warmup_steps": 0,
-    "weight_decay": 0.0, "dropout": 0.0, "augment": 0, "val_split": 0.0, "eval_every": None,
+    "weight_decay": 0.0, "dropout": 0.0, "augment": 0, "rotate": 0.0, "val_split": 0.0, "eval_every": None,
     "early_stopping": 0,
 }
 # --preset best: chosen on a validation split (see README, "Beyond 98 %").
@@ -142,6 +143,8 @@ def build_parser():
                        help=f"of the hidden layers (default: {d['activation']})")
     group.add_argument("--augment", type=int, nargs="?", const=2, metavar="PIXELS",
                        help="shift training images randomly by up to PIXELS (2 when given alone; default: 0)")
+    group.add_argument("--rotate", type=float, metavar="DEGREES",
+                       help="turn training images randomly by up to DEGREES (default: 0)")
     group.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                        help="stop after PATIENCE evaluations without a better validation loss and keep "
                             "the best weights; needs --val-split (default: off)")
@@ -184,6 +187,7 @@ def check_config(config):
     need(0 <= config["momentum"] < 1, f"--momentum must be in [0, 1), got {config['momentum']}")
     need(config["warmup_steps"] >= 0, f"--warmup-steps must be 0 or more, got {config['warmup_steps']}")
     need(0 <= config["augment"] <= 8, f"--augment must be 0 to 8 pixels, got {config['augment']}")
+    need(0 <= config["rotate"] <= 45, f"--rotate must be 0 to 45 degrees, got {config['rotate']}")
     need(config["early_stopping"] >= 0, f"--early-stopping must be 0 or more, got {config['early_stopping']}")
     need(not config["early_stopping"] or config["val_split"] > 0, "--early-stopping needs --val-split")
 
@@ -203,16 +207,6 @@ def check_folders(args, out_dir):
 
 
 # ------------------------------------------------------------------ data
-
-def random_shifts(batch_pixels, max_shift, rng):
-    """The images of a (B, 784) uint8 batch, each moved by its own random (dy, dx),
-    |dy|, |dx| <= max_shift, with zeros (background) shifted in. Shape (B, 784)."""
-    B = len(batch_pixels)
-    padded = np.pad(batch_pixels.reshape(B, 28, 28), ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (28, 28), axis=(1, 2))
-    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, B))
-    return windows[np.arange(B), dy, dx].reshape(B, 784)
-
 
 def split_validation(images, labels, fraction, rng):
     """((train images, labels), (validation images, labels)): a random `fraction` held out."""
@@ -268,7 +262,8 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
     history = history or {"loss_steps": [], "losses": [], "evaluations": []}
     losses = np.full(total_steps - first_step, np.nan)
     X = np.empty((batch_size, images.shape[1]), np.float32)
-    weight_decay, eval_every, augment = config["weight_decay"], config["eval_every"], config["augment"]
+    weight_decay, eval_every = config["weight_decay"], config["eval_every"]
+    augment, rotate = config["augment"], config["rotate"]
     learning_rates = [learning_rate_at(step, total_steps, config["lr"], config["lr_schedule"], config["warmup_steps"])
                       for step in range(total_steps)]
     early_stopping = EarlyStopping(config["early_stopping"]) if config["early_stopping"] else None
@@ -285,7 +280,11 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
             order = rng.permutation(len(labels))
         batch = order[position * batch_size:(position + 1) * batch_size]
         batch_pixels = images[batch]
-        data.to_inputs(random_shifts(batch_pixels, augment, rng) if augment else batch_pixels, out=X)
+        if rotate:
+            batch_pixels = random_rotations(batch_pixels, rotate, rng)
+        if augment:
+            batch_pixels = random_shifts(batch_pixels, augment, rng)
+        data.to_inputs(batch_pixels, out=X)
         logits = model.forward(X, training=True)
         loss, dZ = softmax_cross_entropy(logits, labels[batch])
         smoothed_loss += (loss - smoothed_loss) / min(step - first_step + 1, 20)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import augment
 import data
 import nn
 from conftest import PROJECT_DIR
@@ -43,6 +44,7 @@ def train_small(subset, steps=400, **changes):
     {"weight_decay": 1e-4},
     {"dropout": 0.2},
     {"augment": 2},
+    {"rotate": 10},
     {"activation": "leaky_relu"},
     {"activation": "tanh"},
     {"activation": "sigmoid", "lr": 0.5},
@@ -59,7 +61,7 @@ def test_random_shifts_move_images_by_at_most_the_limit():
     rng = np.random.default_rng(0)
     images = np.zeros((200, 784), np.uint8)
     images[:, 14 * 28 + 14] = 255  # one bright pixel in the middle
-    shifted = nn.random_shifts(images, 2, rng)
+    shifted = augment.random_shifts(images, 2, rng)
     rows, columns = np.divmod(shifted.argmax(axis=1), 28)
     assert (shifted.sum(axis=1) == 255).all()  # the pixel never falls off
     assert set(rows - 14) == {-2, -1, 0, 1, 2} and set(columns - 14) == {-2, -1, 0, 1, 2}
@@ -86,3 +88,22 @@ def test_best_preset_is_documented_flags():
     assert config["hidden"] == nn.PRESETS["best"]["hidden"] and config["lr"] == 0.01  # a flag given wins
     assert "--hidden 800 800" in parser.format_help().replace("\n", " ").replace("  ", " ") or \
         "800 800" in parser.format_help()
+
+
+def test_rotations_turn_about_the_centre_and_keep_the_image():
+    rng = np.random.default_rng(0)
+    images, _, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
+    batch = images[:64]
+    np.testing.assert_array_equal(augment.random_rotations(batch, 0, rng), batch)  # 0 degrees: unchanged
+    turned = augment.random_rotations(batch, 15, rng).astype(float)
+    assert abs(turned.sum() / batch.astype(float).sum() - 1) < 0.03  # ink is kept
+    assert (turned != batch).mean() > 0.05
+    # a bar through the centre, turned by exactly 90 degrees, becomes the perpendicular bar
+    bar = np.zeros((1, 28, 28), np.uint8)
+    bar[0, 13:15, 4:24] = 255
+
+    class Quarter:
+        def integers(self, low, high, size):
+            return np.full(size, high - 1)  # the last angle of the grid: +90 degrees
+    turned = augment.random_rotations(bar.reshape(1, 784), 90, Quarter()).reshape(28, 28)
+    np.testing.assert_array_equal(turned, bar[0].T)
