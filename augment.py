@@ -42,7 +42,7 @@ def _rotation_maps(max_degrees):
     """For each angle of the grid -max_degrees..max_degrees: the flat index of the top-left
     of the four neighbours of every output pixel in a 30x30 image (the 28x28 image with a
     one-pixel zero border), and the bilinear weights wy, wx. Three arrays (angles, 784)."""
-    angles = np.deg2rad(np.linspace(-max_degrees, max_degrees, int(4 * 2 * max_degrees) + 1))[:, None]
+    angles = np.deg2rad(np.linspace(-max_degrees, max_degrees, max(3, int(4 * 2 * max_degrees) + 1)))[:, None]
     centre = (SIDE - 1) / 2
     y, x = (grid.ravel() - centre for grid in np.mgrid[0:SIDE, 0:SIDE])
     source_y = np.clip(np.cos(angles) * y - np.sin(angles) * x + centre + 1, 0, SIDE + 0.999)
