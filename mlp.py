@@ -6,7 +6,7 @@ import numpy as np
 
 from atomic import atomic_write
 from dense_layer import DenseLayer
-from functions import ACTIVATIONS, cross_entropy, softmax
+from functions import ACTIVATIONS, softmax
 
 FORMAT_VERSION = 1
 
@@ -118,11 +118,6 @@ class MLP:
     def predict(self, X, batch_size=2000):
         """Most likely class of each row of X, shape (N,)."""
         return self.predict_logits(X, batch_size).argmax(axis=1)
-
-    def evaluate(self, X, y, batch_size=2000):
-        """(mean cross-entropy, accuracy) on inputs X (N, n_inputs) and labels y (N,)."""
-        logits = self.predict_logits(X, batch_size)
-        return cross_entropy(logits, y), float(np.mean(logits.argmax(axis=1) == y))
 
     # --------------------------------------------------------- save and load
 

@@ -489,8 +489,9 @@ def run(args):
     model = resumed or MLP([784, *config["hidden"], 10],
                            [config["activation"]] * len(config["hidden"]) + ["softmax"],
                            rng=rng, dropout=config["dropout"])
-    for layer in model.layers[:-1]:
-        layer.dropout, layer.rng = config["dropout"], rng
+    if resumed is not None:  # a saved model keeps no dropout rate and no generator
+        for layer in model.layers[:-1]:
+            layer.dropout, layer.rng = config["dropout"], rng
     say(f"Model: MLP {' -> '.join(map(str, model.layer_sizes))} ({config['activation']} hidden, softmax out), "
         f"{sum(p.size for p in model.parameters()):,} parameters; {config['optimizer']} lr {config['lr']}, "
         f"batch {config['batch_size']}, steps {first_step + 1}-{config['steps']}, seed {config['seed']}"
