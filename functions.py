@@ -111,6 +111,22 @@ ACTIVATIONS = {
 }
 
 
+def value_and_derivative(name, Z, A, D):
+    """Write f(Z) into A and f'(Z) into D, for the activation called `name`.
+
+    The training forward pass keeps D for the backward pass. ReLU, the default,
+    takes a shortcut that costs two cheap passes instead of a slower np.maximum
+    and a comparison: D = (Z > 0), then A = Z * D (a NaN in Z stays NaN in A).
+    """
+    if name == "relu":
+        np.greater(Z, 0, out=D)
+        np.multiply(Z, D, out=A)
+        return
+    f, f_prime = ACTIVATIONS[name]
+    f(Z, out=A)
+    D[...] = f_prime(Z, A)
+
+
 def init_std(activation, n_in, n_out):
     """Standard deviation of the normal initial weights of a layer.
 
@@ -151,20 +167,24 @@ def cross_entropy(Z, y):
     return float(-log_softmax(Z)[np.arange(B), y].mean(dtype=np.float64))
 
 
-def softmax_cross_entropy(Z, y):
+def softmax_cross_entropy(Z, y, scale=1.0):
     """Loss and gradient of softmax + cross-entropy, fused. Returns (loss, dZ).
 
     loss: mean cross-entropy over the batch, a Python float.
-    dZ:   (softmax(Z) - onehot(y)) / B, shape (B, C), dtype of Z.
-    This is the one place where the gradient is divided by the batch size: every
-    gradient downstream (dW, db of every layer) is thereby of the *mean* loss.
+    dZ:   scale * (softmax(Z) - onehot(y)) / B, shape (B, C), dtype and memory
+          order of Z. This is the one place where the gradient is divided by the
+          batch size: every gradient downstream (dW, db of every layer) is thereby
+          of the *mean* loss. With scale = the learning rate, they all come out
+          multiplied by it, which plain SGD can use (see nn.train).
     """
     B = Z.shape[0]
     rows = np.arange(B)
     shifted = Z - Z.max(axis=1, keepdims=True)
-    E = np.exp(shifted)
+    true_class = shifted[rows, y]
+    E = np.exp(shifted, out=shifted)
     sums = E.sum(axis=1, keepdims=True)
-    loss = (float(np.log(sums).sum(dtype=np.float64)) - float(shifted[rows, y].sum(dtype=np.float64))) / B
-    E *= Z.dtype.type(1.0 / B) / sums
-    E[rows, y] -= Z.dtype.type(1.0 / B)
+    loss = (float(np.log(sums).sum(dtype=np.float64)) - float(true_class.sum(dtype=np.float64))) / B
+    step = Z.dtype.type(scale / B)
+    E *= step / sums
+    E[rows, y] -= step
     return loss, E

@@ -52,23 +52,21 @@ class MLP:
     def _gather_parameters(self, dtype):
         """Move every weight and bias into one flat array, and every gradient into another.
 
-        The layers keep W, b, dW and db as views (reshaped slices) of these two
-        arrays, so they work exactly as before, while an optimizer updates all
-        the parameters with a few whole-array operations instead of a few per
-        layer: on a network this small, the per-call overhead is what counts.
+        Each layer keeps its [W; b] (n_in + 1, n_out) as a view of a slice of the
+        flat array, W first, then b (the order of ``parameters()``), so layers work
+        exactly as before, while an optimizer updates all the parameters with a
+        few whole-array operations instead of a few per layer: on a network this
+        small, the per-call overhead is what counts.
         """
-        arrays = [(layer, name) for layer in self.layers for name in ("W", "b")]
-        total = sum(getattr(layer, name).size for layer, name in arrays)
-        self.flat_parameters = np.empty(total, dtype)
-        self.flat_gradients = np.zeros(total, dtype)
+        sizes = [layer.Wb.size for layer in self.layers]
+        self.flat_parameters = np.empty(sum(sizes), dtype)
+        self.flat_gradients = np.zeros(sum(sizes), dtype)
         offset = 0
-        for layer, name in arrays:
-            value = getattr(layer, name)
-            view = self.flat_parameters[offset:offset + value.size].reshape(value.shape)
-            view[...] = value
-            setattr(layer, name, view)
-            setattr(layer, "d" + name, self.flat_gradients[offset:offset + value.size].reshape(value.shape))
-            offset += value.size
+        for layer, size in zip(self.layers, sizes):
+            shape = layer.Wb.shape
+            layer.use_storage(self.flat_parameters[offset:offset + size].reshape(shape),
+                              self.flat_gradients[offset:offset + size].reshape(shape))
+            offset += size
 
     # ------------------------------------------------------------ the maths
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import assert_close_gradients, numerical_gradient
 from functions import (ACTIVATIONS, cross_entropy, log_softmax, softmax,
-                       softmax_cross_entropy)
+                       softmax_cross_entropy, value_and_derivative)
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -34,6 +34,24 @@ def test_activations_keep_float32_and_write_into_out(name):
     np.testing.assert_allclose(out, f(Z.astype(np.float64)), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_value_and_derivative_agree_with_the_table(name):
+    f, f_prime = ACTIVATIONS[name]
+    Z = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    A, D = np.full_like(Z, 7), np.full_like(Z, 7)
+    value_and_derivative(name, Z, A, D)
+    np.testing.assert_allclose(A, f(Z.copy()), rtol=1e-6)
+    np.testing.assert_allclose(D, f_prime(Z, f(Z.copy())), rtol=1e-6)
+
+
+def test_relu_shortcut_keeps_nan_visible():
+    Z = np.array([[np.nan, -1.0, 2.0]], np.float32)
+    A, D = np.empty_like(Z), np.empty_like(Z)
+    value_and_derivative("relu", Z, A, D)
+    assert np.isnan(A[0, 0]) and A[0, 1] == 0 and A[0, 2] == 2
+    np.testing.assert_array_equal(D, [[0, 0, 1]])
+
+
 def test_known_values():
     Z = np.array([[-2.0, 0.0, 3.0]])
     np.testing.assert_array_equal(ACTIVATIONS["relu"][0](Z), [[0, 0, 3]])
@@ -50,6 +68,17 @@ def test_loss_gradient_matches_finite_differences():
     assert loss == pytest.approx(cross_entropy(Z, y), rel=1e-12)
     numeric = numerical_gradient(lambda: cross_entropy(Z, y), Z)
     assert_close_gradients(dZ, numeric)
+
+
+def test_loss_gradient_scale_and_column_major_logits():
+    rng = np.random.default_rng(4)
+    Z = rng.normal(size=(6, 10)).astype(np.float32)
+    y = rng.integers(0, 10, size=6)
+    loss, dZ = softmax_cross_entropy(Z, y)
+    scaled_loss, scaled = softmax_cross_entropy(np.asfortranarray(Z), y, scale=0.1)
+    assert scaled_loss == pytest.approx(loss, rel=1e-6)
+    assert scaled.flags.f_contiguous and scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled, 0.1 * dZ, rtol=1e-5, atol=1e-9)
 
 
 def test_loss_is_mean_over_batch_and_gradient_divided_once():
