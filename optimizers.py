@@ -12,11 +12,18 @@ import numpy as np
 
 
 class SGD:
-    """Plain stochastic gradient descent: p <- p - learning_rate * g."""
+    """Plain stochastic gradient descent: p <- p - learning_rate * g.
+
+    The update is linear in the gradient, so the learning rate can equally be
+    folded into the gradients upstream: nn.train scales the loss gradient (a
+    B x C array) by it and calls ``step`` with learning_rate=1, which leaves out
+    the multiplication of every gradient.
+    """
 
     def step(self, params, grads, learning_rate):
         for p, g in zip(params, grads):
-            g *= p.dtype.type(learning_rate)
+            if learning_rate != 1:
+                g *= p.dtype.type(learning_rate)
             p -= g
 
 

@@ -6,6 +6,7 @@ import pytest
 import augment
 import data
 import nn
+import optimizers
 from conftest import PROJECT_DIR
 from mlp import MLP
 from progress import Progress
@@ -107,3 +108,17 @@ def test_rotations_turn_about_the_centre_and_keep_the_image():
             return np.full(size, high - 1)  # the last angle of the grid: +90 degrees
     turned = augment.random_rotations(bar.reshape(1, 784), 90, Quarter()).reshape(28, 28)
     np.testing.assert_array_equal(turned, bar[0].T)
+
+
+def test_learning_rate_folded_into_sgd_changes_nothing(subset, monkeypatch):
+    """nn.train hands plain SGD gradients already multiplied by the learning rate
+    (weight decay included); the weights must be those of the textbook update."""
+    changes = dict(steps=200, lr_schedule="cosine", warmup_steps=20, weight_decay=1e-3)
+    _, _, folded = train_small(subset, **changes)
+
+    class TextbookSGD(optimizers.SGD):  # not exactly SGD: nn.train does not fold
+        pass
+    monkeypatch.setattr(nn, "make_optimizer", lambda name, momentum: TextbookSGD())
+    _, _, textbook = train_small(subset, **changes)
+    difference = np.abs(folded.flat_parameters - textbook.flat_parameters).max()
+    assert 0 < difference < 1e-4, difference
