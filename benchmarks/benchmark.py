@@ -10,7 +10,7 @@ repeat after repeat so that a slow moment of the machine hits them all; the tabl
 gives medians. Contenders, all on the default network (784-150-150-10, batch 64,
 float32, SGD lr 0.1) and the real MNIST training set:
   numpy   the project's training loop (nn.train: gather, forward, loss, backward, update)
-  matmul  the eight matrix products of a step alone, into preallocated outputs
+  matmul  the loop's own eight matrix products alone, on the layers' buffers
   matmul_alloc  the same products written plainly (X @ W), each allocating its result
   torch   the same network and loop in PyTorch, if it is installed
 Also measured: parsing the training CSV, loading its cache, and a whole
@@ -64,6 +64,59 @@ def worker_numpy(steps, warmup):
     return (time.perf_counter() - started) / steps
 
 
+def worker_flat(steps, warmup):
+    """Seconds per step of the same step written as one flat function: the same
+    arrays and NumPy operations as the project's loop, without its classes, method
+    calls and per-step bookkeeping (progress, divergence check, evaluations). The
+    gap to `numpy` is what the structure costs; the gap to `matmul` is what NumPy
+    itself costs around the products."""
+    import numpy as np
+    import data
+    from functions import softmax_cross_entropy
+    images, labels = load_training_set()
+    rng = np.random.default_rng(0)
+    sizes = SIZES
+    Wb = [np.zeros((n_in + 1, n_out), np.float32) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    for weights, n_in in zip(Wb, sizes):
+        weights[:-1] = rng.standard_normal(weights[:-1].shape) * np.sqrt(2 / n_in)
+    dWb = [np.empty_like(weights) for weights in Wb]
+    X = np.empty((BATCH, sizes[0]), np.float32)
+    X1 = [np.ones((BATCH, n + 1), np.float32) for n in sizes[:-1]]
+    Z = [np.empty((BATCH, n), np.float32, order="F" if n == sizes[-1] else "C") for n in sizes[1:]]
+    A = [np.empty((BATCH, n), np.float32) for n in sizes[1:-1]]
+    D = [np.empty((BATCH, n), np.float32) for n in sizes[1:-1]]
+    dX = [np.empty((BATCH, n), np.float32) for n in sizes[1:-1]]
+    steps_per_epoch = len(labels) // BATCH
+
+    def run(count):
+        order = rng.permutation(len(labels))
+        for step in range(count):
+            position = step % steps_per_epoch
+            if position == 0:
+                order = rng.permutation(len(labels))
+            batch = order[position * BATCH:(position + 1) * BATCH]
+            data.to_inputs(images.take(batch, axis=0), out=X)
+            inputs = X
+            for layer in range(3):
+                X1[layer][:, :-1] = inputs
+                np.matmul(X1[layer], Wb[layer], out=Z[layer])
+                if layer < 2:
+                    np.greater(Z[layer], 0, out=D[layer])
+                    inputs = np.multiply(Z[layer], D[layer], out=A[layer])
+            _, dZ = softmax_cross_entropy(Z[2], labels[batch], 0.1)
+            for layer in (2, 1, 0):
+                np.matmul(X1[layer].T, dZ, out=dWb[layer])
+                if layer > 0:
+                    dZ = np.matmul(dZ, Wb[layer][:-1].T, out=dX[layer - 1])
+                    dZ *= D[layer - 1]
+            for weights, gradients in zip(Wb, dWb):
+                weights -= gradients
+    run(warmup)
+    started = time.perf_counter()
+    run(steps)
+    return (time.perf_counter() - started) / steps
+
+
 def seconds_per_call(function, steps, warmup):
     """Mean seconds of function() over `steps` calls, after `warmup` untimed calls."""
     for _ in range(warmup):
@@ -74,38 +127,41 @@ def seconds_per_call(function, steps, warmup):
     return (time.perf_counter() - started) / steps
 
 
-def random_weights():
-    """A batch X (64, 784) and weights W1, W2, W3 of the default network, float32."""
-    import numpy as np
-    rng = np.random.default_rng(0)
-    X = rng.random((BATCH, 784), dtype=np.float32)
-    return X, *(rng.standard_normal(shape, dtype=np.float32) for shape in ((784, 150), (150, 150), (150, 10)))
-
-
 def worker_matmul(steps, warmup):
-    """Seconds per step of the eight matrix products alone: three forward, five backward
-    (dW3, dX3, dW2, dX2, dW1; the first layer's dX is not needed)."""
+    """Seconds per step of the training loop's own eight matrix products alone: three
+    forward, five backward ([dW; db] of every layer, dX of the last two).
+
+    They run on the layers' own buffers after one training step, so shapes, memory
+    orders and strides are exactly those of the loop: [X 1] @ [W; b] with its column
+    of ones, the column-major logits, the transposed views."""
     import numpy as np
-    X, W1, W2, W3 = random_weights()
-    A1, A2, dX3, dX2 = (np.empty((BATCH, 150), np.float32) for _ in range(4))
-    Z3 = np.empty((BATCH, 10), np.float32)
-    dW1, dW2, dW3 = np.empty_like(W1), np.empty_like(W2), np.empty_like(W3)
+    from functions import softmax_cross_entropy
+    from mlp import MLP
+    rng = np.random.default_rng(0)
+    model = MLP(SIZES, rng=rng)
+    X = rng.random((BATCH, SIZES[0]), dtype=np.float32)
+    _, d_logits = softmax_cross_entropy(model.forward(X, training=True), rng.integers(0, 10, BATCH))
+    model.backward(d_logits)
+    first, hidden, output = model.layers
 
     def step():
-        np.matmul(X, W1, out=A1)
-        np.matmul(A1, W2, out=A2)
-        np.matmul(A2, W3, out=Z3)
-        np.matmul(A2.T, Z3, out=dW3)
-        np.matmul(Z3, W3.T, out=dX3)
-        np.matmul(A1.T, dX3, out=dW2)
-        np.matmul(dX3, W2.T, out=dX2)
-        np.matmul(X.T, dX2, out=dW1)
+        for layer in model.layers:
+            np.matmul(layer._X1, layer.Wb, out=layer._Z)
+        np.matmul(output._X1.T, d_logits, out=output.dWb)
+        np.matmul(d_logits, output.W.T, out=output._dX)
+        np.matmul(hidden._X1.T, output._dX, out=hidden.dWb)
+        np.matmul(output._dX, hidden.W.T, out=hidden._dX)
+        np.matmul(first._X1.T, hidden._dX, out=first.dWb)
     return seconds_per_call(step, steps, warmup)
 
 
 def worker_matmul_alloc(steps, warmup):
-    """The same eight products written plainly (``X @ W``), each allocating its result."""
-    X, W1, W2, W3 = random_weights()
+    """The same eight products written plainly (``X @ W``, the bias left out), each
+    allocating its result."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    X = rng.random((BATCH, 784), dtype=np.float32)
+    W1, W2, W3 = (rng.standard_normal(shape, dtype=np.float32) for shape in ((784, 150), (150, 150), (150, 10)))
 
     def step():
         A1 = X @ W1
@@ -150,7 +206,7 @@ def worker_torch(steps, warmup):
     return (time.perf_counter() - started) / steps
 
 
-WORKERS = {"numpy": worker_numpy, "matmul": worker_matmul, "matmul_alloc": worker_matmul_alloc,
+WORKERS = {"numpy": worker_numpy, "flat": worker_flat, "matmul": worker_matmul, "matmul_alloc": worker_matmul_alloc,
            "torch": worker_torch}
 
 
@@ -214,7 +270,7 @@ def main():
         print(json.dumps({"seconds_per_step": WORKERS[args.worker](args.steps, args.warmup)}))
         return 0
 
-    contenders = ["numpy", "matmul", "matmul_alloc"] + (["torch"] if not args.no_torch and torch_available() else [])
+    contenders = ["numpy", "flat", "matmul", "matmul_alloc"] + (["torch"] if not args.no_torch and torch_available() else [])
     print(f"Benchmark: {args.repeats} x {args.steps} steps after {args.warmup} warm-up steps; "
           f"contenders {', '.join(contenders)}; BLAS threads {args.threads}; {os.cpu_count()} CPUs")
     results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -232,7 +288,8 @@ def main():
     print(f"\n{'threads':>7}  {'contender':<34} {'us/step':>9} {'steps/s':>8} {'spread':>8}  ratio")
     for threads, table in results["loop"].items():
         matmul = table["matmul"]["median_s_per_step"]
-        for name, label in (("numpy", "project training loop (NumPy)"), ("matmul", "the 8 matrix products alone"),
+        for name, label in (("numpy", "project training loop (NumPy)"), ("flat", "the same step as one flat function"),
+                            ("matmul", "the 8 matrix products alone"),
                             ("matmul_alloc", "the same, allocating (X @ W)"),
                             ("torch", "PyTorch, same network and loop")):
             if name not in table:
@@ -240,6 +297,9 @@ def main():
             median, values = table[name]["median_s_per_step"], table[name]["samples"]
             spread = (max(values) - min(values)) / median
             ratio = ""
+            if name == "flat":
+                table["flat_over_matmul"] = median / matmul
+                ratio = f"{median / matmul:.2f}x the matrix products"
             if name == "numpy":
                 ratio = (f"{median / matmul:.2f}x the matrix products "
                          f"({median / table['matmul_alloc']['median_s_per_step']:.2f}x the allocating ones)")
