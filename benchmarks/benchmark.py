@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast is the training loop? Measured against its own matrix products and PyTorch.
 
-    python benchmarks/benchmark.py                   # the full benchmark (about 3 minutes)
+    python benchmarks/benchmark.py                   # the full benchmark (about 2.5 minutes)
     python benchmarks/benchmark.py --steps 200 --repeats 1 --threads 1 --no-full-run
 
 Every contender runs in a fresh process (the BLAS thread count can only be set
@@ -10,6 +10,7 @@ repeat after repeat so that a slow moment of the machine hits them all; the tabl
 gives medians. Contenders, all on the default network (784-150-150-10, batch 64,
 float32, SGD lr 0.1) and the real MNIST training set:
   numpy   the project's training loop (nn.train: gather, forward, loss, backward, update)
+  flat    the same step as one flat function: same arrays and operations, no classes
   matmul  the loop's own eight matrix products alone, on the layers' buffers
   matmul_alloc  the same products written plainly (X @ W), each allocating its result
   torch   the same network and loop in PyTorch, if it is installed
