@@ -207,9 +207,11 @@ def _parse_block(block, first_line, path, n_columns):
     )
     if not well_formed:
         return _diagnose_block(block, first_line, path, n_columns)
+    # Each digit is widened to uint16 before it is multiplied: with NumPy 1.x's value-based
+    # casting, a uint8 array times np.uint16(100) stays uint8 and 3 * 100 wraps to 44.
     values = np.take(padded[2:], ends).astype(np.uint16)
-    values += np.take(padded[1:], ends) * np.uint16(10)
-    values += np.take(hundreds, ends) * np.uint16(100)
+    values += np.take(padded[1:], ends).astype(np.uint16) * np.uint16(10)
+    values += np.take(hundreds, ends).astype(np.uint16) * np.uint16(100)
     return values.reshape(n_lines, n_columns)
 
 

@@ -12,6 +12,47 @@ pictures) to --out, by default the folder of this script.
 import os
 import sys
 
+# The lowest versions the project supports (requirements.txt and the README say the same;
+# .ci/run tests them). This file must stay readable by older Pythons up to the check below.
+LOWEST_PYTHON = (3, 10)
+LOWEST_PACKAGES = {"numpy": (1, 25, 2), "matplotlib": (3, 7, 5)}
+
+
+def _version_tuple(text):
+    """(1, 25, 2) from "1.25.2", "1.25.2rc1" or "2.0.0.dev0": the leading numbers."""
+    numbers = []
+    for part in text.split(".")[:3]:
+        digits = ""
+        for character in part:
+            if not character.isdigit():
+                break
+            digits += character
+        numbers.append(int(digits or 0))
+        if len(digits) < len(part):
+            break
+    return tuple(numbers + [0] * (3 - len(numbers)))
+
+
+def unsupported_versions():
+    """One line saying what is missing or too old (Python, NumPy, Matplotlib) and what to do, or None.
+
+    Read from the installed packages' metadata, before anything is imported, so that an
+    old version gets this line instead of an error from deep inside."""
+    if sys.version_info < LOWEST_PYTHON:
+        return "Python {} is older than {}.{}, the lowest this project supports: run nn.py with a newer one".format(
+            sys.version.split()[0], *LOWEST_PYTHON)
+    from importlib import metadata
+    for name, lowest in LOWEST_PACKAGES.items():
+        wanted = ".".join(map(str, lowest))
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return f"{name} is not installed: pip install -r requirements.txt"
+        if _version_tuple(installed) < lowest:
+            return (f"{name} {installed} is older than {wanted}, the lowest this project supports: "
+                    f"pip install -r requirements.txt")
+    return None
+
 
 def _set_blas_threads(argv):
     """Set the BLAS thread count from --threads before NumPy is imported, the only time
@@ -33,6 +74,9 @@ def _set_blas_threads(argv):
 
 
 if __name__ == "__main__":
+    _problem = unsupported_versions()
+    if _problem:
+        sys.exit(f"nn.py: error: {_problem}")
     _set_blas_threads(sys.argv[1:])
 
 import argparse  # noqa: E402

@@ -27,9 +27,35 @@ def numerical_gradient(f, x, eps=1e-6):
     return gradient
 
 
-def assert_close_gradients(analytic, numeric, tolerance=1e-6):
-    """Relative error |a - n| / max(|a| + |n|, 1e-3) below tolerance, everywhere (the floor
-    keeps the round-off of finite differences, about 1e-10, from failing near-zero gradients)."""
+# Float tolerances follow from the arithmetic, never from what passed on one machine:
+# another CPU's BLAS kernel (AVX2, AVX-512, NEON) adds the same products in another order.
+EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7, the gap between 1 and the next float32
+
+
+def gamma(n_terms, eps=EPS32):
+    """Bound on the relative rounding error of a sum of n_terms products, whatever the order
+    of addition, relative to the sum of the terms' absolute values: n eps / (1 - n eps)
+    (Higham, Accuracy and Stability of Numerical Algorithms, section 3.1)."""
+    return n_terms * eps / (1 - n_terms * eps)
+
+
+def assert_close_sums(actual, expected, magnitude, n_terms, eps=EPS32):
+    """Two computations of the same sums of n_terms products agree within what rounding
+    allows in any order: each is within gamma(n_terms) * magnitude of the exact sums
+    (magnitude: the sums of the terms' absolute values, shaped like actual), and a few
+    further operations (a scaling, a division) add a few ulps of the result."""
+    bound = 2 * gamma(n_terms, eps) * magnitude + 4 * eps * np.abs(expected)
+    excess = np.abs(actual - expected) - bound
+    assert (excess <= 0).all(), f"differ beyond the rounding bound by up to {excess.max():.3g}"
+
+
+def assert_close_gradients(analytic, numeric, tolerance=1e-6):  # float64 differences: see below
+    """Relative error |a - n| / max(|a| + |n|, 1e-3) below tolerance, everywhere.
+
+    In float64 with a step of 1e-6, a central difference errs by about 1e-12 (truncation)
+    plus 1e-16 / 1e-6 = 1e-10 (round-off), so 1e-6 leaves a wide margin, while a wrong
+    gradient (a missing factor, a transposed product) errs by 1e-2 or more. The floor 1e-3
+    keeps that round-off from failing near-zero gradients."""
     error = np.abs(analytic - numeric) / np.maximum(np.abs(analytic) + np.abs(numeric), 1e-3)
     assert error.max() < tolerance, f"relative error {error.max():.2e}"
 

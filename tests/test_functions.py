@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import assert_close_gradients, numerical_gradient
+from conftest import EPS32, assert_close_gradients, gamma, numerical_gradient
 from functions import (ACTIVATIONS, cross_entropy, log_softmax, softmax,
                        softmax_cross_entropy, value_and_derivative)
 
@@ -31,7 +31,9 @@ def test_activations_keep_float32_and_write_into_out(name):
     out = np.empty_like(Z)
     A = f(Z, out=out)
     assert A.dtype == np.float32 and f_prime(Z, A).dtype == np.float32
-    np.testing.assert_allclose(out, f(Z.astype(np.float64)), rtol=1e-5, atol=1e-6)
+    # float32 against float64: each float32 operation (gelu chains about six, on values up to
+    # 3 ** 3) errs by a few ulps, on any SIMD implementation: 64 ulps relative, 8 ulps of 1.
+    np.testing.assert_allclose(out, f(Z.astype(np.float64)), rtol=64 * EPS32, atol=8 * EPS32)  # see above
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -40,8 +42,10 @@ def test_value_and_derivative_agree_with_the_table(name):
     Z = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
     A, D = np.full_like(Z, 7), np.full_like(Z, 7)
     value_and_derivative(name, Z, A, D)
-    np.testing.assert_allclose(A, f(Z.copy()), rtol=1e-6)
-    np.testing.assert_allclose(D, f_prime(Z, f(Z.copy())), rtol=1e-6)
+    # The same float32 operations; NumPy may run an element on a scalar or a SIMD path, an ulp
+    # or two apart, and 1 - A * A (tanh) turns an ulp of A into 2 ulps of 1: 8 ulps of 1.
+    np.testing.assert_allclose(A, f(Z.copy()), rtol=8 * EPS32, atol=8 * EPS32)  # see above
+    np.testing.assert_allclose(D, f_prime(Z, f(Z.copy())), rtol=8 * EPS32, atol=8 * EPS32)  # see above
 
 
 def test_relu_shortcut_keeps_nan_visible():
@@ -55,9 +59,11 @@ def test_relu_shortcut_keeps_nan_visible():
 def test_known_values():
     Z = np.array([[-2.0, 0.0, 3.0]])
     np.testing.assert_array_equal(ACTIVATIONS["relu"][0](Z), [[0, 0, 3]])
-    np.testing.assert_allclose(ACTIVATIONS["sigmoid"][0](Z), 1 / (1 + np.exp(-Z)))
-    np.testing.assert_allclose(ACTIVATIONS["leaky_relu"][0](Z), [[-0.02, 0, 3]])
-    np.testing.assert_allclose(ACTIVATIONS["gelu"][0](np.array([[0.0, 10.0]])), [[0, 10]], atol=1e-9)
+    # float64 throughout: two exact formulas agree to a few ulps (1e-16), far inside rtol 1e-7.
+    np.testing.assert_allclose(ACTIVATIONS["sigmoid"][0](Z), 1 / (1 + np.exp(-Z)), rtol=1e-7)  # float64
+    np.testing.assert_allclose(ACTIVATIONS["leaky_relu"][0](Z), [[-0.02, 0, 3]], rtol=1e-7)  # float64
+    # gelu(10) = 5 (1 + tanh(43.7)), and tanh(43.7) is 1 to within 1e-37
+    np.testing.assert_allclose(ACTIVATIONS["gelu"][0](np.array([[0.0, 10.0]])), [[0, 10]], atol=1e-9)  # float64
 
 
 def test_loss_gradient_matches_finite_differences():
@@ -65,7 +71,7 @@ def test_loss_gradient_matches_finite_differences():
     Z = rng.normal(size=(6, 10))
     y = rng.integers(0, 10, size=6)
     loss, dZ = softmax_cross_entropy(Z.copy(), y)
-    assert loss == pytest.approx(cross_entropy(Z, y), rel=1e-12)
+    assert loss == pytest.approx(cross_entropy(Z, y), rel=1e-12)  # float64, 10-term sums: ~1e-15
     numeric = numerical_gradient(lambda: cross_entropy(Z, y), Z)
     assert_close_gradients(dZ, numeric)
 
@@ -76,26 +82,31 @@ def test_loss_gradient_scale_and_column_major_logits():
     y = rng.integers(0, 10, size=6)
     loss, dZ = softmax_cross_entropy(Z, y)
     scaled_loss, scaled = softmax_cross_entropy(np.asfortranarray(Z), y, scale=0.1)
-    assert scaled_loss == pytest.approx(loss, rel=1e-6)
+    # float32 rows of 10 logits, summed in another memory order: each log(sum of exp) may move
+    # by gamma(10) plus a few ulps, on each side; the gradient, of size at most step = 0.1 / 6,
+    # by as much relative to step (p - 1 cancels near p = 1, so the bound is absolute).
+    assert scaled_loss == pytest.approx(loss, rel=0, abs=2 * (gamma(10) + 4 * EPS32))  # see above
     assert scaled.flags.f_contiguous and scaled.dtype == np.float32
-    np.testing.assert_allclose(scaled, 0.1 * dZ, rtol=1e-5, atol=1e-9)
+    step = 0.1 / len(y)
+    np.testing.assert_allclose(scaled, 0.1 * dZ, rtol=0, atol=step * 2 * (gamma(10) + 4 * EPS32))  # see above
 
 
 def test_loss_is_mean_over_batch_and_gradient_divided_once():
     Z = np.zeros((4, 10))
     y = np.array([0, 1, 2, 3])
     loss, dZ = softmax_cross_entropy(Z, y)
-    assert loss == pytest.approx(np.log(10))
-    assert dZ[0, 0] == pytest.approx((0.1 - 1) / 4) and dZ[0, 1] == pytest.approx(0.1 / 4)
+    assert loss == pytest.approx(np.log(10), rel=1e-12)  # float64: exact to a few ulps
+    assert dZ[0, 0] == pytest.approx((0.1 - 1) / 4, rel=1e-12) and dZ[0, 1] == pytest.approx(0.1 / 4, rel=1e-12)  # float64
 
 
 def test_softmax_rows_sum_to_one_and_ignore_a_constant():
     rng = np.random.default_rng(2)
     Z = rng.normal(size=(3, 10))
     P = softmax(Z)
-    np.testing.assert_allclose(P.sum(axis=1), 1)
-    np.testing.assert_allclose(softmax(Z + 123.0), P, rtol=1e-12)
-    np.testing.assert_allclose(np.exp(log_softmax(Z)), P, rtol=1e-12)
+    # float64: 10-term sums and an exp of values up to 123 err by a few ulps times 123, ~1e-14
+    np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-12)  # float64, see above
+    np.testing.assert_allclose(softmax(Z + 123.0), P, rtol=1e-12)  # float64, see above
+    np.testing.assert_allclose(np.exp(log_softmax(Z)), P, rtol=1e-12)  # float64, see above
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -108,6 +119,8 @@ def test_softmax_and_loss_stable_for_huge_logits(dtype):
         loss, dZ = softmax_cross_entropy(Z, y)
         direct = cross_entropy(Z, y)
     assert np.isfinite(P).all() and np.isfinite(dZ).all()
-    np.testing.assert_allclose(P[1], [1 / 3] * 3, rtol=1e-6)
-    assert loss == pytest.approx((2000 + np.log(3) + 0) / 3, rel=1e-6)
-    assert direct == pytest.approx(loss, rel=1e-6)
+    # In float32: exp(0) = 1 exactly, and 1 / 3 and log(3) are each rounded once (half an ulp);
+    # 8 float32 ulps covers them, and the float64 case a fortiori.
+    np.testing.assert_allclose(P[1], [1 / 3] * 3, rtol=8 * EPS32)  # see above
+    assert loss == pytest.approx((2000 + np.log(3) + 0) / 3, rel=8 * EPS32)  # see above
+    assert direct == pytest.approx(loss, rel=8 * EPS32)  # see above

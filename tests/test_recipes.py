@@ -79,7 +79,9 @@ def test_early_stopping_restores_the_best_weights(subset):
     assert history["ended"] == "early_stopping" and history["steps_done"] < 3000
     best = min(history["evaluations"], key=lambda e: e["val_loss"])
     assert history["best_step"] == best["step"]
-    assert nn.evaluate(model, *val_set)[0] == pytest.approx(best["val_loss"], rel=1e-6)
+    # The same float32 weights through the same evaluation: equal on one machine; 8 float32
+    # ulps of slack only for a BLAS that would split the work differently from call to call.
+    assert nn.evaluate(model, *val_set)[0] == pytest.approx(best["val_loss"], rel=8 * 1.2e-7)  # see above
 
 
 def test_best_preset_is_documented_flags():

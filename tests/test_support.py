@@ -1,0 +1,86 @@
+"""The declared support range: the lowest versions are the same everywhere they are written,
+and `python nn.py` below them says so in one line."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nn
+from conftest import PROJECT_DIR, run_nn
+
+
+def declared_lowest(requirements_text):
+    """{package: (major, minor, patch)} from the `name>=X.Y.Z` lines of a requirements file."""
+    return {name: nn._version_tuple(version)
+            for name, version in re.findall(r"^([A-Za-z0-9_-]+)>=([0-9.]+)", requirements_text, re.M)}
+
+
+def test_lowest_versions_agree_in_code_requirements_ci_and_readme():
+    requirements = declared_lowest((PROJECT_DIR / "requirements.txt").read_text())
+    assert requirements == nn.LOWEST_PACKAGES
+    pins = dict(re.findall(r"^([A-Za-z0-9_-]+)==([0-9.]+)", (PROJECT_DIR / ".ci" / "lowest.txt").read_text(), re.M))
+    for name, lowest in nn.LOWEST_PACKAGES.items():
+        assert nn._version_tuple(pins[name]) == lowest, name  # CI tests exactly the declared lowest
+    readme = (PROJECT_DIR / "README.md").read_text()
+    python = ".".join(map(str, nn.LOWEST_PYTHON))
+    assert f"Python {python}" in readme
+    for name, lowest in nn.LOWEST_PACKAGES.items():
+        assert f"{name} {'.'.join(map(str, lowest))}" in readme.lower(), name
+    ci = (PROJECT_DIR / ".ci" / "run").read_text()
+    assert f'LOWEST_PYTHON={python}' in ci
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1.25.2", (1, 25, 2)), ("1.25", (1, 25, 0)), ("2.0.0rc1", (2, 0, 0)),
+    ("3.7.5.post1", (3, 7, 5)), ("2.10.0.dev0+git", (2, 10, 0)), ("1.26b1", (1, 26, 0)),
+])
+def test_version_numbers_compare_by_their_leading_numbers(text, expected):
+    assert nn._version_tuple(text) == expected
+
+
+@pytest.mark.parametrize("package", sorted(nn.LOWEST_PACKAGES))
+def test_an_old_package_gets_one_line_before_anything_runs(tmp_path, package):
+    # A stand-in distribution that is found first on the path, one patch release too old.
+    major, minor, patch = nn.LOWEST_PACKAGES[package]
+    old = f"{major}.{minor}.{patch - 1}" if patch else f"{major}.{minor - 1}.99"
+    dist = tmp_path / f"{package}-{old}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: {old}\n")
+    result = run_nn("--help", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"nn.py: error: {package} {old} is older than {'.'.join(map(str, nn.LOWEST_PACKAGES[package]))}, "
+        f"the lowest this project supports: pip install -r requirements.txt"]
+
+
+def older_pythons():
+    """Interpreters older than the lowest supported one that pyenv has installed here."""
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    found = []
+    for python in sorted(Path(root).glob("versions/3.*/bin/python3")):
+        version = tuple(int(n) for n in python.parent.parent.name.split(".")[:2] if n.isdigit())
+        if (3, 6) <= version < nn.LOWEST_PYTHON:  # f-strings need 3.6 to read nn.py at all
+            found.append(python)
+    return found
+
+
+@pytest.mark.skipif(not older_pythons(), reason="no Python from 3.6 to below the lowest supported one here")
+@pytest.mark.parametrize("python", older_pythons() or [None])
+def test_an_old_python_gets_one_line(python):
+    result = subprocess.run([str(python), str(PROJECT_DIR / "nn.py"), "predict", "digit.png"],
+                            capture_output=True, text=True, timeout=60)
+    version = python.parent.parent.name
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"nn.py: error: Python {version} is older than {'.'.join(map(str, nn.LOWEST_PYTHON))}, "
+        f"the lowest this project supports: run nn.py with a newer one"]
+
+
+def test_this_python_is_supported():
+    assert sys.version_info >= nn.LOWEST_PYTHON and nn.unsupported_versions() is None
