@@ -167,15 +167,14 @@ def cross_entropy(Z, y):
     return float(-log_softmax(Z)[np.arange(B), y].mean(dtype=np.float64))
 
 
-def softmax_cross_entropy(Z, y, scale=1.0):
+def softmax_cross_entropy(Z, y):
     """Loss and gradient of softmax + cross-entropy, fused. Returns (loss, dZ).
 
     loss: mean cross-entropy over the batch, a Python float.
-    dZ:   scale * (softmax(Z) - onehot(y)) / B, shape (B, C), dtype and memory
-          order of Z. This is the one place where the gradient is divided by the
-          batch size: every gradient downstream (dW, db of every layer) is thereby
-          of the *mean* loss. With scale = the learning rate, they all come out
-          multiplied by it, which plain SGD can use (see nn.train).
+    dZ:   (softmax(Z) - onehot(y)) / B, shape (B, C), dtype and memory order of
+          Z. This is the one place where the gradient is divided by the batch
+          size: every gradient downstream (dW, db of every layer) is thereby of
+          the *mean* loss.
     """
     B = Z.shape[0]
     rows = np.arange(B)
@@ -184,7 +183,7 @@ def softmax_cross_entropy(Z, y, scale=1.0):
     E = np.exp(shifted, out=shifted)
     sums = E.sum(axis=1, keepdims=True)
     loss = (float(np.log(sums).sum(dtype=np.float64)) - float(true_class.sum(dtype=np.float64))) / B
-    step = Z.dtype.type(scale / B)
-    E *= step / sums
-    E[rows, y] -= step
+    one_over_B = Z.dtype.type(1 / B)
+    E *= one_over_B / sums
+    E[rows, y] -= one_over_B
     return loss, E

@@ -95,7 +95,7 @@ from augment import random_rotations, random_shifts  # noqa: E402
 from atomic import atomic_write  # noqa: E402
 from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
 from mlp import MLP, ModelFileError  # noqa: E402
-from optimizers import OPTIMIZERS, SGD, learning_rate_at, make_optimizer  # noqa: E402
+from optimizers import OPTIMIZERS, learning_rate_at, make_optimizer  # noqa: E402
 from progress import Progress, format_duration  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -306,8 +306,6 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
     history = history or {"loss_steps": [], "losses": [], "evaluations": []}
     losses = np.full(total_steps - first_step, np.nan)
     X = np.empty((batch_size, images.shape[1]), np.float32)
-    # Plain SGD takes the learning rate folded into the loss gradient (see optimizers.SGD).
-    fold_learning_rate = type(optimizer) is SGD
     weight_decay, eval_every = config["weight_decay"], config["eval_every"]
     augment, rotate = config["augment"], config["rotate"]
     learning_rates = [learning_rate_at(step, total_steps, config["lr"], config["lr_schedule"], config["warmup_steps"])
@@ -332,15 +330,13 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
             batch_pixels = random_shifts(batch_pixels, augment, rng)
         data.to_inputs(batch_pixels, out=X)
         logits = model.forward(X, training=True)
-        learning_rate = learning_rates[step]
-        gradient_scale = learning_rate if fold_learning_rate else 1.0
-        loss, dZ = softmax_cross_entropy(logits, labels[batch], gradient_scale)
+        loss, dZ = softmax_cross_entropy(logits, labels[batch])
         smoothed_loss += (loss - smoothed_loss) / min(step - first_step + 1, 20)
         if not math.isfinite(loss) or (smoothed_loss > diverged_loss and step - first_step >= 20):
             raise Diverged(f"the training loss reached {loss:.4g} at step {step + 1} "
                            f"(mean of recent steps {smoothed_loss:.4g}; guessing gives {chance_loss:.2f})")
-        model.backward(dZ, weight_decay * gradient_scale)
-        model.update(optimizer, 1.0 if fold_learning_rate else learning_rate)
+        model.backward(dZ, weight_decay)
+        model.update(optimizer, learning_rates[step])
         losses[step - first_step] = loss
         step += 1
         progress.step(step, loss)

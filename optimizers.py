@@ -3,7 +3,9 @@
 An optimizer sees only parameters and gradients (lists of arrays in the same
 order, updated in place), never layers. ``step(params, grads, learning_rate)``
 takes the learning rate of the current step, so that schedules stay outside.
-Gradients may be overwritten.
+Gradients are only read: after a step they still hold the gradients, so a
+learner can print them. Each optimizer keeps a scratch array per parameter for
+its intermediate products, so a step allocates nothing.
 """
 
 import math
@@ -11,20 +13,23 @@ import math
 import numpy as np
 
 
-class SGD:
-    """Plain stochastic gradient descent: p <- p - learning_rate * g.
+def _scratch_like(arrays):
+    """One uninitialised array shaped like each of arrays, for intermediate products."""
+    return [np.empty_like(array) for array in arrays]
 
-    The update is linear in the gradient, so the learning rate can equally be
-    folded into the gradients upstream: nn.train scales the loss gradient (a
-    B x C array) by it and calls ``step`` with learning_rate=1, which leaves out
-    the multiplication of every gradient.
-    """
+
+class SGD:
+    """Plain stochastic gradient descent: p <- p - learning_rate * g."""
+
+    def __init__(self):
+        self.scratch = None
 
     def step(self, params, grads, learning_rate):
-        for p, g in zip(params, grads):
-            if learning_rate != 1:
-                g *= p.dtype.type(learning_rate)
-            p -= g
+        if self.scratch is None:
+            self.scratch = _scratch_like(params)
+        for p, g, update in zip(params, grads, self.scratch):
+            np.multiply(g, p.dtype.type(learning_rate), out=update)
+            p -= update
 
 
 class Momentum:
@@ -39,21 +44,24 @@ class Momentum:
         self.momentum = momentum
         self.nesterov = nesterov
         self.velocities = None
+        self.scratch = None
 
     def step(self, params, grads, learning_rate):
         if self.velocities is None:
             self.velocities = [np.zeros_like(p) for p in params]
+            self.scratch = _scratch_like(params)
         mu = params[0].dtype.type(self.momentum)
         lr = params[0].dtype.type(learning_rate)
-        for p, g, v in zip(params, grads, self.velocities):
+        for p, g, v, update in zip(params, grads, self.velocities, self.scratch):
             v *= mu
             v += g
             if self.nesterov:
-                g += mu * v
-                g *= lr
-                p -= g
+                np.multiply(v, mu, out=update)
+                update += g
+                update *= lr
             else:
-                p -= lr * v
+                np.multiply(v, lr, out=update)
+            p -= update
 
 
 class Adam:
@@ -68,22 +76,26 @@ class Adam:
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.t = 0
         self.moments = None
+        self.scratch = None
 
     def step(self, params, grads, learning_rate):
         if self.moments is None:
             self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
+            self.scratch = _scratch_like(params)
         self.t += 1
         dtype = params[0].dtype.type
         b1, b2 = dtype(self.beta1), dtype(self.beta2)
         step_size = dtype(learning_rate * math.sqrt(1 - self.beta2 ** self.t) / (1 - self.beta1 ** self.t))
         eps_hat = dtype(self.eps * math.sqrt(1 - self.beta2 ** self.t))
-        for p, g, (m, s) in zip(params, grads, self.moments):
+        for p, g, (m, s), update in zip(params, grads, self.moments, self.scratch):
+            np.multiply(g, 1 - b1, out=update)
             m *= b1
-            m += (1 - b1) * g
-            g *= g
+            m += update
+            np.multiply(g, g, out=update)
+            update *= 1 - b2
             s *= b2
-            s += (1 - b2) * g
-            update = np.sqrt(s)
+            s += update
+            np.sqrt(s, out=update)
             update += eps_hat
             np.divide(m, update, out=update)
             update *= step_size

@@ -81,6 +81,7 @@ def worker_flat(steps, warmup):
     for weights, n_in in zip(Wb, sizes):
         weights[:-1] = rng.standard_normal(weights[:-1].shape) * np.sqrt(2 / n_in)
     dWb = [np.empty_like(weights) for weights in Wb]
+    updates = [np.empty_like(weights) for weights in Wb]
     X = np.empty((BATCH, sizes[0]), np.float32)
     X1 = [np.ones((BATCH, n + 1), np.float32) for n in sizes[:-1]]
     Z = [np.empty((BATCH, n), np.float32, order="F" if n == sizes[-1] else "C") for n in sizes[1:]]
@@ -104,14 +105,15 @@ def worker_flat(steps, warmup):
                 if layer < 2:
                     np.greater(Z[layer], 0, out=D[layer])
                     inputs = np.multiply(Z[layer], D[layer], out=A[layer])
-            _, dZ = softmax_cross_entropy(Z[2], labels[batch], 0.1)
+            _, dZ = softmax_cross_entropy(Z[2], labels[batch])
             for layer in (2, 1, 0):
                 np.matmul(X1[layer].T, dZ, out=dWb[layer])
                 if layer > 0:
                     dZ = np.matmul(dZ, Wb[layer][:-1].T, out=dX[layer - 1])
                     dZ *= D[layer - 1]
-            for weights, gradients in zip(Wb, dWb):
-                weights -= gradients
+            for weights, gradients, update in zip(Wb, dWb, updates):
+                np.multiply(gradients, np.float32(0.1), out=update)
+                weights -= update
     run(warmup)
     started = time.perf_counter()
     run(steps)

@@ -76,19 +76,18 @@ def test_loss_gradient_matches_finite_differences():
     assert_close_gradients(dZ, numeric)
 
 
-def test_loss_gradient_scale_and_column_major_logits():
+def test_loss_and_gradient_of_column_major_logits():
     rng = np.random.default_rng(4)
     Z = rng.normal(size=(6, 10)).astype(np.float32)
     y = rng.integers(0, 10, size=6)
     loss, dZ = softmax_cross_entropy(Z, y)
-    scaled_loss, scaled = softmax_cross_entropy(np.asfortranarray(Z), y, scale=0.1)
+    f_loss, f_dZ = softmax_cross_entropy(np.asfortranarray(Z), y)
     # float32 rows of 10 logits, summed in another memory order: each log(sum of exp) may move
-    # by gamma(10) plus a few ulps, on each side; the gradient, of size at most step = 0.1 / 6,
-    # by as much relative to step (p - 1 cancels near p = 1, so the bound is absolute).
-    assert scaled_loss == pytest.approx(loss, rel=0, abs=2 * (gamma(10) + 4 * EPS32))  # see above
-    assert scaled.flags.f_contiguous and scaled.dtype == np.float32
-    step = 0.1 / len(y)
-    np.testing.assert_allclose(scaled, 0.1 * dZ, rtol=0, atol=step * 2 * (gamma(10) + 4 * EPS32))  # see above
+    # by gamma(10) plus a few ulps, on each side; the gradient, of size at most 1 / B, by as
+    # much relative to 1 / B (p - 1 cancels near p = 1, so the bound is absolute).
+    assert f_loss == pytest.approx(loss, rel=0, abs=2 * (gamma(10) + 4 * EPS32))  # see above
+    assert f_dZ.flags.f_contiguous and f_dZ.dtype == np.float32
+    np.testing.assert_allclose(f_dZ, dZ, rtol=0, atol=2 * (gamma(10) + 4 * EPS32) / len(y))  # see above
 
 
 def test_loss_is_mean_over_batch_and_gradient_divided_once():
