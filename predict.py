@@ -5,9 +5,11 @@
     python nn.py predict --csv datasets/mnist_test.csv
     python nn.py predict --model runs/model_mnist.npz digit.png
 
-An image is turned into MNIST form first, with NumPy alone: grey levels, inverted
-when the digit is dark on light paper, cropped to the digit, scaled into a 20x20
-box and centred by its centre of mass in 28x28, as the MNIST images were made.
+An image is turned into MNIST form first, with NumPy alone: read upright (EXIF) as
+grey levels, the ink measured against its local background (so a desk around the
+sheet and uneven light do not matter), specks away from the digit dropped, cropped
+to the digit, scaled into a 20x20 box and centred by its centre of mass in 28x28,
+as the MNIST images were made.
 """
 
 import argparse
@@ -21,25 +23,70 @@ PROJECT_DIR = Path(__file__).resolve().parent
 
 # ------------------------------------------------------------------ images
 
+MAX_PIXELS = 50_000_000  # larger images are refused from their header (a 48-megapixel phone photo passes)
+READ_SIDE = 1024  # longer images are reduced while read: the digit ends as 20x20 pixels anyway
+
+
 def load_grey(path):
-    """The image at path as grey levels in [0, 1], shape (H, W); transparency counts as white."""
-    import matplotlib.image
-    try:
-        image = np.asarray(matplotlib.image.imread(path), dtype=np.float64)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: file not found") from None
-    except Exception as error:  # matplotlib/Pillow raise many kinds for unreadable files
-        raise ValueError(f"{path}: cannot read it as an image ({error})") from None
-    if image.dtype.kind in "ui" or image.max(initial=0) > 1:
-        image = image / 255.0
+    """The image at path as grey levels in [0, 1], shape (H, W), upright, at most READ_SIDE long.
+
+    The EXIF orientation a phone writes is applied; transparency counts as white paper. An
+    image of more than MAX_PIXELS is refused from its header, before it is decoded; a longer
+    side than READ_SIDE is reduced by a whole factor while reading (a JPEG by its decoder),
+    so a big photo costs little time and memory. Raises ValueError, naming the file.
+    """
+    picture = _read_upright(path)
+    if picture.mode in ("I", "F"):  # 16-bit PNGs arrive as "I", read to 0-65535
+        image = np.asarray(picture, dtype=np.float64) / (65535.0 if picture.mode == "I" else 1.0)
+    else:
+        image = np.asarray(picture, dtype=np.float64) / 255.0
     if image.ndim == 3:
         if image.shape[2] == 4:  # composite on white paper
             alpha = image[..., 3:]
             image = image[..., :3] * alpha + (1 - alpha)
-        image = image[..., :3] @ np.array([0.299, 0.587, 0.114]) if image.shape[2] >= 3 else image[..., 0]
+        image = image[..., :3] @ np.array([0.299, 0.587, 0.114])
     if image.ndim != 2 or min(image.shape) < 2:
         raise ValueError(f"{path}: not a 2-D image (shape {image.shape})")
-    return image
+    if not np.isfinite(image).all():
+        raise ValueError(f"{path}: the image holds values that are not numbers")
+    return np.clip(image, 0, 1)
+
+
+def _read_upright(path):
+    """The Pillow image at path, decoded, turned upright, reduced to READ_SIDE and in mode L, RGB,
+    RGBA, I or F. Pillow comes with Matplotlib, so it is imported here, where images are read."""
+    import warnings
+
+    from PIL import Image, ImageOps
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is lower
+            picture = Image.open(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except Image.DecompressionBombError:
+        raise ValueError(f"{path}: more than {MAX_PIXELS // 10**6} megapixels, the limit; "
+                         f"scale it down first") from None
+    except Exception as error:  # Pillow raises many kinds for unreadable files
+        raise ValueError(f"{path}: cannot read it as an image ({error})") from None
+    with picture:
+        width, height = picture.size
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"{path}: {width}x{height} pixels is more than {MAX_PIXELS // 10**6} "
+                             f"megapixels, the limit; scale it down first")
+        try:
+            picture.draft("L", (READ_SIDE, READ_SIDE))  # a JPEG decodes at 1/2, 1/4 or 1/8 size
+            picture = ImageOps.exif_transpose(picture)
+            if "A" in picture.getbands() or "transparency" in picture.info:
+                picture = picture.convert("RGBA")
+            elif picture.mode.startswith("I"):
+                picture = picture.convert("I")
+            elif picture.mode not in ("L", "RGB", "F"):
+                picture = picture.convert("RGB")
+            factor = -(-max(picture.size) // READ_SIDE)
+            return picture.reduce(factor) if factor > 1 else picture.copy()
+        except Exception as error:
+            raise ValueError(f"{path}: cannot read it as an image ({error})") from None
 
 
 def _area_resample_matrix(n_in, n_out):
@@ -59,24 +106,186 @@ def resize(image, height, width):
     return _area_resample_matrix(image.shape[0], height) @ image @ _area_resample_matrix(image.shape[1], width).T
 
 
-def to_mnist(grey):
-    """A (28, 28) float array in [0, 1], white digit on black, from any grey image in [0, 1].
+WORK_SIDE = 256  # the digit is looked for at this size at most (it ends as 20x20 pixels)
+BLANK_CONTRAST = 0.05  # less ink contrast than this is an empty page
+INK_FLOOR = 0.25  # ink lighter than this fraction of the darkest is paper texture or shadow
+NEAR = 0.25  # ink regions this close to the digit (times its longer side) belong to it
 
-    28x28 images with a dark background are taken as MNIST already. Anything else:
-    invert if the border is light (dark ink on paper), remove the background level
-    and faint texture, crop to the ink, scale the longer side to 20 pixels, and
-    paste into 28x28 with the centre of mass in the middle.
+
+def to_mnist(grey):
+    """A (28, 28) float array in [0, 1], white digit on black, from a grey image (H, W) in [0, 1].
+
+    28x28 images with a dark border are taken as MNIST already. Anything else, in four steps:
+    find_ink (the ink against its local background: a desk around the paper and uneven light
+    do not matter), keep_digit (the largest connected ink region and its near neighbours:
+    specks elsewhere are dropped), then crop to the digit, scale its longer side to 20 pixels
+    and put its centre of mass at pixel (14, 14) of 28x28, as the MNIST images were made.
+    Raises ValueError("no digit found ...") for an empty image, black or white.
     """
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if grey.shape == (28, 28) and np.median(border) < 0.5:
+    border = np.median(_border(grey))
+    if grey.shape == (28, 28) and border < 0.5:
+        if grey.max() - border <= BLANK_CONTRAST:
+            raise ValueError("no digit found (the image is blank)")
         return np.clip(grey, 0, 1)
-    ink = 1 - grey if np.median(border) >= 0.5 else grey.copy()
-    background = np.median(np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]]))
-    ink = np.clip(ink - background, 0, None)
-    if ink.max() <= 0.05:
+    return centre_in_mnist_box(keep_digit(find_ink(grey)))
+
+
+def _border(image):
+    """The pixels of the outer frame of a 2-D image, as one flat array."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
+def find_ink(grey):
+    """Ink in [0, 1] (1 = the darkest stroke), shape (h, w): grey (H, W) reduced to WORK_SIDE at
+    most, cropped to the sheet of paper when there is one.
+
+    Dark ink on light paper is what is darker than the local paper level: ink = 1 - grey /
+    paper, the paper level from a morphological closing, so a page lit unevenly is flat. A
+    sheet lying on a dark desk is found first (find_sheet) and the desk is painted over with
+    the paper level. An image with a dark border and no sheet is light ink on a dark
+    background, measured from the border level. Contrast under INK_FLOOR of the maximum
+    is set to 0. Raises ValueError when there is no ink.
+    """
+    scale = min(1.0, WORK_SIDE / max(grey.shape))
+    grey = resize(grey, max(2, round(grey.shape[0] * scale)), max(2, round(grey.shape[1] * scale)))
+    border = np.median(_border(grey))
+    sheet = find_sheet(grey) if border < 0.5 else None
+    if sheet is not None:
+        rows, columns = np.flatnonzero(sheet.any(axis=1)), np.flatnonzero(sheet.any(axis=0))
+        margin = max(2, round(0.02 * max(grey.shape)))  # the soft edge of the sheet is not ink
+        inside = slice(rows[0] + margin, rows[-1] + 1 - margin), slice(columns[0] + margin, columns[-1] + 1 - margin)
+        grey, sheet = grey[inside].copy(), sheet[inside]
+        desk_labels, _ = label_regions(~sheet)
+        desk = np.isin(desk_labels, np.unique(_border(desk_labels))) & ~sheet
+        grey[desk] = np.median(grey[sheet])
+    if sheet is not None or border >= 0.5:
+        paper = _closing(grey, max(3, round(max(grey.shape) / 5)))
+        contrast = np.maximum(paper - grey, 0)
+        ink = contrast / np.maximum(paper, BLANK_CONTRAST)
+    else:
+        contrast = ink = np.maximum(grey - border, 0)
+    if contrast.max() <= BLANK_CONTRAST:
         raise ValueError("no digit found (the image is blank)")
-    ink /= ink.max()
-    ink[ink < 0.25] = 0  # paper texture and shadows
+    ink = ink / ink.max()
+    ink[ink < INK_FLOOR] = 0
+    return ink
+
+
+def find_sheet(grey):
+    """The sheet of paper in a photo with a dark border: a boolean mask (H, W), or None.
+
+    The sheet is the largest region brighter than Otsu's threshold, if it covers a quarter
+    of the image and three quarters of its own bounding box (ink on it takes little). A light
+    digit drawn on a dark background is neither so large nor so solid.
+    """
+    bright = grey > otsu_threshold(grey)
+    labels, count = label_regions(bright)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    sheet = labels == sizes.argmax()
+    rows, columns = np.flatnonzero(sheet.any(axis=1)), np.flatnonzero(sheet.any(axis=0))
+    box_area = (rows[-1] - rows[0] + 1) * (columns[-1] - columns[0] + 1)
+    if sizes.max() < 0.25 * grey.size or sizes.max() < 0.75 * box_area:
+        return None
+    return sheet
+
+
+def otsu_threshold(grey):
+    """The grey level that best splits grey into two classes (Otsu, 1979): the one that maximises
+    the variance between the class means, over a 256-bin histogram."""
+    counts, edges = np.histogram(grey, bins=256, range=(0, 1))
+    levels = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(counts)
+    above = grey.size - below
+    mass_below = np.cumsum(counts * levels)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_below = mass_below / below
+        mean_above = (mass_below[-1] - mass_below) / above
+        between = below * above * (mean_below - mean_above) ** 2
+    return levels[np.nanargmax(np.where(np.isfinite(between), between, -1))]
+
+
+def _closing(image, size):
+    """Morphological closing of a 2-D array by a size x size square: a maximum filter, then a
+    minimum filter. Dark details narrower than size vanish; a smooth background is kept."""
+    return _filter(_filter(image, size, np.max), size, np.min)
+
+
+def _filter(image, size, reduce):
+    """reduce (np.max or np.min) over the size x size window around each pixel, edges repeated;
+    done along rows, then along columns (both are separable)."""
+    before, after = size // 2, size - 1 - size // 2
+    for axis in (0, 1):
+        padding = [(0, 0), (0, 0)]
+        padding[axis] = (before, after)
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(image, padding, mode="edge"), size, axis=axis)
+        image = reduce(windows, axis=-1)
+    return image
+
+
+def label_regions(mask):
+    """The 8-connected regions of a boolean mask (H, W): labels (H, W) int64, 0 outside the
+    mask and 1..count inside, numbered in reading order of their first pixel; and count.
+
+    Every pixel starts labelled with its own index and repeatedly takes the smallest label of
+    its 3x3 neighbourhood, then the label of the pixel that label names (pointer jumping,
+    so long strokes take a few rounds, not their length), until nothing changes.
+    """
+    height, width = mask.shape
+    outside = mask.size  # larger than every index
+    labels = np.where(mask, np.arange(mask.size, dtype=np.int64).reshape(mask.shape), outside)
+    while True:
+        padded = np.pad(labels, 1, constant_values=outside)
+        smallest = labels.copy()
+        for dy in range(3):
+            for dx in range(3):
+                np.minimum(smallest, padded[dy:dy + height, dx:dx + width], out=smallest)
+        smallest[~mask] = outside
+        flat = smallest.reshape(-1)
+        inside = flat < outside
+        flat[inside] = flat[flat[inside]]
+        if np.array_equal(smallest, labels):
+            break
+        labels = smallest
+    firsts, numbered = np.unique(labels, return_inverse=True)
+    numbered = numbered.reshape(mask.shape) + 1
+    numbered[~mask] = 0
+    return numbered, len(firsts) - (0 if mask.all() else 1)
+
+
+def keep_digit(ink):
+    """ink (h, w) with only the digit left: the connected ink region of most ink, and every
+    region within NEAR times the longer side of what is kept so far (a broken stroke, the
+    bar of a 5), grown until none is added. Specks further away are set to 0."""
+    labels, count = label_regions(ink > 0)
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
+    mass[0] = 0
+    rows, columns = np.indices(ink.shape)
+    top, left = (np.full(count + 1, ink.size) for _ in range(2))
+    bottom, right = (np.full(count + 1, -1) for _ in range(2))
+    np.minimum.at(top, labels.ravel(), rows.ravel())
+    np.maximum.at(bottom, labels.ravel(), rows.ravel())
+    np.minimum.at(left, labels.ravel(), columns.ravel())
+    np.maximum.at(right, labels.ravel(), columns.ravel())
+    kept = np.zeros(count + 1, dtype=bool)
+    kept[mass.argmax()] = True
+    while True:
+        box = top[kept].min(), bottom[kept].max(), left[kept].min(), right[kept].max()
+        reach = NEAR * max(box[1] - box[0] + 1, box[3] - box[2] + 1)
+        gap = np.maximum.reduce([top - box[1], box[0] - bottom, left - box[3], box[2] - right])
+        near = gap <= reach
+        near[0] = False
+        if not (near & ~kept).any():
+            break
+        kept |= near
+    return np.where(kept[labels], ink, 0)
+
+
+def centre_in_mnist_box(ink):
+    """(28, 28) in [0, 1]: ink (h, w) cropped to its non-zero pixels, scaled so that the longer
+    side is 20 pixels, with its centre of mass moved to pixel (14, 14) as in MNIST."""
     rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     ink = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
     scale = 20 / max(ink.shape)

@@ -1,11 +1,16 @@
 """predict: MNIST-form conversion of photos, the command on images and CSV rows."""
 
+import struct
+import time
+import zlib
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402  (Pillow comes with Matplotlib)
 
 import data  # noqa: E402
 import predict  # noqa: E402
@@ -36,6 +41,172 @@ def photo_like(digit, rng):
     grey = paper * (1 - 0.85 * ink) + rng.normal(0, 0.02, size=ink.shape)
     rgb = np.clip(np.stack([grey * 1.0, grey * 0.97, grey * 0.9], axis=-1), 0, 1)
     return rgb
+
+
+def save_jpeg(path, rgb, orientation=None):
+    """Save RGB in [0, 1] as a JPEG, with an EXIF orientation tag when one is given."""
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(np.round(255 * rgb).astype(np.uint8)).save(path, quality=90, exif=exif)
+
+
+def on_dark_desk(rgb, rng):
+    """The photo rgb (H, W, 3) as a sheet lying on a dark brown desk with a grain, which shows
+    25-70 pixels wide on each side."""
+    height, width, _ = rgb.shape
+    top, bottom, left, right = rng.integers(25, 70, size=4)
+    shape = (height + top + bottom, width + left + right)
+    desk = 0.18 + 0.04 * np.sin(np.arange(shape[1]) / 7.0)[None, :] + rng.normal(0, 0.02, size=shape)
+    picture = desk[..., None] * np.array([1.0, 0.8, 0.6])
+    picture[top:top + height, left:left + width] = rgb
+    return np.clip(picture, 0, 1)
+
+
+def with_pen_dot(rgb, rng):
+    """The photo rgb (H, W, 3) with a 6x6-pixel pen dot 2-7 pixels from a random corner."""
+    picture = rgb.copy()
+    height, width, _ = rgb.shape
+    y, x = rng.integers(2, 8, size=2)
+    y = height - 6 - y if rng.random() < 0.5 else y
+    x = width - 6 - x if rng.random() < 0.5 else x
+    picture[y:y + 6, x:x + 6] = 0.12
+    return picture
+
+
+def unevenly_lit(digit):
+    """A 28x28 MNIST digit in dark ink on a page whose grey goes from 0.53 to 0.88 left to right."""
+    ink = np.pad(np.kron(digit.reshape(28, 28) / 255.0, np.ones((5, 5))), 40)
+    page = np.linspace(0.53, 0.88, ink.shape[1])[None, :]
+    return np.repeat((page * (1 - 0.85 * ink))[..., None], 3, axis=2)
+
+
+def save_case(case, path, digit, rng):
+    """Write the MNIST digit (784,) to path as the named photo case (issue 15 item 8, issue 16 item 9)."""
+    if case == "plain":
+        save_jpeg(path, photo_like(digit, rng))
+    elif case == "exif_orientation_6":  # stored as the sensor saw it: turned a quarter left
+        save_jpeg(path, np.rot90(photo_like(digit, rng), 1), orientation=6)
+    elif case == "dark_desk":
+        save_jpeg(path, on_dark_desk(photo_like(digit, rng), rng))
+    elif case == "pen_dot":
+        save_jpeg(path, with_pen_dot(photo_like(digit, rng), rng))
+    elif case == "uneven_light":
+        save_jpeg(path, unevenly_lit(digit))
+
+
+def read_digits(model, paths, capsys):
+    """The digits `nn.py predict` reads from the image files, in order."""
+    assert predict.main(["--model", str(model), *map(str, paths)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    return [int(line.split(": ", 1)[1][0]) for line in lines]
+
+
+# Before the fix: 30, 6, 2, 19 and 2 of 30 (the EXIF tag ignored, the sheet on the desk taken
+# as ink, the dot stretching the crop, the dark side of the page kept as a grey block).
+@pytest.mark.parametrize("case, at_least", [("plain", 29), ("exif_orientation_6", 27), ("dark_desk", 27),
+                                            ("pen_dot", 27), ("uneven_light", 27)])
+def test_photo_cases_are_read(case, at_least, tmp_path, trained_model, test_digits, capsys):
+    images, labels = test_digits
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / f"{case}{index}.jpg" for index in range(30)]
+    for path, digit in zip(paths, images):
+        save_case(case, path, digit, rng)
+    predicted = read_digits(trained_model, paths, capsys)
+    assert sum(p == y for p, y in zip(predicted, labels[:30])) >= at_least, (predicted, labels[:30].tolist())
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    upright = np.zeros((30, 20, 3))
+    upright[:10, :5] = 1  # a white mark at the top left
+    save_jpeg(tmp_path / "turned.jpg", np.rot90(upright, 1), orientation=6)
+    grey = predict.load_grey(tmp_path / "turned.jpg")
+    assert grey.shape == (30, 20) and grey[:10, :5].mean() > 0.9 and grey[10:, 5:].mean() < 0.1
+
+
+def test_label_regions_by_hand_and_against_a_flood_fill():
+    mask = np.array([[1, 1, 0, 0, 1],
+                     [0, 1, 0, 0, 1],
+                     [0, 0, 1, 0, 0],  # joins the first region by a corner (8-connected)
+                     [1, 0, 0, 0, 0],
+                     [1, 1, 0, 1, 1]], dtype=bool)
+    labels, count = predict.label_regions(mask)
+    np.testing.assert_array_equal(labels, [[1, 1, 0, 0, 2],
+                                           [0, 1, 0, 0, 2],
+                                           [0, 0, 1, 0, 0],
+                                           [3, 0, 0, 0, 0],
+                                           [3, 3, 0, 4, 4]])
+    assert count == 4
+    rng = np.random.default_rng(0)
+    for density in (0.3, 0.5, 0.6):  # many small regions, and long winding ones near the threshold
+        mask = rng.random((40, 50)) < density
+        labels, count = predict.label_regions(mask)
+        np.testing.assert_array_equal(labels, flood_fill_labels(mask))
+
+
+def flood_fill_labels(mask):
+    """The reference: 8-connected regions numbered in reading order by a plain flood fill."""
+    labels = np.zeros(mask.shape, dtype=np.int64)
+    count = 0
+    for start in zip(*np.nonzero(mask)):
+        if labels[start]:
+            continue
+        count += 1
+        labels[start] = count
+        stack = [start]
+        while stack:
+            y, x = stack.pop()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    near = y + dy, x + dx
+                    inside = 0 <= near[0] < mask.shape[0] and 0 <= near[1] < mask.shape[1]
+                    if inside and mask[near] and not labels[near]:
+                        labels[near] = count
+                        stack.append(near)
+    return labels
+
+
+def png_header_only(path, width, height):
+    """A PNG file that declares width x height 8-bit grey pixels but holds no valid pixel data:
+    only a reader that stops at the header can say anything about it but "broken"."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"no pixels") + chunk(b"IEND", b""))
+
+
+def test_huge_image_is_refused_from_its_header(tmp_path, trained_model, test_digits):
+    images, _ = test_digits
+    huge, black, good = tmp_path / "huge.png", tmp_path / "black.png", tmp_path / "good.png"
+    png_header_only(huge, 12000, 12000)
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(black)
+    Image.fromarray(images[0].reshape(28, 28)).save(good)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="huge.png: 12000x12000 pixels is more than 50 megapixels, the limit"):
+        predict.load_grey(huge)
+    assert time.perf_counter() - started < 1  # read from the header: decoding it would take seconds
+    result = run_nn("predict", "--model", trained_model, huge, black, good)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"nn.py predict: error: {huge}: 12000x12000 pixels is more than 50 megapixels, the limit; "
+        "scale it down first",
+        f"nn.py predict: error: {black}: no digit found (the image is blank)"]
+    assert result.stdout.startswith(f"{good}: ")  # the other images are still read
+
+
+def test_big_photo_is_reduced_while_read(tmp_path, trained_model, test_digits, capsys):
+    images, labels = test_digits
+    digit = np.kron(images[0].reshape(28, 28) / 255.0, np.ones((60, 60)))  # 1680x1680
+    page = np.pad(1 - 0.85 * digit, ((700, 620), (1100, 1220)), constant_values=1.0)  # 3000x4000
+    save_jpeg(tmp_path / "big.jpg", np.repeat(page[..., None], 3, axis=2))
+    assert predict.load_grey(tmp_path / "big.jpg").shape == (750, 1000)  # decoded at 1/2, then halved
+    assert read_digits(trained_model, [tmp_path / "big.jpg"], capsys) == [labels[0]]
+
+
+def test_blank_images_black_or_white_have_no_digit():
+    for grey in (np.zeros((28, 28)), np.ones((28, 28)), np.zeros((200, 150)), np.full((90, 90), 0.7)):
+        with pytest.raises(ValueError, match="no digit found"):
+            predict.to_mnist(grey)
 
 
 def test_photos_of_mnist_digits_are_read(tmp_path, trained_model, test_digits, capsys):
