@@ -83,6 +83,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
+import shlex  # noqa: E402
 import signal  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -563,11 +564,18 @@ def run(args):
     return 0
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "predict":
         import predict
         return predict.main(argv[1:])
+    if argv and Path(argv[0]).suffix.lower() in IMAGE_SUFFIXES:  # `predict` forgotten
+        print(f"nn.py: error: unrecognized arguments: {' '.join(argv)}; "
+              f"did you mean: python nn.py predict {shlex.join(argv)}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -249,3 +249,12 @@ def test_predict_command_on_csv_and_bad_inputs(tmp_path, trained_model):
     assert f"{blank}: no digit found" in result.stderr and "missing.png: file not found" in result.stderr
     result = run_nn("predict", "--model", tmp_path / "none.npz", blank)
     assert result.returncode == 1 and "no such model file" in result.stderr and "python nn.py" in result.stderr
+
+
+def test_image_without_predict_gets_a_hint(tmp_path):
+    result = run_nn("my.png")
+    assert result.returncode == 2
+    assert result.stderr == ("nn.py: error: unrecognized arguments: my.png; "
+                             "did you mean: python nn.py predict my.png\n")
+    result = run_nn("my photo.JPG", "two.png")  # quoted as a shell needs it
+    assert "did you mean: python nn.py predict 'my photo.JPG' two.png" in result.stderr
