@@ -316,8 +316,13 @@ def describe(probabilities, top=3):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="nn.py predict", description="Read digits with a trained model.")
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
-                        help="PNG or JPEG files: MNIST-style 28x28, or a photo or scan of a dark digit on light paper")
-    parser.add_argument("--csv", type=Path, metavar="FILE", help="predict every row of an MNIST CSV file")
+                        help="PNG or JPEG files: MNIST-style 28x28, or a photo or scan of a dark digit on light "
+                             f"paper (turned upright by its EXIF tag; at most {MAX_PIXELS // 10**6} megapixels)")
+    parser.add_argument("--csv", type=Path, metavar="FILE",
+                        help="predict every row of an MNIST CSV file and print the accuracy against its labels")
+    parser.add_argument("--rows", choices=("summary", "wrong", "all"), default="summary",
+                        help="with --csv, also print each row read wrong, or every row (wrong ones end "
+                             "with WRONG) (default: summary, the accuracy line alone)")
     parser.add_argument("--model", type=Path, default=PROJECT_DIR / "model_mnist.npz",
                         help="the model file (default: model_mnist.npz beside nn.py)")
     args = parser.parse_args(argv)
@@ -348,12 +353,21 @@ def main(argv=None):
         except DataError as error:
             print(f"nn.py predict: error: {error}", file=sys.stderr)
             return 1
-        probabilities = model.predict_proba(to_inputs(images))
-        for line, (row, label) in enumerate(zip(probabilities, labels), start=1):
-            print(f"row {line}: {describe(row)}  label {label}")
-        accuracy = np.mean(probabilities.argmax(axis=1) == labels)
-        print(f"{args.csv}: {len(labels)} rows, accuracy against their labels {100 * accuracy:.2f} %")
+        report_csv(args.csv, model.predict_proba(to_inputs(images)), labels, args.rows)
     return status
+
+
+def report_csv(path, probabilities, labels, rows):
+    """Print the rows asked for (rows: "summary", "wrong" or "all"; a wrong one ends with WRONG),
+    then the accuracy of probabilities (N, 10) against labels (N,) and how many were read wrong."""
+    wrong = probabilities.argmax(axis=1) != labels
+    if rows != "summary":
+        for line in np.flatnonzero(wrong) if rows == "wrong" else range(len(labels)):
+            mark = "  WRONG" if wrong[line] else ""
+            print(f"row {line + 1}: {describe(probabilities[line])}  label {labels[line]}{mark}")
+    listing = "" if rows != "summary" or not wrong.any() else "; --rows wrong lists them"
+    print(f"{path}: {len(labels)} rows, accuracy against their labels {100 * (1 - wrong.mean()):.2f} % "
+          f"({wrong.sum()} read wrong{listing})")
 
 
 if __name__ == "__main__":

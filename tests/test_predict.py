@@ -238,10 +238,22 @@ def test_to_mnist_keeps_mnist_images_and_centres_photos(test_digits):
 def test_predict_command_on_csv_and_bad_inputs(tmp_path, trained_model):
     csv = tmp_path / "few.csv"
     images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
-    data.write_csv(csv, images[:20], labels[:20])
-    result = run_nn("predict", "--model", trained_model, "--csv", csv)
+    labels = labels[:20].copy()
+    labels[:3] = (labels[:3] + 1) % 10  # rows 1-3 now say another digit than the one drawn
+    data.write_csv(csv, images[:20], labels)
+    result = run_nn("predict", "--model", trained_model, "--csv", csv)  # the summary alone
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("row ") == 20 and "20 rows, accuracy against their labels" in result.stdout
+    assert result.stdout.count("\n") == 1 and "20 rows, accuracy against their labels" in result.stdout
+    wrong_count = int(result.stdout.split("(")[1].split()[0])
+    assert 3 <= wrong_count <= 5 and "--rows wrong lists them" in result.stdout
+    every = run_nn("predict", "--model", trained_model, "--csv", csv, "--rows", "all").stdout.splitlines()
+    wrong = run_nn("predict", "--model", trained_model, "--csv", csv, "--rows", "wrong").stdout.splitlines()
+    assert len(every) == 21 and len(wrong) == wrong_count + 1
+    for line in every[:-1]:  # "row N: D  (...)  label L", with "  WRONG" when D is not L
+        read, label = int(line.split(": ", 1)[1][0]), int(line.split("label ")[1].split()[0])
+        assert line.endswith("WRONG") == (read != label), line
+    assert [line for line in every if line.endswith("WRONG")] == wrong[:-1]
+    assert {"row 1:", "row 2:", "row 3:"} <= {line.split()[0] + " " + line.split()[1] for line in wrong[:-1]}
     blank = tmp_path / "blank.png"
     plt.imsave(blank, np.ones((40, 40, 3)))
     result = run_nn("predict", "--model", trained_model, blank, tmp_path / "missing.png")
