@@ -175,8 +175,9 @@ def find_sheet(grey):
     """The sheet of paper in a photo with a dark border: a boolean mask (H, W), or None.
 
     The sheet is the largest region brighter than Otsu's threshold, if it covers a quarter
-    of the image and three quarters of its own bounding box (ink on it takes little). A light
-    digit drawn on a dark background is neither so large nor so solid.
+    of the image and three quarters of its own bounding box (ink on it takes little), and is
+    16 pixels or more each way. A light digit drawn on a dark background is neither so large
+    nor so solid.
     """
     bright = grey > otsu_threshold(grey)
     labels, count = label_regions(bright)
@@ -186,8 +187,10 @@ def find_sheet(grey):
     sizes[0] = 0
     sheet = labels == sizes.argmax()
     rows, columns = np.flatnonzero(sheet.any(axis=1)), np.flatnonzero(sheet.any(axis=0))
-    box_area = (rows[-1] - rows[0] + 1) * (columns[-1] - columns[0] + 1)
-    if sizes.max() < 0.25 * grey.size or sizes.max() < 0.75 * box_area:
+    box_height, box_width = rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1
+    if sizes.max() < 0.25 * grey.size or sizes.max() < 0.75 * box_height * box_width:
+        return None
+    if min(box_height, box_width) < 16:  # the crop in find_ink takes up to 5 pixels each side
         return None
     return sheet
 

@@ -263,6 +263,23 @@ def test_predict_command_on_csv_and_bad_inputs(tmp_path, trained_model):
     assert result.returncode == 1 and "no such model file" in result.stderr and "python nn.py" in result.stderr
 
 
+def test_odd_images_give_a_digit_or_a_clear_error():
+    rng = np.random.default_rng(0)
+    for trial in range(200):  # noise, flat, tiny, thin and blocky images, 2 to 299 pixels a side
+        height, width = rng.integers(2, 60 if trial % 2 else 300, size=2)
+        grey = np.full((height, width), 0.4 * rng.random())
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        grey[y:y + rng.integers(1, height + 1), x:x + rng.integers(1, width + 1)] = 0.5 + 0.5 * rng.random()
+        if trial % 3 == 0:
+            grey = rng.random((height, width))
+        try:
+            converted = predict.to_mnist(grey)
+        except ValueError as error:
+            assert str(error).startswith("no digit found"), (grey.shape, error)
+            continue
+        assert converted.shape == (28, 28) and converted.min() >= 0 and converted.max() <= 1, grey.shape
+
+
 def test_image_without_predict_gets_a_hint(tmp_path):
     result = run_nn("my.png")
     assert result.returncode == 2
