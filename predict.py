@@ -14,6 +14,7 @@ as the MNIST images were made.
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,6 @@ def load_grey(path):
 def _read_upright(path):
     """The Pillow image at path, decoded, turned upright, reduced to READ_SIDE and in mode L, RGB,
     RGBA, I or F. Pillow comes with Matplotlib, so it is imported here, where images are read."""
-    import warnings
-
     from PIL import Image, ImageOps
     try:
         with warnings.catch_warnings():
@@ -331,6 +330,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.images and args.csv is None:
         parser.error("give at least one IMAGE or --csv FILE")
+    if args.rows != "summary" and args.csv is None:
+        parser.error(f"--rows {args.rows} goes with --csv FILE")
 
     from data import DataError, load_csv, to_inputs
     from mlp import MLP, ModelFileError

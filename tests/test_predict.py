@@ -254,6 +254,8 @@ def test_predict_command_on_csv_and_bad_inputs(tmp_path, trained_model):
         assert line.endswith("WRONG") == (read != label), line
     assert [line for line in every if line.endswith("WRONG")] == wrong[:-1]
     assert {"row 1:", "row 2:", "row 3:"} <= {line.split()[0] + " " + line.split()[1] for line in wrong[:-1]}
+    result = run_nn("predict", "--model", trained_model, "--rows", "all", tmp_path / "digit.png")
+    assert result.returncode == 2 and "--rows all goes with --csv FILE" in result.stderr
     blank = tmp_path / "blank.png"
     plt.imsave(blank, np.ones((40, 40, 3)))
     result = run_nn("predict", "--model", trained_model, blank, tmp_path / "missing.png")
