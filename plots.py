@@ -1,4 +1,5 @@
-"""The pictures of a run: loss and accuracy curves, confusion matrix, worst mistakes.
+"""The pictures of a run: loss and accuracy curves, confusion matrix, worst mistakes,
+first-layer weights.
 
 Every function draws one figure and writes it atomically as PNG. Matplotlib is
 used through its headless Agg backend unless ``use_display`` chose a window
@@ -138,5 +139,48 @@ def misclassified_grid(path, images, true_labels, predicted, confidences, column
             axes.set_title(f"true {true_labels[index]} \u2192 {predicted[index]}\n{100 * confidences[index]:.0f}% sure",
                            fontsize=8)
     figure.suptitle(title)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def weight_mosaic(W, count=36, columns=6, side=28):
+    """The incoming weights of the first `count` hidden units as one image of side x side tiles.
+
+    W: first-layer weights (side * side, n_hidden); column k holds what unit k
+    multiplies each pixel by, in the pixel order of the images. Tile k (row
+    k // columns, column k % columns) is W[:, k] as a side x side image, divided by
+    its largest |weight| so that every unit spans -1..1 with its sign kept. A line
+    of NaN separates the tiles. Returns an array (rows * (side + 1) - 1,
+    columns * (side + 1) - 1), rows = ceil(count / columns).
+    """
+    import numpy as np
+    count = min(count, W.shape[1])
+    rows = -(-count // columns)
+    pitch = side + 1
+    mosaic = np.full((rows * pitch - 1, columns * pitch - 1), np.nan)
+    for k in range(count):
+        weights = W[:, k].astype(np.float64)
+        largest = np.abs(weights).max()
+        tile = weights.reshape(side, side) / (largest if largest > 0 else 1.0)
+        row, column = divmod(k, columns)
+        mosaic[row * pitch:row * pitch + side, column * pitch:column * pitch + side] = tile
+    return mosaic
+
+
+def first_layer_weights(path, W, count=36, columns=6, title="What the first hidden units look for"):
+    """The weights of the first `count` hidden units as 28x28 images, in one picture.
+
+    Red pixels push a unit on, blue ones hold it off (a diverging colour map
+    centred on 0); each tile is scaled to its own largest |weight| (see
+    weight_mosaic). One imshow of the whole mosaic, so it is quick to draw.
+    """
+    plt = _pyplot()
+    colours = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.45")
+    mosaic = weight_mosaic(W, count, columns)
+    figure, axes = plt.subplots(figsize=(7.2, 5.8 * mosaic.shape[0] / mosaic.shape[1] + 0.8))
+    image = axes.imshow(mosaic, cmap=colours, vmin=-1, vmax=1, interpolation="nearest")
+    axes.axis("off")
+    axes.set_title(f"{title}\n(incoming weights of units 0-{min(count, W.shape[1]) - 1} of the first layer)")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="weight / largest |weight| of its unit")
     figure.tight_layout()
     save_figure(figure, path)

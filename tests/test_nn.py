@@ -43,7 +43,7 @@ def test_short_run_learns_and_writes_every_output(tmp_path):
     assert len(stats["confusion_matrix"]) == 10 and sum(map(sum, stats["confusion_matrix"])) == 10000
     for key in ("train_time_s", "data_load_time_s", "per_class_accuracy", "evaluations", "config"):
         assert key in stats
-    for name in OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png"):
+    for name in OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png", "weights.png"):
         assert (tmp_path / name).read_bytes()[:4] == (b"PK\x03\x04" if name.endswith("npz") else
                                                         b"{\n  " if name.endswith("json") else b"\x89PNG")
     model = MLP.load(tmp_path / "model_mnist.npz")
