@@ -167,8 +167,11 @@ def weight_mosaic(W, count=36, columns=6, side=28):
     return mosaic
 
 
-def first_layer_weights(path, W, count=36, columns=6, title="What the first hidden units look for"):
-    """The weights of the first `count` hidden units as 28x28 images, in one picture.
+def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, quantity="weight"):
+    """A figure, `width` inches wide, of the weights of the first `count` hidden units as
+    28x28 images (not saved). W: (784, n_hidden), or any array of that shape, such as the
+    change of the weights over some steps (then say so in `title`, and name it in
+    `quantity` for the colour bar).
 
     Red pixels push a unit on, blue ones hold it off (a diverging colour map
     centred on 0); each tile is scaled to its own largest |weight| (see
@@ -177,10 +180,18 @@ def first_layer_weights(path, W, count=36, columns=6, title="What the first hidd
     plt = _pyplot()
     colours = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.45")
     mosaic = weight_mosaic(W, count, columns)
-    figure, axes = plt.subplots(figsize=(7.2, 5.8 * mosaic.shape[0] / mosaic.shape[1] + 0.8))
+    figure, axes = plt.subplots(figsize=(width, (width - 1.4) * mosaic.shape[0] / mosaic.shape[1] + 0.8))
     image = axes.imshow(mosaic, cmap=colours, vmin=-1, vmax=1, interpolation="nearest")
     axes.axis("off")
-    axes.set_title(f"{title}\n(incoming weights of units 0-{min(count, W.shape[1]) - 1} of the first layer)")
-    figure.colorbar(image, ax=axes, shrink=0.8, label="weight / largest |weight| of its unit")
+    if title is None:
+        title = (f"What the first hidden units look for\n"
+                 f"(incoming weights of units 0-{min(count, W.shape[1]) - 1} of the first layer)")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, shrink=0.8, label=f"{quantity} / largest |{quantity}| of its unit")
     figure.tight_layout()
-    save_figure(figure, path)
+    return figure
+
+
+def first_layer_weights(path, W, count=36, columns=6, title=None):
+    """Write first_layer_weights_figure(W, ...) to path as PNG (weights.png of a run)."""
+    save_figure(first_layer_weights_figure(W, count, columns, title), path)
