@@ -160,18 +160,27 @@ def _field_text(block, position):
 
 
 def _describe_bad_field(text):
-    """Why a field that is not a plain non-negative integer was refused."""
-    stripped = text.strip()
-    if stripped.lstrip("-").isdigit():
-        return f"value {stripped} is outside 0-255"
+    """Why a field that is not plain ASCII digits was refused: the first reason that fits.
+
+    Whitespace is named before anything else: " 3" is a stray space, not a bad value.
+    """
+    if any(character.isspace() for character in text):
+        return f"stray whitespace in {text!r} (write plain digits between commas)"
+    if not text.isascii():
+        return f"{text!r} holds characters other than the digits 0-9"
+    if text[:1] in ("-", "+") and text[1:].isdigit():
+        if text[0] == "-":
+            return f"negative value {text} (values are 0-255)"
+        return f"{text!r} has a plus sign (write plain digits)"
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return f"quoted value {text} (write plain digits, without quotes)"
     try:
-        float(stripped)
-        return f"{stripped!r} is not an integer (pixels are whole numbers 0-255)"
+        value = float(text)
     except ValueError:
-        pass
-    if stripped == "":
-        return "empty value (or stray whitespace)"
-    return f"{stripped!r} is not a number"
+        return f"{text!r} is not a number"
+    if not np.isfinite(value):
+        return f"{text!r} is not a number"
+    return f"{text!r} is not an integer (pixels are whole numbers 0-255)"
 
 
 def _parse_block(block, first_line, path, n_columns):

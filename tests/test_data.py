@@ -59,16 +59,23 @@ def test_variants_that_simply_work(tmp_path, text):
     (GOOD + "1,0,256,0,0\n", "line 4, column 3: pixel 256 outside 0-255"),
     ("1,0,1000,0,0\n", "line 1, column 3: pixel 1000 outside 0-255"),
     ("1,0,99999999,0,0\n", "pixel 65535 outside 0-255"),
-    ("1,0,-3,0,0\n", "line 1: value -3 is outside 0-255"),
+    ("1,0,-3,0,0\n", "line 1: negative value -3 "),
+    ("1,0,+3,0,0\n", "line 1: '\\+3' has a plus sign"),
+    ('1,0,"3",0,0\n', "line 1: quoted value \"3\""),
+    ("1,0,nan,0,0\n", "line 1: 'nan' is not a number"),
+    ("1,0,1_0,0,0\n", "line 1: '1_0' is not an integer"),
+    ("1,0,\u0663,0,0\n", "line 1: '\u0663' holds characters other than the digits"),  # Arabic-Indic 3
     ("1,0,0.5,0,0\n", "line 1: '0.5' is not an integer"),
     ("1,0,abc,0,0\n", "line 1: 'abc' is not a number"),
     (GOOD + "label,a,b,c,d\n", "line 4: 'label' is not a number .a header or text in the middle"),
     ("1,0,,0,0\n", "line 1, column 3: empty value"),
-    ("1,0, 3,0,0\n", "line 1: value 3 is outside|empty value|stray whitespace|line 1"),
+    ("1,0, 3,0,0\n", "line 1: stray whitespace in ' 3'"),
+    ("1,0,3 ,0,0\n", "line 1: stray whitespace in '3 '"),
+    ("1,0,3\t4,0\n", r"line 1: stray whitespace in '3\\t4'"),
     ("5,0,255,7,10\n\n0,1,2,3,4\n", "line 2: empty line"),
     ("label,a,b\n" + GOOD, "line 1: header has 3 columns, expected 5"),
-    ("5,0,255,7,10\r0,1,2,3,4\n", "line 1"),
-    (b"5,0,\xff\xfe,7,10\n", "line 1: .* is not a number"),
+    ("5,0,255,7,10\r0,1,2,3,4\n", r"line 1: stray whitespace in '10\\r0'"),
+    (b"5,0,\xff\xfe,7,10\n", "line 1: .* holds characters other than the digits 0-9"),
 ])
 def test_bad_csv_names_file_line_and_problem(tmp_path, text, message):
     path = write(tmp_path, text)
