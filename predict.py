@@ -353,7 +353,7 @@ def main(argv=None):
         print(f"{path}: {describe(model.predict_proba(image.reshape(1, 784).astype(np.float32))[0])}")
     if args.csv is not None:
         try:
-            images, labels, _ = load_csv(args.csv)
+            images, labels, _ = load_csv(args.csv, use_cache=False)  # no file beside the user's data
         except DataError as error:
             print(f"nn.py predict: error: {error}", file=sys.stderr)
             return 1

@@ -132,6 +132,45 @@ def test_cache_is_used_and_rebuilt_when_the_csv_changes(tmp_path):
     assert not from_cache and labels.tolist() == [5, 0, 7]
 
 
+def test_cache_sees_an_edit_that_keeps_the_size_and_restores_the_mtime(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "RACY_WINDOW_NS", 0)  # no CRC check: the key alone must see the edit
+    path = write(tmp_path, GOOD)
+    data.load_csv(path, n_pixels=4)
+    before = os.stat(path)
+    time.sleep(0.01)
+    path.write_bytes(GOOD.replace("9,9", "7,9", 1).encode())  # same size, as cp -p, rsync -a or tar x leave it
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_size == before.st_size and os.stat(path).st_mtime_ns == before.st_mtime_ns
+    _, labels, from_cache = data.load_csv(path, n_pixels=4)
+    assert not from_cache and labels.tolist() == [5, 0, 7]
+
+
+def test_cache_sees_an_edit_that_coarse_timestamps_hide(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_source_key", lambda csv_path: "a filesystem whose timestamps did not move")
+    path = write(tmp_path, GOOD)
+    data.load_csv(path, n_pixels=4)
+    path.write_bytes(GOOD.replace("9,9", "7,9", 1).encode())  # within the same tick: the key is unchanged
+    _, labels, from_cache = data.load_csv(path, n_pixels=4)
+    assert not from_cache and labels.tolist() == [5, 0, 7]
+
+
+def test_a_recent_cache_is_checked_once_then_trusted(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "RACY_WINDOW_NS", 200_000_000)
+    path = write(tmp_path, GOOD)
+    data.load_csv(path, n_pixels=4)
+    time.sleep(0.3)
+    assert data.load_csv(path, n_pixels=4)[2]  # checked by CRC-32, then re-keyed
+    monkeypatch.setattr(data, "_crc32_of_file", lambda csv_path: pytest.fail("the CSV was read again"))
+    assert data.load_csv(path, n_pixels=4)[2]
+
+
+def test_no_cache_without_use_cache(tmp_path):
+    path = write(tmp_path, GOOD)
+    _, labels, from_cache = data.load_csv(path, n_pixels=4, use_cache=False)
+    assert not from_cache and labels.tolist() == [5, 0, 9]
+    assert [p.name for p in tmp_path.iterdir()] == ["d.csv"]
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "flip"])
 def test_damaged_cache_is_detected_and_rebuilt(tmp_path, damage):
     rng = np.random.default_rng(2)

@@ -289,3 +289,13 @@ def test_image_without_predict_gets_a_hint(tmp_path):
                              "did you mean: python nn.py predict my.png\n")
     result = run_nn("my photo.JPG", "two.png")  # quoted as a shell needs it
     assert "did you mean: python nn.py predict 'my photo.JPG' two.png" in result.stderr
+
+
+def test_predict_csv_writes_no_file_beside_the_data(tmp_path, trained_model, capsys):
+    folder = tmp_path / "users_data"
+    folder.mkdir()
+    images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
+    data.write_csv(folder / "few.csv", images[:5], labels[:5])
+    assert predict.main(["--model", str(trained_model), "--csv", str(folder / "few.csv")]) == 0
+    assert "5 rows" in capsys.readouterr().out
+    assert [path.name for path in folder.iterdir()] == ["few.csv"]
