@@ -1,6 +1,9 @@
 """MLP: a stack of DenseLayers, forward and backward through them, the update, save and load."""
 
 import json
+import math
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -9,6 +12,40 @@ from dense_layer import DenseLayer
 from functions import ACTIVATIONS, softmax
 
 FORMAT_VERSION = 1
+
+# Limits of what a model file may declare, checked before anything is decompressed.
+MAX_LAYERS = 64                  # layer_sizes has at most MAX_LAYERS + 1 entries
+MAX_PARAMETERS = 1 << 27         # weights and biases in all (512 MiB as float32)
+MAX_LENGTH = 1 << 24             # a member of variable length (None in the table): entries
+MAX_TEXT_CHARS = 1 << 20         # a text member (kind "U"): characters per string
+NPY_HEADER_LIMIT = 10_000        # bytes of a member's .npy header (NumPy's own default limit)
+
+
+def model_file_members(layer_sizes):
+    """{member name: (dtype kinds, shape)}: everything a model file of these layer
+    sizes may hold, the one table of the file format.
+
+    MLP.load refuses any other member, and checks each member's declared
+    uncompressed size and its .npy header against its entry before reading the
+    data, so that a file cannot make loading use more memory than the model
+    needs. kinds: NumPy dtype kinds allowed ("f" float, "iu" integer, "U" text);
+    shape: a tuple whose None entries are lengths of up to MAX_LENGTH. New
+    members go here; their shapes may follow from layer_sizes.
+    """
+    n_layers = len(layer_sizes) - 1
+    members = {
+        "format_version": ("iu", ()),
+        "layer_sizes": ("iu", (n_layers + 1,)),
+        "activations": ("U", (n_layers,)),
+        "steps_done": ("iu", ()),
+        "config_json": ("U", ()),
+        "history_losses": ("f", (None,)),
+        "history_json": ("U", ()),
+    }
+    for index, (n_in, n_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
+        members[f"layer{index}.weights"] = ("f", (n_in, n_out))
+        members[f"layer{index}.bias"] = ("f", (n_out,))
+    return members
 
 
 class ModelFileError(ValueError):
@@ -151,7 +188,8 @@ class MLP:
     @classmethod
     def load(cls, path, with_info=False):
         """Rebuild a saved model. Raises ModelFileError for anything but a consistent
-        file of our format; never unpickles (allow_pickle=False).
+        file of our format; never unpickles, and decompresses nothing that
+        model_file_members does not allow (see _read_members).
 
         Returns the MLP, or (MLP, info) with with_info=True, where info is
         {"config": dict, "steps_done": int, "history": dict as given to save}.
@@ -160,27 +198,19 @@ class MLP:
             raise ModelFileError(f"{path}: not a usable model file: {reason}")
 
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {name: archive[name] for name in archive.files}
+            archive = zipfile.ZipFile(path)
         except FileNotFoundError:
             raise ModelFileError(f"{path}: no such model file") from None
-        except Exception as error:  # not a zip, truncated, bad CRC, a pickle, ...: all refused
-            fail(f"cannot be read as .npz ({type(error).__name__}: {error})")
-        if not isinstance(arrays, dict):
-            fail("not an .npz archive")
-        for key in ("format_version", "layer_sizes", "activations", "steps_done", "config_json",
-                    "history_losses", "history_json"):
-            if key not in arrays:
-                fail(f"missing {key!r}")
+        except zipfile.BadZipFile:
+            raise ModelFileError(f"{path}: not a model file (not an .npz archive)") from None
+        except OSError as error:
+            raise ModelFileError(f"{path}: cannot read ({error.strerror or error})") from None
+        with archive:
+            arrays = _read_members(archive, fail)
         if arrays["format_version"].shape != () or int(arrays["format_version"]) != FORMAT_VERSION:
             fail(f"format version {arrays['format_version']}, this program reads version {FORMAT_VERSION}")
-        sizes = arrays["layer_sizes"]
-        activations = arrays["activations"]
-        if sizes.ndim != 1 or sizes.dtype.kind not in "iu" or len(sizes) < 2 or sizes.min() < 1:
-            fail(f"bad layer_sizes {sizes}")
-        if activations.dtype.kind != "U" or activations.shape != (len(sizes) - 1,):
-            fail("activations do not match layer_sizes")
-        activations = [str(name) for name in activations]
+        sizes = arrays["layer_sizes"]  # checked, with the shapes of all members, by _read_members
+        activations = [str(name) for name in arrays["activations"]]
         if activations[-1] != "softmax" or any(name not in ACTIVATIONS for name in activations[:-1]):
             fail(f"unknown activations {activations}")
         try:
@@ -199,14 +229,78 @@ class MLP:
         for index, layer in enumerate(model.layers):
             for name, target in (("weights", layer.W), ("bias", layer.b)):
                 key = f"layer{index}.{name}"
-                if key not in arrays:
-                    fail(f"missing {key!r}")
                 value = arrays[key]
-                if value.shape != target.shape or value.dtype.kind != "f":
-                    fail(f"{key} has shape {value.shape} and dtype {value.dtype}, expected {target.shape} floats")
                 if not np.isfinite(value).all():
                     fail(f"{key} holds NaN or infinite values")
                 target[...] = value
-        if len(arrays) != 7 + 2 * len(model.layers):
-            fail("unexpected extra arrays")
         return (model, {"config": config, "steps_done": steps_done, "history": history}) if with_info else model
+
+
+# ------------------------------------------------------------- reading model files
+
+def _read_members(archive, fail):
+    """{name: array} of every member of an open model archive (a zip of NAME.npy files),
+    each checked against model_file_members before its data is read; fail(reason) raises.
+
+    layer_sizes is read first (at most MAX_LAYERS + 1 integers), since the
+    table of the other members follows from it.
+    """
+    infos = {}
+    for info in archive.infolist():
+        name = info.filename.removesuffix(".npy")
+        if name in infos or not info.filename.endswith(".npy"):
+            fail(f"unexpected member {info.filename!r}")
+        infos[name] = info
+    if "layer_sizes" not in infos:
+        fail("missing 'layer_sizes'")
+    try:
+        sizes = _read_member(archive, infos["layer_sizes"], "iu", (None,), fail, max_length=MAX_LAYERS + 1)
+        if len(sizes) < 2 or sizes.min() < 1:
+            fail(f"bad layer_sizes {sizes}")
+        n_parameters = sum((int(n_in) + 1) * int(n_out) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        if n_parameters > MAX_PARAMETERS:
+            fail(f"layer_sizes {sizes.tolist()} ask for {n_parameters} parameters, more than {MAX_PARAMETERS}")
+        members = model_file_members(sizes.tolist())
+        for name in infos:
+            if name not in members:
+                fail(f"unexpected member {name!r}")
+        for name in members:
+            if name not in infos:
+                fail(f"missing {name!r}")
+        return {name: _read_member(archive, infos[name], *members[name], fail) for name in members}
+    except ModelFileError:
+        raise
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as error:  # bad .npy header, bad CRC, ...
+        fail(f"cannot be read ({type(error).__name__}: {error})")
+
+
+def _read_member(archive, info, kinds, shape, fail, max_length=MAX_LENGTH):
+    """One member's array, after checking, before any of its data is decompressed,
+    that its declared size and its .npy header fit (kinds, shape) (see model_file_members)."""
+    name = info.filename.removesuffix(".npy")
+    max_itemsize = 4 * MAX_TEXT_CHARS if kinds == "U" else 8
+    max_bytes = NPY_HEADER_LIMIT + math.prod(max_length if n is None else n for n in shape) * max_itemsize
+    if info.file_size > max_bytes:
+        fail(f"{name} declares {info.file_size} bytes, more than the {max_bytes} it may hold")
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            found_shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f, NPY_HEADER_LIMIT)
+        elif version == (2, 0):
+            found_shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f, NPY_HEADER_LIMIT)
+        else:
+            fail(f"{name}: .npy format version {version} is not supported")
+        fits = (dtype.kind in kinds and not dtype.hasobject and dtype.itemsize <= max_itemsize
+                and len(found_shape) == len(shape)
+                and all(n == expected or (expected is None and n <= max_length)
+                        for n, expected in zip(found_shape, shape)))
+        if not fits:
+            expected = tuple("N" if n is None else n for n in shape)
+            fail(f"{name} has shape {found_shape} and dtype {dtype}, expected shape {expected} of kind {kinds!r}")
+        n_bytes = math.prod(found_shape) * dtype.itemsize
+        if info.file_size != f.tell() + n_bytes:
+            fail(f"{name}: its size, {info.file_size} bytes, does not match its header")
+        raw = f.read(n_bytes)
+    if len(raw) != n_bytes:
+        fail(f"{name} is cut short")
+    return np.frombuffer(raw, dtype).reshape(found_shape, order="F" if fortran_order else "C")

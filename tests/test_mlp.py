@@ -1,11 +1,16 @@
 """MLP: whole-network gradients, one SGD step by hand, optimizers, save and load."""
 
+import io
 import json
+import re
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
 
-from conftest import assert_close_gradients, numerical_gradient
+from conftest import PROJECT_DIR, assert_close_gradients, numerical_gradient
 from functions import cross_entropy, softmax_cross_entropy
 from mlp import MLP, ModelFileError
 from optimizers import SGD, Adam, Momentum, learning_rate_at
@@ -177,3 +182,63 @@ def test_any_configuration_round_trips(tmp_path, sizes, activation):
     X = np.random.default_rng(2).random((7, sizes[0]), dtype=np.float32)
     assert loaded.layer_sizes == sizes and loaded.activations == model.activations
     assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
+# ------------------------------------------------------- loading is bounded
+
+DECLARED_BYTES = 400 << 20  # far above what the members of a [784, 20, 10] model may hold
+
+
+def _with_member_of_zeros(source, path, member, dtype, n_bytes):
+    """Copy the model file source to path with member (NAME.npy) replaced or added:
+    an .npy of n_bytes of zeros, streamed into the zip so that the test never holds it
+    (zeros deflate about 1000:1, so the file stays small)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (n_bytes // np.dtype(dtype).itemsize,)})
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for info in original.infolist():
+            if info.filename != member:
+                bomb.writestr(info.filename, original.read(info))
+        with bomb.open(member, "w", force_zip64=True) as f:
+            f.write(header.getvalue())
+            chunk = bytes(1 << 20)
+            for _ in range(n_bytes >> 20):
+                f.write(chunk)
+
+
+def _peak_memory_of_loading(path):
+    """(message, peak resident memory in MiB) of MLP.load(path) in a fresh Python."""
+    script = (f"import resource, sys; sys.path.insert(0, {str(PROJECT_DIR)!r})\n"
+              "from mlp import MLP, ModelFileError\n"
+              f"try:\n    MLP.load({str(path)!r}); print('loaded')\n"
+              "except ModelFileError as error:\n    print(error)\n"
+              "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "print(peak / (1 << 20) if sys.platform == 'darwin' else peak / 1024)\n")  # bytes on macOS, KiB on Linux
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    message, peak = result.stdout.strip().splitlines()
+    return message, float(peak)
+
+
+@pytest.mark.parametrize("member, dtype, message", [
+    ("extra.npy", np.uint8, "unexpected member 'extra'"),
+    ("history_losses.npy", np.float32, "history_losses declares 4194.* bytes, more than"),
+    ("layer0.weights.npy", np.float32, "layer0.weights declares 4194.* bytes, more than"),
+])
+def test_load_refuses_a_large_member_before_decompressing_it(tmp_path, member, dtype, message):
+    MLP([784, 20, 10]).save(tmp_path / "model.npz")
+    bomb = tmp_path / "bomb.npz"
+    _with_member_of_zeros(tmp_path / "model.npz", bomb, member, dtype, DECLARED_BYTES)
+    assert bomb.stat().st_size < DECLARED_BYTES // 100
+    refusal, peak_mib = _peak_memory_of_loading(bomb)
+    assert peak_mib < 200, f"peak memory {peak_mib:.0f} MiB while refusing {DECLARED_BYTES >> 20} MiB declared"
+    assert re.search(message, refusal) and refusal.startswith(str(bomb)), refusal
+
+
+def test_load_refuses_a_header_that_does_not_fit_the_table(tmp_path):
+    path = tmp_path / "model.npz"
+    MLP([784, 20, 10]).save(path)
+    _with_member_of_zeros(path, tmp_path / "wide.npz", "layer1.bias.npy", np.float64, 8 << 10)  # 1024 biases
+    with pytest.raises(ModelFileError, match=r"layer1.bias has shape \(1024,\) and dtype float64, expected shape \(10,\)"):
+        MLP.load(tmp_path / "wide.npz")

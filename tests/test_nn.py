@@ -242,3 +242,12 @@ def test_two_runs_at_once_in_one_folder_do_not_corrupt_anything(tmp_path):
     model, info = MLP.load(tmp_path / "model_mnist.npz", with_info=True)
     assert stats["seed"] in (1, 2) and info["config"]["seed"] in (1, 2)
     assert not list(tmp_path.glob(".*.tmp")) and not list(data_dir.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("command", [["--resume", "README.md"], ["predict", "--model", "README.md", "digit.png"]])
+def test_a_file_that_is_not_a_model_is_named_as_such(command):
+    readme = PROJECT_DIR / "README.md"
+    result = run_nn(*[readme if word == "README.md" else word for word in command])
+    assert result.returncode == 1
+    assert result.stderr == f"{result.stderr.split(':')[0]}: error: {readme}: not a model file (not an .npz archive)\n"
+    assert "pickle" not in result.stderr and "unsafe" not in result.stderr
