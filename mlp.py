@@ -17,7 +17,7 @@ FORMAT_VERSION = 1
 MAX_LAYERS = 64                  # layer_sizes has at most MAX_LAYERS + 1 entries
 MAX_PARAMETERS = 1 << 27         # weights and biases in all (512 MiB as float32)
 MAX_LENGTH = 1 << 24             # a member of variable length (None in the table): entries
-MAX_TEXT_CHARS = 1 << 20         # a text member (kind "U"): characters per string
+MAX_TEXT_CHARS = 1 << 24         # a text member (kind "U"): characters per string (4 bytes each)
 NPY_HEADER_LIMIT = 10_000        # bytes of a member's .npy header (NumPy's own default limit)
 
 
@@ -248,8 +248,10 @@ def _read_members(archive, fail):
     infos = {}
     for info in archive.infolist():
         name = info.filename.removesuffix(".npy")
-        if name in infos or not info.filename.endswith(".npy"):
+        if not info.filename.endswith(".npy"):
             fail(f"unexpected member {info.filename!r}")
+        if name in infos:
+            fail(f"member {name!r} appears twice")
         infos[name] = info
     if "layer_sizes" not in infos:
         fail("missing 'layer_sizes'")
