@@ -13,6 +13,7 @@ that names the file (and the line, where there is one).
 
 import gzip
 import hashlib
+import math
 import os
 import time
 import zlib
@@ -88,7 +89,7 @@ def read_idx(path, expected_sha256=None):
     if len(raw) < header_size:
         raise DataError(f"{path}: IDX header cut short ({len(raw)} bytes)")
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(n_dims)]
-    expected_size = header_size + int(np.prod(dims))
+    expected_size = header_size + math.prod(dims)  # Python integers: no overflow
     if len(raw) != expected_size:
         raise DataError(f"{path}: size {len(raw)} bytes does not match its header {dims} ({expected_size} bytes)")
     if expected_sha256 is not None and hashlib.sha256(raw).hexdigest() != expected_sha256:

@@ -10,6 +10,7 @@ pictures) to --out, by default the folder of this script.
 """
 
 import os
+import re
 import sys
 
 # The lowest versions the project supports (requirements.txt and the README say the same;
@@ -19,18 +20,15 @@ LOWEST_PACKAGES = {"numpy": (1, 25, 2), "matplotlib": (3, 7, 5)}
 
 
 def _version_tuple(text):
-    """(1, 25, 2) from "1.25.2", "1.25.2rc1" or "2.0.0.dev0": the leading numbers."""
-    numbers = []
-    for part in text.split(".")[:3]:
-        digits = ""
-        for character in part:
-            if not character.isdigit():
-                break
-            digits += character
-        numbers.append(int(digits or 0))
-        if len(digits) < len(part):
-            break
-    return tuple(numbers + [0] * (3 - len(numbers)))
+    """(1, 25, 2, 1) from "1.25.2": the three leading numbers, then 1 for a release (or a
+    post-release, "1.25.2.post1") and 0 for a pre-release ("1.25.2rc1", "1.25.2.dev0"),
+    which comes before the release it leads to."""
+    match = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?(.*)", text.strip())
+    if not match:
+        return (0, 0, 0, 0)
+    numbers = tuple(int(number or 0) for number in match.groups()[:3])
+    is_pre_release = re.match(r"[.\-_]?(a|b|c|rc|alpha|beta|pre|preview|dev)", match.group(4).lower())
+    return numbers + (0 if is_pre_release else 1,)
 
 
 def unsupported_versions():
@@ -41,14 +39,18 @@ def unsupported_versions():
     if sys.version_info < LOWEST_PYTHON:
         return "Python {} is older than {}.{}, the lowest this project supports: run nn.py with a newer one".format(
             sys.version.split()[0], *LOWEST_PYTHON)
+    import importlib
     from importlib import metadata
     for name, lowest in LOWEST_PACKAGES.items():
         wanted = ".".join(map(str, lowest))
         try:
             installed = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return f"{name} is not installed: pip install -r requirements.txt"
-        if _version_tuple(installed) < lowest:
+        except metadata.PackageNotFoundError:  # importable without metadata (a bare copy)?
+            try:
+                installed = importlib.import_module(name).__version__
+            except Exception:  # not there, or broken beyond telling its version
+                return f"{name} is not installed: pip install -r requirements.txt"
+        if _version_tuple(installed) < lowest + (1,):
             return (f"{name} {installed} is older than {wanted}, the lowest this project supports: "
                     f"pip install -r requirements.txt")
     return None

@@ -54,7 +54,11 @@ def train_small(subset, steps=400, **changes):
 ], ids=lambda changes: "-".join(f"{k}={v}" for k, v in changes.items()) or "sgd")
 def test_each_component_learns_on_a_real_subset(subset, changes):
     accuracy, history, model = train_small(subset, **changes)
-    assert accuracy >= 0.85, accuracy
+    # Bars from a sweep over seeds 0-9 (test accuracy after 400 steps): every case averaged
+    # 0.867-0.899 with a standard deviation of 0.002-0.006, so 0.85 is at least 5 of them
+    # below each mean; random shifts learn slower and vary more (mean 0.853, sd 0.012), so
+    # their bar, 0.79, is 5 sd below theirs too. A broken component lands far lower.
+    assert accuracy >= (0.79 if changes.get("augment") else 0.85), accuracy
     assert np.mean(history["losses"][-50:]) < np.mean(history["losses"][:50]) / 2
     assert model.all_finite()
 

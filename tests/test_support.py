@@ -4,6 +4,8 @@ and `python nn.py` below them says so in one line."""
 import re
 import subprocess
 import sys
+import types
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from conftest import PROJECT_DIR, run_nn
 
 def declared_lowest(requirements_text):
     """{package: (major, minor, patch)} from the `name>=X.Y.Z` lines of a requirements file."""
-    return {name: nn._version_tuple(version)
+    return {name: nn._version_tuple(version)[:3]
             for name, version in re.findall(r"^([A-Za-z0-9_-]+)>=([0-9.]+)", requirements_text, re.M)}
 
 
@@ -23,7 +25,7 @@ def test_lowest_versions_agree_in_code_requirements_ci_and_readme():
     assert requirements == nn.LOWEST_PACKAGES
     pins = dict(re.findall(r"^([A-Za-z0-9_-]+)==([0-9.]+)", (PROJECT_DIR / ".ci" / "lowest.txt").read_text(), re.M))
     for name, lowest in nn.LOWEST_PACKAGES.items():
-        assert nn._version_tuple(pins[name]) == lowest, name  # CI tests exactly the declared lowest
+        assert nn._version_tuple(pins[name]) == lowest + (1,), name  # CI tests exactly the declared lowest
     readme = (PROJECT_DIR / "README.md").read_text()
     python = ".".join(map(str, nn.LOWEST_PYTHON))
     assert f"Python {python}" in readme
@@ -34,11 +36,16 @@ def test_lowest_versions_agree_in_code_requirements_ci_and_readme():
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("1.25.2", (1, 25, 2)), ("1.25", (1, 25, 0)), ("2.0.0rc1", (2, 0, 0)),
-    ("3.7.5.post1", (3, 7, 5)), ("2.10.0.dev0+git", (2, 10, 0)), ("1.26b1", (1, 26, 0)),
+    ("1.25.2", (1, 25, 2, 1)), ("1.25", (1, 25, 0, 1)), ("2.0.0rc1", (2, 0, 0, 0)),
+    ("3.7.5.post1", (3, 7, 5, 1)), ("2.10.0.dev0+git", (2, 10, 0, 0)), ("1.26b1", (1, 26, 0, 0)),
+    ("1.25.2+local", (1, 25, 2, 1)),
 ])
 def test_version_numbers_compare_by_their_leading_numbers(text, expected):
     assert nn._version_tuple(text) == expected
+
+
+def test_a_pre_release_of_the_lowest_version_is_older_than_it():
+    assert nn._version_tuple("1.25.2rc1") < nn.LOWEST_PACKAGES["numpy"] + (1,) <= nn._version_tuple("1.25.2")
 
 
 @pytest.mark.parametrize("package", sorted(nn.LOWEST_PACKAGES))
@@ -54,6 +61,19 @@ def test_an_old_package_gets_one_line_before_anything_runs(tmp_path, package):
     assert result.stderr.splitlines() == [
         f"nn.py: error: {package} {old} is older than {'.'.join(map(str, nn.LOWEST_PACKAGES[package]))}, "
         f"the lowest this project supports: pip install -r requirements.txt"]
+
+
+def test_a_package_without_metadata_is_judged_by_its_version_attribute(monkeypatch):
+    # A bare copy of NumPy (importable, but no dist-info) that reports an old version.
+    def no_metadata(name):
+        raise metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(metadata, "version", no_metadata)
+    monkeypatch.setitem(sys.modules, "numpy", types.SimpleNamespace(__version__="1.24.0"))
+    assert nn.unsupported_versions() == ("numpy 1.24.0 is older than 1.25.2, the lowest this project "
+                                         "supports: pip install -r requirements.txt")
+    monkeypatch.setitem(sys.modules, "numpy", types.SimpleNamespace(__version__="2.4.6"))
+    monkeypatch.setitem(sys.modules, "matplotlib", types.SimpleNamespace(__version__="3.11.2"))
+    assert nn.unsupported_versions() is None
 
 
 def older_pythons():
