@@ -10,6 +10,7 @@ import numpy as np
 from atomic import atomic_write
 from dense_layer import DenseLayer
 from functions import ACTIVATIONS, softmax
+from optimizers import OPTIMIZERS
 
 FORMAT_VERSION = 1
 
@@ -45,7 +46,23 @@ def model_file_members(layer_sizes):
     for index, (n_in, n_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
         members[f"layer{index}.weights"] = ("f", (n_in, n_out))
         members[f"layer{index}.bias"] = ("f", (n_out,))
+    # The training state (see MLP.save), members of OPTIONAL_MEMBERS: the optimizer's
+    # arrays have the shape of all the parameters in one flat array.
+    n_parameters = sum((n_in + 1) * n_out for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]))
+    members[TRAINING_STATE_MEMBER] = ("U", ())
+    members[EPOCH_ORDER_MEMBER] = ("iu", (None,))
+    for name in OPTIMIZER_MEMBERS:
+        members[name] = ("f", (n_parameters,))
     return members
+
+
+TRAINING_STATE_MEMBER = "training_state_json"
+EPOCH_ORDER_MEMBER = "epoch_order"  # only when a run stopped inside an epoch
+OPTIMIZER_MEMBER_PREFIX = "optimizer."
+OPTIMIZER_MEMBERS = ("optimizer.velocity.0", "optimizer.m.0", "optimizer.s.0")  # momentum; Adam
+# Members a model file may leave out: files written before the training state was
+# saved, by MLP.save without one, or with an optimizer that keeps no arrays.
+OPTIONAL_MEMBERS = (TRAINING_STATE_MEMBER, EPOCH_ORDER_MEMBER, *OPTIMIZER_MEMBERS)
 
 
 class ModelFileError(ValueError):
@@ -156,7 +173,7 @@ class MLP:
 
     # --------------------------------------------------------- save and load
 
-    def save(self, path, config=None, steps_done=0, history=None):
+    def save(self, path, config=None, steps_done=0, history=None, training_state=None):
         """Write the model to ``path`` (.npz), atomically.
 
         The file holds, with no pickled object: format_version, layer_sizes,
@@ -166,6 +183,12 @@ class MLP:
         history_losses, the loss of each step, and history_json, the step of the
         first of them and the evaluations made.
         history: {"loss_steps": [consecutive steps], "losses": [...], "evaluations": [...]}.
+        training_state (optional, from nn.train): {"schedule_steps": the steps the
+        learning-rate schedule was built for, "generator": the generator's
+        bit_generator.state or None, "optimizer": its name or None, "optimizer_numbers":
+        {...}, "optimizer_arrays": {name: array (P,)}, "epoch_order": the permutation
+        (N,) of the epoch in progress or None}; written as training_state_json, and
+        epoch_order and optimizer.NAME arrays when there are some.
         """
         history = history or {"loss_steps": [], "losses": [], "evaluations": []}
         first_step = history["loss_steps"][0] if history["loss_steps"] else steps_done + 1
@@ -182,6 +205,8 @@ class MLP:
         for index, layer in enumerate(self.layers):
             arrays[f"layer{index}.weights"] = layer.W
             arrays[f"layer{index}.bias"] = layer.b
+        if training_state is not None:
+            arrays.update(_training_state_members(training_state))
         with atomic_write(path) as f:
             np.savez(f, **arrays)
 
@@ -192,7 +217,8 @@ class MLP:
         model_file_members does not allow (see _read_members).
 
         Returns the MLP, or (MLP, info) with with_info=True, where info is
-        {"config": dict, "steps_done": int, "history": dict as given to save}.
+        {"config": dict, "steps_done": int, "history": dict as given to save,
+        "training_state": dict as given to save, or None when the file has none}.
         """
         def fail(reason):
             raise ModelFileError(f"{path}: not a usable model file: {reason}")
@@ -233,7 +259,55 @@ class MLP:
                 if not np.isfinite(value).all():
                     fail(f"{key} holds NaN or infinite values")
                 target[...] = value
-        return (model, {"config": config, "steps_done": steps_done, "history": history}) if with_info else model
+        try:
+            training_state = _read_training_state(arrays)
+        except (ValueError, TypeError, KeyError) as error:
+            fail(f"bad training state ({error})")
+        info = {"config": config, "steps_done": steps_done, "history": history, "training_state": training_state}
+        return (model, info) if with_info else model
+
+
+def _training_state_members(state):
+    """The model-file members for a training_state (see MLP.save): plain JSON and arrays."""
+    numbers = {key: state[key] for key in ("schedule_steps", "generator", "optimizer", "optimizer_numbers")}
+    members = {TRAINING_STATE_MEMBER: np.array(json.dumps(numbers, sort_keys=True))}
+    if state.get("epoch_order") is not None:
+        members[EPOCH_ORDER_MEMBER] = np.asarray(state["epoch_order"], dtype=np.int64)
+    for name, array in state.get("optimizer_arrays", {}).items():
+        members[OPTIMIZER_MEMBER_PREFIX + name] = array
+    return members
+
+
+def _read_training_state(arrays):
+    """The training_state of MLP.save from the members of a file (shapes already
+    checked by _read_members), checked; None when the file holds none. Raises
+    ValueError (or TypeError, KeyError) for anything inconsistent."""
+    if TRAINING_STATE_MEMBER not in arrays:
+        if any(name in arrays for name in OPTIONAL_MEMBERS):
+            raise ValueError(f"optimizer or epoch arrays without {TRAINING_STATE_MEMBER}")
+        return None
+    state = json.loads(str(arrays[TRAINING_STATE_MEMBER]))
+    if not isinstance(state, dict) or set(state) != {"schedule_steps", "generator", "optimizer", "optimizer_numbers"}:
+        raise ValueError(f"{TRAINING_STATE_MEMBER} is not the expected JSON object")
+    if type(state["schedule_steps"]) is not int or state["schedule_steps"] < 1:
+        raise ValueError(f"schedule_steps {state['schedule_steps']!r} is not a positive whole number")
+    if state["generator"] is not None:
+        np.random.PCG64().state = state["generator"]  # raises for a state that is not PCG64's
+    if state["optimizer"] is not None and state["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {state['optimizer']!r}")
+    if not isinstance(state["optimizer_numbers"], dict):
+        raise ValueError("optimizer_numbers is not a JSON object")
+    state["optimizer_arrays"] = {}
+    for name in OPTIMIZER_MEMBERS:
+        if name in arrays:
+            if not np.isfinite(arrays[name]).all():
+                raise ValueError(f"{name} holds NaN or infinite values")
+            state["optimizer_arrays"][name[len(OPTIMIZER_MEMBER_PREFIX):]] = arrays[name]
+    order = arrays.get(EPOCH_ORDER_MEMBER)
+    if order is not None and not np.array_equal(np.sort(order), np.arange(len(order))):
+        raise ValueError(f"{EPOCH_ORDER_MEMBER} is not a permutation")
+    state["epoch_order"] = order
+    return state
 
 
 # ------------------------------------------------------------- reading model files
@@ -267,9 +341,9 @@ def _read_members(archive, fail):
             if name not in members:
                 fail(f"unexpected member {name!r}")
         for name in members:
-            if name not in infos:
+            if name not in infos and name not in OPTIONAL_MEMBERS:
                 fail(f"missing {name!r}")
-        return {name: _read_member(archive, infos[name], *members[name], fail) for name in members}
+        return {name: _read_member(archive, infos[name], *members[name], fail) for name in members if name in infos}
     except ModelFileError:
         raise
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as error:  # bad .npy header, bad CRC, ...

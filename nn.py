@@ -120,6 +120,7 @@ PRESETS = {
              "lr_schedule": "cosine", "warmup_steps": 500, "dropout": 0.2, "augment": 2,
              "batch_size": 128, "steps": 24000},
 }
+LR_SCHEDULES = ("constant", "step", "cosine")
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -179,7 +180,7 @@ def build_parser():
                            for k, v in PRESETS["best"].items()))
     group.add_argument("--optimizer", choices=OPTIMIZERS, help=f"how the weights move (default: {d['optimizer']})")
     group.add_argument("--momentum", type=float, metavar="F", help=f"for momentum and nesterov (default: {d['momentum']})")
-    group.add_argument("--lr-schedule", choices=("constant", "step", "cosine"),
+    group.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                        help=f"learning rate over the run; step: /10 at 50 %% and 75 %% (default: {d['lr_schedule']})")
     group.add_argument("--warmup-steps", type=int, metavar="N",
                        help=f"linear learning-rate warm-up (default: {d['warmup_steps']})")
@@ -293,28 +294,36 @@ def evaluate(model, images, labels, batch_size=2000):
     return cross_entropy(logits, labels), float(np.mean(logits.argmax(axis=1) == labels)), logits
 
 
-def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0, history=None):
+def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0, history=None, saved_state=None):
     """Train `model` in place from step first_step to config["steps"].
 
     train_set: (images (N, 784) uint8, labels (N,)). eval_sets: {"test": (...),
-    "val": (...)} evaluated every config["eval_every"] steps. Each epoch visits a
-    fresh random permutation of the training set in batches of config["batch_size"]
-    (the last, incomplete batch of an epoch is left out).
-    Returns the history dict: per-step losses, evaluations, and how it ended.
+    "val": (...)} evaluated every config["eval_every"] steps (None: once an epoch).
+    Each epoch visits a fresh random permutation of the training set in batches of
+    config["batch_size"] (the last, incomplete batch of an epoch is left out).
+    saved_state: the training_state of a resumed model (see MLP.save), or None. With
+    it, the generator, the optimizer, the epoch in progress and the schedule's horizon
+    continue where they were, so that the run is the same as one never stopped.
+    Returns the history dict: per-step losses, evaluations, how it ended, the step
+    the model's weights come from (steps_done) and the last step trained
+    (last_step), and the training_state to save (see MLP.save).
     """
     images, labels = train_set
     batch_size, total_steps = config["batch_size"], config["steps"]
     steps_per_epoch = len(labels) // batch_size
     optimizer = make_optimizer(config["optimizer"], config["momentum"])
+    order, schedule_steps = restore_training_state(saved_state, config, rng, optimizer, len(labels))
     history = history or {"loss_steps": [], "losses": [], "evaluations": []}
     losses = np.full(total_steps - first_step, np.nan)
     X = np.empty((batch_size, images.shape[1]), np.float32)
-    weight_decay, eval_every = config["weight_decay"], config["eval_every"]
+    weight_decay = config["weight_decay"]
+    eval_every = steps_per_epoch if config["eval_every"] is None else config["eval_every"]
     augment, rotate = config["augment"], config["rotate"]
-    learning_rates = [learning_rate_at(step, total_steps, config["lr"], config["lr_schedule"], config["warmup_steps"])
-                      for step in range(total_steps)]
-    early_stopping = EarlyStopping(config["early_stopping"]) if config["early_stopping"] else None
-    order = None
+    learning_rates = learning_rates_of_run(config, schedule_steps)
+    early_stopping = None
+    if config["early_stopping"]:
+        early_stopping = EarlyStopping(config["early_stopping"])
+        early_stopping.resume(model, history["evaluations"], first_step)
     step = first_step
     # Diverged: a recent mean loss far worse than guessing uniformly (ln 10 = 2.30).
     # The stable loss never overflows, so a blow-up shows as a huge loss, not as NaN.
@@ -362,14 +371,63 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
             break
     if not model.all_finite():
         raise Diverged(f"the weights stopped being finite numbers by step {step}")
-    if ended == "early_stopping":
-        early_stopping.restore(model)
-        progress.message(f"Early stopping at step {step}: restored the weights of step {early_stopping.best_step} "
-                         f"(best validation loss {early_stopping.best_loss:.4f})")
     history["loss_steps"] += list(range(first_step + 1, step + 1))
     history["losses"] += losses[:step - first_step].tolist()
-    history.update(steps_done=step, ended=ended, best_step=early_stopping and early_stopping.best_step)
+    state = {"schedule_steps": schedule_steps, "generator": rng.bit_generator.state, "optimizer": config["optimizer"],
+             "epoch_order": order if step % steps_per_epoch else None}
+    state["optimizer_numbers"], state["optimizer_arrays"] = optimizer.state()
+    weights_step = step
+    if early_stopping and early_stopping.best_step is not None and early_stopping.best_step != step:
+        weights_step = early_stopping.restore(model)
+        # The generator, optimizer and epoch belong to the last step, not to these weights.
+        state = {"schedule_steps": schedule_steps, "generator": None, "optimizer": None, "optimizer_numbers": {},
+                 "optimizer_arrays": {}, "epoch_order": None}
+        progress.message(f"{'Early stopping' if ended == 'early_stopping' else 'Ended'} at step {step}: "
+                         f"restored the weights of step {weights_step} "
+                         f"(best validation loss {early_stopping.best_loss:.4f})")
+    history.update(steps_done=weights_step, last_step=step, ended=ended,
+                   best_step=early_stopping and early_stopping.best_step, training_state=state)
     return history
+
+
+def restore_training_state(saved_state, config, rng, optimizer, n_images):
+    """(epoch order or None, schedule horizon): put the generator and the optimizer
+    back as a resumed model left them (see MLP.save), where it holds them.
+
+    The horizon is the number of steps the learning-rate schedule was built for:
+    the saved one, so that a resumed run follows the schedule of the run it
+    continues; config["steps"] for a new run (or a model that saved none).
+    """
+    if saved_state is None:
+        return None, config["steps"]
+    if saved_state["generator"] is not None:
+        rng.bit_generator.state = saved_state["generator"]
+    if saved_state["optimizer"] == config["optimizer"]:
+        optimizer.load_state(saved_state["optimizer_numbers"], saved_state["optimizer_arrays"])
+    order = saved_state["epoch_order"]
+    if order is not None and len(order) != n_images:
+        order = None  # another training set (--dry-run, --val-split): the epoch starts afresh
+    return order, saved_state["schedule_steps"]
+
+
+def learning_rates_of_run(config, schedule_steps):
+    """The learning rate of every step 0 .. config["steps"] - 1, for a schedule built for
+    schedule_steps steps; the steps after them keep the schedule's last rate."""
+    rates = [learning_rate_at(step, schedule_steps, config["lr"], config["lr_schedule"], config["warmup_steps"])
+             for step in range(min(schedule_steps, config["steps"]))]
+    return rates + rates[-1:] * (config["steps"] - len(rates))
+
+
+def schedule_note(config, schedule_steps):
+    """One line saying what the learning rate does after the schedule's horizon, or None
+    when the run stays within it (or the rate is constant anyway)."""
+    if config["steps"] <= schedule_steps or (config["lr_schedule"] == "constant"
+                                              and config["warmup_steps"] <= schedule_steps):
+        return None
+    last = learning_rates_of_run(dict(config, steps=schedule_steps), schedule_steps)[-1]
+    return (f"Learning rate: the {config['lr_schedule']} schedule was built for {schedule_steps:,} steps; "
+            f"steps {schedule_steps + 1:,}-{config['steps']:,} keep its last rate, {last:.3g} "
+            f"(start a new run for a new schedule)")
 
 
 def evaluate_sets(model, eval_sets, step):
@@ -400,8 +458,18 @@ class EarlyStopping:
         self.waited += 1
         return self.waited >= self.patience
 
+    def resume(self, model, evaluations, step):
+        """Take the model's own evaluation at `step` (where a resumed run starts) as the
+        best so far: a saved model that used early stopping holds its best weights."""
+        for evaluation in evaluations:
+            if evaluation["step"] == step and "val_loss" in evaluation:
+                self.best_loss, self.best_step = evaluation["val_loss"], step
+                self.best_weights = model.flat_parameters.copy()
+
     def restore(self, model):
+        """Put the best weights back into the model; returns their step."""
         model.flat_parameters[...] = self.best_weights
+        return self.best_step
 
 
 # ------------------------------------------------------------------ outputs
@@ -430,14 +498,15 @@ def write_json(path, value):
 
 
 def write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show):
-    """model_mnist.npz, stats.json and the pictures, each written atomically."""
+    """model_mnist.npz and the pictures, each written atomically. stats.json is not
+    among them: run writes it last, once it knows whether a signal arrived meanwhile."""
     import plots
     if show and not plots.use_display(True):
         print("--show: no display found; the pictures are in files only")
     elif not show:
         plots.use_display(False)
-    model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"], history=history)
-    write_json(out_dir / STATS_FILE, stats)
+    model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"],
+               history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
     plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
                      title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}, "
                            f"{config['optimizer']}, lr {config['lr']}, batch {config['batch_size']}")
@@ -454,17 +523,29 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     plots.show()
 
 
-def build_stats(config, history, test_loss, test_accuracy, probabilities, labels, timings):
-    """The contents of stats.json."""
+def history_up_to(history, step):
+    """The history of the steps up to `step`: what a model whose weights come from
+    `step` carries, so that a resumed run continues its curves from there."""
+    kept = sum(1 for s in history["loss_steps"] if s <= step)
+    return {"loss_steps": history["loss_steps"][:kept], "losses": history["losses"][:kept],
+            "evaluations": [e for e in history["evaluations"] if e["step"] <= step]}
+
+
+def build_stats(config, history, test_loss, test_accuracy, probabilities, labels, timings, signal_seen=None):
+    """The contents of stats.json. steps: the last step trained; weights_from_step: the
+    step of the saved weights (earlier when early stopping restored its best ones).
+    interrupted: a SIGINT or SIGTERM arrived (signal_seen), during training or after."""
     predicted = probabilities.argmax(axis=1)
     matrix = confusion_matrix(labels, predicted)
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
     return {
         "test_accuracy": round(test_accuracy, 6),
         "test_loss": round(test_loss, 6),
-        "steps": history["steps_done"],
+        "steps": history["last_step"],
+        "weights_from_step": history["steps_done"],
         "ended": history["ended"],
-        "interrupted": history["ended"] == "interrupted",
+        "interrupted": signal_seen is not None,
+        "signal": signal_seen and signal_seen.name,
         "seed": config["seed"],
         "config": config,
         "train_time_s": round(timings["train"], 3),
@@ -508,11 +589,14 @@ def run(args):
     resumed, resumed_info = None, None
     if args.resume is not None:
         resumed, resumed_info = MLP.load(args.resume, with_info=True)
+        check_resumed_config(resumed_info["config"], args.resume)
+        check_optimizer_state(resumed_info["training_state"], args.resume)
     config = resolve_config(args, resumed_info and resumed_info["config"])
     out_dir = args.out or (PROJECT_DIR / "dry_run" if args.dry_run else PROJECT_DIR)
     if args.dry_run and args.out is None:
         out_dir.mkdir(exist_ok=True)
     check_folders(args, out_dir)
+    saved_state = resumed_info and resumed_info["training_state"]
     if resumed is not None:
         if resumed.layer_sizes[1:-1] != list(config["hidden"]) or resumed.activations[0] != config["activation"]:
             raise UsageError(f"--resume {args.resume}: the model has hidden layers {resumed.layer_sizes[1:-1]} "
@@ -527,8 +611,6 @@ def run(args):
     data_time = time.perf_counter() - started
     test_set = eval_sets["test"]
     steps_per_epoch = len(train_labels) // config["batch_size"]
-    if config["eval_every"] is None:
-        config["eval_every"] = steps_per_epoch
     say(f"Data: {len(train_labels)} training and {len(test_set[1])} test images "
         f"from {args.data} in {data_time:.2f} s")
     first_step = resumed_info["steps_done"] if resumed_info else 0
@@ -544,27 +626,105 @@ def run(args):
         f"{sum(p.size for p in model.parameters()):,} parameters; {config['optimizer']} lr {config['lr']}, "
         f"batch {config['batch_size']}, steps {first_step + 1}-{config['steps']}, seed {config['seed']}"
         + (f", resumed from {args.resume}" if resumed else ""))
+    if resumed is not None:
+        for note in resume_notes(config, saved_state):
+            say(note)
     history = resumed_info["history"] if resumed_info else None
     progress = Progress(config["steps"], steps_per_epoch, first_step, args.log_interval, args.quiet)
     started = time.perf_counter()
     with StopRequest() as stop:
         history = train(model, config, (train_images, train_labels), eval_sets, rng, progress, stop,
-                        first_step, history)
+                        first_step, history, saved_state)
         train_time = time.perf_counter() - started
         test_loss, test_accuracy, test_logits = evaluate(model, *test_set)
         probabilities = softmax(test_logits)
-        timings = {"train": train_time, "data": data_time, "steps_this_run": history["steps_done"] - first_step}
-        stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
+        timings = {"train": train_time, "data": data_time, "steps_this_run": history["last_step"] - first_step}
+        stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings,
+                            stop.signal)
         write_outputs(out_dir, model, config, stats, history, test_set, probabilities, args.show)
-    verdict = {"completed": "Done", "early_stopping": "Stopped early",
-               "interrupted": f"Interrupted by {stop.signal.name if stop.signal else 'a signal'}"}[history["ended"]]
-    print(f"{verdict}: {history['steps_done']} steps in {format_duration(train_time)} "
-          f"({timings['steps_this_run'] / max(train_time, 1e-9):.0f} steps/s). "
-          f"Test accuracy {100 * test_accuracy:.2f} %, test loss {test_loss:.4f}. "
+        write_stats(out_dir / STATS_FILE, stats, stop)
+    print(final_line(history, first_step, train_time, stop.signal)
+          + f" Test accuracy {100 * test_accuracy:.2f} %, test loss {test_loss:.4f}. "
           f"Wrote {MODEL_FILE}, {STATS_FILE}, {LOSS_GRAPH_FILE} and more to {out_dir}")
-    if history["ended"] == "interrupted":
+    if stop.signal is not None:
         return EXIT_INTERRUPTED[stop.signal]
     return 0
+
+
+def write_stats(path, stats, stop):
+    """Write stats.json, the last output; write it again if a signal arrived while it was
+    being written (a second signal ends the program at once, so once is enough)."""
+    write_json(path, stats)
+    if stop.signal is not None and not stats["interrupted"]:
+        stats.update(interrupted=True, signal=stop.signal.name)
+        write_json(path, stats)
+
+
+def final_line(history, first_step, train_time, signal_seen):
+    """"Done: 20,000 steps in 12s (1700 steps/s)." and its variants: after a resume the
+    steps of this run, and the step of the weights kept when it is not the last."""
+    verdict = {"completed": "Done", "early_stopping": "Stopped early",
+               "interrupted": f"Interrupted by {signal_seen.name if signal_seen else 'a signal'}"}[history["ended"]]
+    last, steps_this_run = history["last_step"], history["last_step"] - first_step
+    steps = f"steps {first_step + 1:,}-{last:,} ({steps_this_run:,} this run)" if first_step else f"{last:,} steps"
+    line = f"{verdict}: {steps} in {format_duration(train_time)} ({steps_this_run / max(train_time, 1e-9):.0f} steps/s)"
+    if history["steps_done"] != last:
+        line += f"; kept the weights of step {history['steps_done']:,}, the best on validation"
+    if signal_seen is not None and history["ended"] != "interrupted":
+        line += f"; {signal_seen.name} arrived while saving: the outputs are whole, the exit status says it"
+    return line + "."
+
+
+def resume_notes(config, saved_state):
+    """Lines that say where a resumed run cannot continue exactly as the run it resumes."""
+    notes = []
+    if saved_state is None or saved_state["generator"] is None:
+        notes.append("Resume: the model holds no generator or optimizer state (an older file, or early stopping "
+                     "restored earlier weights): batches and optimizer start afresh")
+    elif saved_state["optimizer"] != config["optimizer"]:
+        notes.append(f"Resume: the optimizer changes from {saved_state['optimizer']} to {config['optimizer']}; "
+                     f"it starts afresh")
+    note = schedule_note(config, saved_state["schedule_steps"] if saved_state else config["steps"])
+    return notes + ([note] if note else [])
+
+
+def check_optimizer_state(saved_state, path):
+    """Raise ModelFileError when a model file's optimizer state does not fit its optimizer."""
+    if saved_state is None or saved_state["optimizer"] is None:
+        return
+    try:
+        make_optimizer(saved_state["optimizer"]).load_state(saved_state["optimizer_numbers"],
+                                                            saved_state["optimizer_arrays"])
+    except ValueError as error:
+        raise ModelFileError(f"{path}: not a usable model file: bad optimizer state ({error})") from None
+
+
+# What each configuration value of a model file must be: a type check, and the words of the message.
+_WHOLE = (lambda v: type(v) is int, "a whole number")
+_NUMBER = (lambda v: type(v) in (int, float), "a number")
+CONFIG_TYPES = {
+    "steps": _WHOLE, "batch_size": _WHOLE, "seed": _WHOLE, "warmup_steps": _WHOLE, "augment": _WHOLE,
+    "early_stopping": _WHOLE, "lr": _NUMBER, "momentum": _NUMBER, "weight_decay": _NUMBER, "dropout": _NUMBER,
+    "rotate": _NUMBER, "val_split": _NUMBER,
+    "eval_every": (lambda v: v is None or type(v) is int, "a whole number or null (once an epoch)"),
+    "hidden": (lambda v: type(v) is list and all(type(n) is int for n in v), "a list of whole numbers"),
+    "activation": (lambda v: type(v) is str and v in ACTIVATIONS and v != "linear", "an activation name"),
+    "optimizer": (lambda v: type(v) is str and v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+    "lr_schedule": (lambda v: type(v) is str and v in LR_SCHEDULES, f"one of {', '.join(LR_SCHEDULES)}"),
+}
+
+
+def check_resumed_config(resumed_config, path):
+    """Raise ModelFileError naming the model file when its saved configuration holds a
+    value of the wrong type or one that the flags would refuse."""
+    for key, (fits, expected) in CONFIG_TYPES.items():
+        if key in resumed_config and not fits(resumed_config[key]):
+            raise ModelFileError(f"{path}: bad saved configuration: {key} is {json.dumps(resumed_config[key])}, "
+                                 f"expected {expected}")
+    try:
+        check_config(dict(DEFAULTS, **{k: v for k, v in resumed_config.items() if k in DEFAULTS}))
+    except UsageError as error:
+        raise ModelFileError(f"{path}: bad saved configuration: {error}") from None
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")

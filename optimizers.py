@@ -6,6 +6,10 @@ takes the learning rate of the current step, so that schedules stay outside.
 Gradients are only read: after a step they still hold the gradients, so a
 learner can print them. Each optimizer keeps a scratch array per parameter for
 its intermediate products, so a step allocates nothing.
+
+``state()`` and ``load_state(numbers, arrays)`` give and take what an optimizer
+carries from one step to the next (momentum velocities, Adam moments and step
+count) as plain numbers and arrays, so that a resumed run continues exactly.
 """
 
 import math
@@ -30,6 +34,23 @@ class SGD:
         for p, g, update in zip(params, grads, self.scratch):
             np.multiply(g, p.dtype.type(learning_rate), out=update)
             p -= update
+
+    def state(self):
+        """({}, {}): plain SGD carries nothing between steps."""
+        return {}, {}
+
+    def load_state(self, numbers, arrays):
+        if numbers or arrays:
+            raise ValueError("plain SGD has no state to load")
+
+
+def _indexed(arrays, prefix):
+    """[arrays["prefix.0"], arrays["prefix.1"], ...] as writable copies; ValueError if one is missing."""
+    count = sum(1 for name in arrays if name.startswith(prefix + "."))
+    try:
+        return [np.array(arrays[f"{prefix}.{i}"]) for i in range(count)]
+    except KeyError as error:
+        raise ValueError(f"missing optimizer array {error}") from None
 
 
 class Momentum:
@@ -62,6 +83,16 @@ class Momentum:
             else:
                 np.multiply(v, lr, out=update)
             p -= update
+
+    def state(self):
+        """({}, {"velocity.0": v0, ...}): the velocity of each parameter array (none before the first step)."""
+        return {}, {f"velocity.{i}": v for i, v in enumerate(self.velocities or [])}
+
+    def load_state(self, numbers, arrays):
+        if numbers or any(not name.startswith("velocity.") for name in arrays):
+            raise ValueError(f"not a momentum state: {sorted(numbers) + sorted(arrays)}")
+        self.velocities = _indexed(arrays, "velocity") or None
+        self.scratch = self.velocities and _scratch_like(self.velocities)
 
 
 class Adam:
@@ -100,6 +131,23 @@ class Adam:
             np.divide(m, update, out=update)
             update *= step_size
             p -= update
+
+    def state(self):
+        """({"t": steps taken}, {"m.0": m0, "s.0": s0, ...}): the moment estimates of each parameter array."""
+        arrays = {}
+        for i, (m, s) in enumerate(self.moments or []):
+            arrays[f"m.{i}"], arrays[f"s.{i}"] = m, s
+        return {"t": self.t}, arrays
+
+    def load_state(self, numbers, arrays):
+        t = numbers.get("t")
+        if set(numbers) != {"t"} or type(t) is not int or t < 0:
+            raise ValueError(f"Adam needs a step count t, a whole number >= 0, got {numbers}")
+        m, s = _indexed(arrays, "m"), _indexed(arrays, "s")
+        if len(m) != len(s) or len(m) + len(s) != len(arrays) or (t > 0) != bool(m):
+            raise ValueError(f"not an Adam state: t={t}, arrays {sorted(arrays)}")
+        self.t, self.moments = t, list(zip(m, s)) or None
+        self.scratch = m and _scratch_like(m)
 
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
