@@ -158,13 +158,63 @@ def test_second_interrupt_exits_at_once(tmp_path):
     assert "Interrupted by" not in rest  # it quit without finishing the save
 
 
-def test_sigkill_leaves_previous_outputs_intact(tmp_path):
-    assert run_nn("--steps", 30, "--out", tmp_path, "--quiet").returncode == 0
-    before = {name: (tmp_path / name).read_bytes() for name in OUTPUTS}
-    process = start_long_run(tmp_path)
-    process.kill()
-    process.communicate(timeout=30)
-    assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
+ALL_OUTPUTS = OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png")
+# The writes of a run, in order (tests/hooked_nn.py counts them): the model, the four pictures, stats.json.
+WRITES = ("model_mnist.npz", "training_loss_graph.png", "accuracy_graph.png", "confusion_matrix.png",
+          "misclassified.png", "stats.json")
+
+
+def run_hooked(action, write_number, out_dir):
+    """Run a short --dry-run into out_dir under tests/hooked_nn.py (see there)."""
+    return subprocess.run([sys.executable, str(PROJECT_DIR / "tests" / "hooked_nn.py"), action, str(write_number),
+                           "--dry-run", "--steps", "20", "--quiet", "--out", str(out_dir)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def is_whole(path):
+    """True when `path` is a complete output of its kind: a model that loads, JSON that
+    parses, a PNG that ends with its IEND chunk."""
+    if path.suffix == ".npz":
+        try:
+            return MLP.load(path).all_finite()
+        except ValueError:
+            return False
+    if path.suffix == ".json":
+        try:
+            return isinstance(json.loads(path.read_text()), dict)
+        except ValueError:
+            return False
+    content = path.read_bytes()
+    return content.startswith(b"\x89PNG") and content.endswith(b"IEND\xaeB`\x82")
+
+
+def test_sigkill_while_saving_leaves_each_output_old_or_new_and_whole(tmp_path):
+    """SIGKILL halfway through each write, and between each rename and the next write:
+    every output is then the previous run's or the new one, never half a file."""
+    assert run_nn("--dry-run", "--steps", 20, "--seed", 1, "--out", tmp_path, "--quiet").returncode == 0
+    before = {name: (tmp_path / name).read_bytes() for name in ALL_OUTPUTS}
+    points = [("kill-midway", n) for n in range(len(WRITES))] + [("kill-before", n) for n in range(1, len(WRITES))]
+    for action, number in points:
+        result = run_hooked(action, number, tmp_path)
+        assert result.returncode == -signal.SIGKILL, (action, number, result.stderr)
+        for name in ALL_OUTPUTS:
+            assert is_whole(tmp_path / name), (action, number, name)
+        renamed = {name for name in ALL_OUTPUTS if (tmp_path / name).read_bytes() != before[name]}
+        assert renamed == set(WRITES[:number]), (action, number, renamed)  # killed where it was meant to be
+        for name in renamed:  # back to the previous run's outputs for the next kill
+            (tmp_path / name).write_bytes(before[name])
+
+
+@pytest.mark.parametrize("write_number", [0, len(WRITES) - 1])
+def test_sigterm_while_saving_is_not_lost(tmp_path, write_number):
+    """A SIGTERM that arrives while the model (or stats.json itself) is being written:
+    the run finishes saving, stats.json says so, and the exit status is 143."""
+    result = run_hooked("term-midway", write_number, tmp_path)
+    assert result.returncode == 143, result.stderr
+    stats = read_stats(tmp_path)
+    assert stats["interrupted"] is True and stats["signal"] == "SIGTERM" and stats["ended"] == "completed"
+    assert all(is_whole(tmp_path / name) for name in ALL_OUTPUTS)
+    assert "SIGTERM arrived while saving" in result.stdout
 
 
 def test_dry_run_writes_everything_quickly(tmp_path):
@@ -179,15 +229,58 @@ def test_dry_run_writes_everything_quickly(tmp_path):
 
 
 def test_resume_continues_steps_and_curves(tmp_path):
-    assert run_nn("--steps", 200, "--lr", 0.05, "--out", tmp_path, "--quiet").returncode == 0
-    result = run_nn("--resume", tmp_path / "model_mnist.npz", "--steps", 400, "--out", tmp_path)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    assert run_nn("--steps", 400, "--lr", 0.05, "--out", straight, "--quiet").returncode == 0
+    assert run_nn("--steps", 200, "--lr", 0.05, "--out", resumed, "--quiet").returncode == 0
+    result = run_nn("--resume", resumed / "model_mnist.npz", "--steps", 400, "--out", resumed)
     assert result.returncode == 0, result.stderr
-    stats = read_stats(tmp_path)
+    stats = read_stats(resumed)
     assert stats["steps"] == 400 and stats["config"]["lr"] == 0.05  # the resumed model's learning rate
     assert stats["loss_curve"]["step"][-1] == 400 and stats["loss_curve"]["step"][0] < 200
-    assert "steps 201-400" in result.stdout
-    again = run_nn("--resume", tmp_path / "model_mnist.npz", "--steps", 400, "--out", tmp_path)
+    assert "steps 201-400" in result.stdout and "Done: steps 201-400 (200 this run) in" in result.stdout
+    # the same batches from the same weights: the very model of the straight run
+    assert np.array_equal(MLP.load(resumed / "model_mnist.npz").flat_parameters,
+                          MLP.load(straight / "model_mnist.npz").flat_parameters)
+    assert stats["test_loss"] == read_stats(straight)["test_loss"]
+    again = run_nn("--resume", resumed / "model_mnist.npz", "--steps", 400, "--out", resumed)
     assert again.returncode == 2 and "already trained for 400 steps" in again.stderr
+
+
+def test_once_an_epoch_stays_once_an_epoch_on_resume(tmp_path):
+    """A --dry-run model (31 steps an epoch) resumed on the full training set (937)
+    evaluates once that epoch, not every 31 steps."""
+    assert run_nn("--dry-run", "--steps", 40, "--out", tmp_path, "--quiet").returncode == 0
+    _, info = MLP.load(tmp_path / "model_mnist.npz", with_info=True)
+    assert info["config"]["eval_every"] is None and read_stats(tmp_path)["config"]["eval_every"] is None
+    result = run_nn("--resume", tmp_path / "model_mnist.npz", "--steps", 100, "--out", tmp_path, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert [e["step"] for e in read_stats(tmp_path)["evaluations"]] == [31, 40, 100]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lr": "0.1"}, 'lr is "0.1", expected a number'),
+    ({"optimizer": "rmsprop"}, 'optimizer is "rmsprop", expected one of sgd, momentum, nesterov, adam'),
+    ({"lr_schedule": "linear"}, 'lr_schedule is "linear", expected one of constant, step, cosine'),
+    ({"hidden": [150, "150"]}, 'hidden is [150, "150"], expected a list of whole numbers'),
+    ({"steps": True}, "steps is true, expected a whole number"),
+    ({"eval_every": 2.5}, "eval_every is 2.5, expected a whole number or null"),
+    ({"dropout": 1.5}, "--dropout must be in [0, 1), got 1.5"),
+])
+def test_a_bad_saved_configuration_is_refused_before_loading_data(tmp_path, change, message):
+    config = {**nn_defaults(), **change}
+    path = tmp_path / "bad.npz"
+    MLP([784, 150, 150, 10]).save(path, config=config, steps_done=10)
+    result = run_nn("--resume", path, "--steps", 20, "--out", tmp_path, "--data", tmp_path / "no-data-needed")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"nn.py: error: {path}: bad saved configuration: ") and message in lines[0]
+    assert "Data:" not in result.stdout
+
+
+def nn_defaults():
+    import nn
+    return dict(nn.DEFAULTS)
 
 
 def test_progress_on_a_terminal_is_one_updating_line_per_epoch(tmp_path):
