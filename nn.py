@@ -134,6 +134,13 @@ class Diverged(Exception):
 
 # ------------------------------------------------------------------ flags
 
+class _HelpFormatter(argparse.HelpFormatter):
+    def _split_lines(self, text, width):
+        """Wrap help at spaces only: a flag such as --batch-size is never cut at its hyphen."""
+        import textwrap
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line, not the usage block: `nn.py: error: ... (see --help)`, exit status 2."""
@@ -142,7 +149,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     d = DEFAULTS
-    parser = _Parser(prog="nn.py", description="Train a NumPy multi-layer perceptron on MNIST and test it.",
+    parser = _Parser(prog="nn.py", formatter_class=_HelpFormatter, description="Train a NumPy multi-layer perceptron on MNIST and test it.",
                      epilog="Subcommand: python nn.py predict IMAGE [IMAGE ...] reads digits with a saved "
                             "model (python nn.py predict --help).")
     group = parser.add_argument_group("the run (the original values are the defaults)")

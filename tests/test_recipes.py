@@ -1,5 +1,7 @@
 """Beyond the original: every optimizer, activation, regulariser and augmentation learns on real data."""
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -94,8 +96,11 @@ def test_best_preset_is_documented_flags():
     args = parser.parse_args(["--preset", "best", "--lr", "0.01"])
     config = nn.resolve_config(args)
     assert config["hidden"] == nn.PRESETS["best"]["hidden"] and config["lr"] == 0.01  # a flag given wins
-    assert "--hidden 800 800" in parser.format_help().replace("\n", " ").replace("  ", " ") or \
-        "800 800" in parser.format_help()
+    help_text = " ".join(parser.format_help().split())  # argparse wraps lines where it likes
+    for key, value in nn.PRESETS["best"].items():
+        flag = f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        assert flag in help_text, flag
+        assert parser.parse_args(flag.split())  # and it is a real flag with a value it takes
 
 
 def test_rotations_turn_about_the_centre_and_keep_the_image():
@@ -144,3 +149,80 @@ def test_after_a_training_step_dW_is_the_gradient_of_the_mean_loss(subset, optim
                 assert_close_gradients(flat_gradient[i:i + 1], numeric)
     if optimizer == "sgd":  # p <- p - 0.1 g, exactly as written, in float64
         np.testing.assert_array_equal(after, before - model.flat_parameters.dtype.type(0.1) * model.flat_gradients)
+
+
+class StopAtStep(Progress):
+    """A quiet progress display that also stands for the stop request: as if Ctrl-C
+    came during step `stop_step`, seen by nn.train right after it."""
+
+    def __init__(self, stop_step, total_steps, steps_per_epoch):
+        super().__init__(total_steps, steps_per_epoch, quiet=True)
+        self.stop_step, self.signal = stop_step, None
+
+    def step(self, step, loss):
+        super().step(step, loss)
+        if step == self.stop_step:
+            self.signal = signal.SIGINT
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"optimizer": "nesterov", "lr": 0.02, "lr_schedule": "cosine", "warmup_steps": 30, "dropout": 0.2, "augment": 1},
+    {"optimizer": "adam", "lr": 0.002, "weight_decay": 1e-4},
+], ids=["sgd", "nesterov-cosine-warmup-dropout-augment", "adam"])
+def test_a_stopped_and_resumed_run_is_the_straight_run(subset, tmp_path, changes):
+    """Stopped at step 50 of 150, saved, loaded and resumed as nn.run does it: the weights
+    and every loss are exactly those of the run that was never stopped (same generator
+    state, epoch order, optimizer state and schedule position)."""
+    steps, stop_step = 150, 50  # 6,000 images: 93 steps an epoch, so the stop falls inside an epoch
+    _, straight_history, straight = train_small(subset, steps=steps, **changes)
+    train_set, test_set = subset
+    config = dict(nn.DEFAULTS, steps=steps, eval_every=0, hidden=[64], **changes)
+    rng = np.random.default_rng(0)
+    model = MLP([784, 64, 10], rng=rng, dropout=config["dropout"])
+    stopper = StopAtStep(stop_step, steps, 93)
+    history = nn.train(model, config, train_set, {"test": test_set}, rng, stopper, stopper)
+    assert history["ended"] == "interrupted" and history["steps_done"] == stop_step
+    model.save(tmp_path / "model.npz", config=config, steps_done=stop_step, history=history,
+               training_state=history["training_state"])
+
+    resumed, info = MLP.load(tmp_path / "model.npz", with_info=True)
+    rng = np.random.default_rng([0, stop_step])  # as nn.run makes it; the saved state replaces it
+    for layer in resumed.layers[:-1]:
+        layer.dropout, layer.rng = config["dropout"], rng
+    history = nn.train(resumed, config, train_set, {"test": test_set}, rng, Progress(steps, 93, quiet=True),
+                       NoStop(), info["steps_done"], info["history"], info["training_state"])
+    assert history["losses"][stop_step:] == straight_history["losses"][stop_step:]  # (the first are saved as float32)
+    assert np.array_equal(resumed.flat_parameters, straight.flat_parameters)
+
+
+def test_a_resume_past_the_schedule_keeps_its_last_rate():
+    config = dict(nn.DEFAULTS, steps=2000, lr=0.05, lr_schedule="cosine", warmup_steps=500)
+    rates = nn.learning_rates_of_run(config, 1000)
+    assert rates[:1000] == nn.learning_rates_of_run(dict(config, steps=1000), 1000)  # the first run's schedule
+    assert rates[1000:] == [rates[999]] * 1000 and rates[999] < 1e-6  # then its last rate, not a restart
+    assert "steps 1,001-2,000 keep its last rate, 4.93e-07" in nn.schedule_note(config, 1000)
+    assert nn.schedule_note(dict(config, lr_schedule="constant", warmup_steps=0), 1000) is None
+
+
+@pytest.mark.parametrize("stop_step", [None, 1050], ids=["steps-reached", "interrupted"])
+def test_early_stopping_keeps_the_best_weights_however_the_run_ends(subset, tmp_path, stop_step):
+    """Patience never runs out here; the run ends at --steps, or by Ctrl-C between two
+    evaluations. The model keeps the weights of the best validation loss, says their
+    step, and carries no generator or optimizer state of a later step."""
+    train_set, _ = subset
+    config = dict(nn.DEFAULTS, steps=1200, eval_every=100, hidden=[32], lr=0.5, early_stopping=1000)
+    rng = np.random.default_rng(1)
+    model = MLP([784, 32, 10], rng=rng)
+    val_set = (train_set[0][:500], train_set[1][:500])
+    small_train_set = (train_set[0][500:1000], train_set[1][500:1000])  # 500 images: it overfits early
+    stopper = StopAtStep(stop_step, 1200, 7) if stop_step else NoStop()
+    history = nn.train(model, config, small_train_set, {"val": val_set}, rng,
+                       stopper if stop_step else Progress(1200, 7, quiet=True), stopper)
+    assert history["ended"] == ("interrupted" if stop_step else "completed")
+    assert history["last_step"] == (stop_step or 1200)
+    best = min(history["evaluations"], key=lambda e: e["val_loss"])
+    assert best["step"] < history["evaluations"][-1]["step"]  # the last weights are not the best ones
+    assert history["steps_done"] == history["best_step"] == best["step"]
+    assert nn.evaluate(model, *val_set)[0] == best["val_loss"]  # the very weights that were evaluated
+    assert history["training_state"]["generator"] is None and history["training_state"]["optimizer"] is None
