@@ -242,3 +242,53 @@ def test_load_refuses_a_header_that_does_not_fit_the_table(tmp_path):
     _with_member_of_zeros(path, tmp_path / "wide.npz", "layer1.bias.npy", np.float64, 8 << 10)  # 1024 biases
     with pytest.raises(ModelFileError, match=r"layer1.bias has shape \(1024,\) and dtype float64, expected shape \(10,\)"):
         MLP.load(tmp_path / "wide.npz")
+
+
+def _training_state(model, n_images=10):
+    """A training_state as nn.train makes it, for Adam after 3 steps, mid-epoch."""
+    rng = np.random.default_rng(7)
+    rng.random(5)  # a generator somewhere along its stream
+    size = model.flat_parameters.size
+    return {"schedule_steps": 500, "generator": rng.bit_generator.state, "optimizer": "adam",
+            "optimizer_numbers": {"t": 3}, "epoch_order": rng.permutation(n_images),
+            "optimizer_arrays": {"m.0": np.full(size, 0.5, np.float32), "s.0": np.full(size, 0.25, np.float32)}}
+
+
+def test_training_state_round_trips_without_pickles(tmp_path):
+    model = MLP([784, 20, 10], rng=np.random.default_rng(5))
+    path = tmp_path / "model.npz"
+    state = _training_state(model)
+    model.save(path, steps_done=3, training_state=state)
+    _, info = MLP.load(path, with_info=True)
+    loaded = info["training_state"]
+    assert loaded["generator"] == state["generator"] and loaded["schedule_steps"] == 500
+    assert loaded["optimizer"] == "adam" and loaded["optimizer_numbers"] == {"t": 3}
+    assert np.array_equal(loaded["epoch_order"], state["epoch_order"])
+    assert set(loaded["optimizer_arrays"]) == {"m.0", "s.0"}
+    assert np.array_equal(loaded["optimizer_arrays"]["s.0"], state["optimizer_arrays"]["s.0"])
+    continued = np.random.default_rng()
+    continued.bit_generator.state = loaded["generator"]
+    expected = np.random.default_rng(7)
+    expected.random(5)
+    assert np.array_equal(continued.random(4), expected.random(4))  # the generator goes on where it was
+    MLP([784, 20, 10]).save(path)  # a model saved without one loads with None
+    assert MLP.load(path, with_info=True)[1]["training_state"] is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epoch_order": np.array([0, 0, 1])}, "epoch_order is not a permutation"),
+    ({"optimizer.m.0": np.zeros(3, np.float32)}, r"optimizer.m.0 has shape \(3,\)"),
+    ({"training_state_json": np.array('{"schedule_steps": "500"}')}, "not the expected JSON object"),
+    ({"training_state_json": np.array('{"schedule_steps": 0, "generator": null, "optimizer": null, '
+                                      '"optimizer_numbers": {}}')}, "schedule_steps 0"),
+    ({"training_state_json": np.array('{"schedule_steps": 5, "generator": {"bit_generator": "MT19937"}, '
+                                      '"optimizer": null, "optimizer_numbers": {}}')}, "bad training state"),
+    ({"training_state_json": None}, "without training_state_json"),
+])
+def test_load_refuses_a_bad_training_state(tmp_path, change, message):
+    model = MLP([784, 20, 10])
+    path = tmp_path / "model.npz"
+    model.save(path, training_state=_training_state(model))
+    _rewrite(path, **change)
+    with pytest.raises(ModelFileError, match=message):
+        MLP.load(path)
