@@ -278,6 +278,22 @@ def test_a_bad_saved_configuration_is_refused_before_loading_data(tmp_path, chan
     assert "Data:" not in result.stdout
 
 
+def test_early_stopping_saves_the_best_model_with_its_own_step(tmp_path):
+    """Patience never runs out: the run ends at --steps with later weights worse on
+    validation. The model file holds the best weights with their step (where a resume
+    starts) and their history; stats.json says both the last step and the weights' step."""
+    result = run_nn("--dry-run", "--val-split", 0.5, "--early-stopping", 1000, "--eval-every", 50, "--steps", 800,
+                    "--lr", 0.5, "--out", tmp_path, "--quiet")
+    assert result.returncode == 0, result.stderr
+    stats = read_stats(tmp_path)
+    best = min(stats["evaluations"], key=lambda e: e["val_loss"])["step"]
+    assert best < 800 and stats["steps"] == 800 and stats["weights_from_step"] == best
+    _, info = MLP.load(tmp_path / "model_mnist.npz", with_info=True)
+    assert info["steps_done"] == best and info["history"]["loss_steps"][-1] == best
+    assert info["training_state"]["generator"] is None  # the generator of step 800 does not belong to these weights
+    assert f"kept the weights of step {best}" in result.stdout
+
+
 def nn_defaults():
     import nn
     return dict(nn.DEFAULTS)
