@@ -158,10 +158,10 @@ def test_second_interrupt_exits_at_once(tmp_path):
     assert "Interrupted by" not in rest  # it quit without finishing the save
 
 
-ALL_OUTPUTS = OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png")
-# The writes of a run, in order (tests/hooked_nn.py counts them): the model, the four pictures, stats.json.
+ALL_OUTPUTS = OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png", "weights.png")
+# The writes of a run, in order (tests/hooked_nn.py counts them): the model, the five pictures, stats.json.
 WRITES = ("model_mnist.npz", "training_loss_graph.png", "accuracy_graph.png", "confusion_matrix.png",
-          "misclassified.png", "stats.json")
+          "misclassified.png", "weights.png", "stats.json")
 
 
 def run_hooked(action, write_number, out_dir):
