@@ -391,9 +391,10 @@ def _is_racy(csv_path, keyed_ns):
     Timestamps can be coarse (FAT: 2 s, ext3: 1 s): an edit made within the
     same tick as the version that was keyed can keep the whole key (same size,
     inode, mtime and ctime). Such a key is not trusted alone: the CRC-32 is checked.
+    The change time is the kernel's clock at the last change, which no tool sets
+    back or ahead (unlike the mtime, which `touch -d 2030-01-01` puts in the future).
     """
-    stat = os.stat(csv_path)
-    return keyed_ns - max(stat.st_ctime_ns, stat.st_mtime_ns) < RACY_WINDOW_NS
+    return keyed_ns - os.stat(csv_path).st_ctime_ns < RACY_WINDOW_NS
 
 
 def _write_cache(cache_path, images, labels, key, crc, keyed_ns):

@@ -16,7 +16,9 @@ FORMAT_VERSION = 1
 
 # Limits of what a model file may declare, checked before anything is decompressed.
 MAX_LAYERS = 64                  # layer_sizes has at most MAX_LAYERS + 1 entries
-MAX_PARAMETERS = 1 << 27         # weights and biases in all (512 MiB as float32)
+MAX_PARAMETERS = 1 << 25         # weights and biases in all (128 MiB as float32; --preset best has 1.3 M)
+MAX_COMPRESSION = 10             # MLP.save stores members uncompressed; a member packed more tightly
+                                 # than 1:10 (zeros declared by the gigabyte) is refused unread
 MAX_LENGTH = 1 << 24             # a member of variable length (None in the table): entries
 MAX_TEXT_CHARS = 1 << 24         # a text member (kind "U"): characters per string (4 bytes each)
 NPY_HEADER_LIMIT = 10_000        # bytes of a member's .npy header (NumPy's own default limit)
@@ -247,7 +249,11 @@ class MLP:
             first = int(saved_history["first_loss_step"])
             history = {"loss_steps": list(range(first, first + len(losses))), "losses": losses,
                        "evaluations": list(saved_history["evaluations"])}
-        except (ValueError, TypeError, KeyError) as error:
+            if steps_done < 0 or first < 1:
+                raise ValueError(f"steps_done {steps_done} and first_loss_step {first} must be 0 and 1 or more")
+            if not all(isinstance(e, dict) and type(e.get("step")) is int for e in history["evaluations"]):
+                raise ValueError("every evaluation needs a whole-number step")
+        except (ValueError, TypeError, KeyError, OverflowError) as error:
             fail(f"bad configuration or history ({error})")
         if not isinstance(config, dict):
             fail("configuration is not a JSON object")
@@ -261,7 +267,7 @@ class MLP:
                 target[...] = value
         try:
             training_state = _read_training_state(arrays)
-        except (ValueError, TypeError, KeyError) as error:
+        except (ValueError, TypeError, KeyError, OverflowError) as error:
             fail(f"bad training state ({error})")
         info = {"config": config, "steps_done": steps_done, "history": history, "training_state": training_state}
         return (model, info) if with_info else model
@@ -295,8 +301,9 @@ def _read_training_state(arrays):
         np.random.PCG64().state = state["generator"]  # raises for a state that is not PCG64's
     if state["optimizer"] is not None and state["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {state['optimizer']!r}")
-    if not isinstance(state["optimizer_numbers"], dict):
-        raise ValueError("optimizer_numbers is not a JSON object")
+    numbers = state["optimizer_numbers"]
+    if not isinstance(numbers, dict) or not all(type(n) is int and 0 <= n < 2 ** 53 for n in numbers.values()):
+        raise ValueError("optimizer_numbers is not a JSON object of whole numbers from 0 to 2**53")
     state["optimizer_arrays"] = {}
     for name in OPTIMIZER_MEMBERS:
         if name in arrays:
@@ -343,11 +350,26 @@ def _read_members(archive, fail):
         for name in members:
             if name not in infos and name not in OPTIONAL_MEMBERS:
                 fail(f"missing {name!r}")
+        _check_optional_members(set(infos), fail)
+        for name, info in infos.items():
+            if info.file_size > (1 << 20) and info.file_size > MAX_COMPRESSION * info.compress_size:
+                fail(f"{name} declares {info.file_size} bytes packed into {info.compress_size}: "
+                     f"more than {MAX_COMPRESSION}:1, which no model file of this program is")
         return {name: _read_member(archive, infos[name], *members[name], fail) for name in members if name in infos}
     except ModelFileError:
         raise
     except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as error:  # bad .npy header, bad CRC, ...
         fail(f"cannot be read ({type(error).__name__}: {error})")
+
+
+def _check_optional_members(names, fail):
+    """The training-state members present make sense together, from their names alone:
+    arrays only with the state, and the arrays of one optimizer (velocity, or m and s)."""
+    if TRAINING_STATE_MEMBER not in names and names & set(OPTIONAL_MEMBERS):
+        fail(f"optimizer or epoch arrays without {TRAINING_STATE_MEMBER}")
+    arrays = {name for name in OPTIMIZER_MEMBERS if name in names}
+    if arrays not in (set(), {"optimizer.velocity.0"}, {"optimizer.m.0", "optimizer.s.0"}):
+        fail(f"optimizer arrays {sorted(arrays)} belong to no single optimizer")
 
 
 def _read_member(archive, info, kinds, shape, fail, max_length=MAX_LENGTH):

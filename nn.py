@@ -218,7 +218,7 @@ def resolve_config(args, resumed_config=None):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
-    if args.dry_run and args.steps is None:
+    if args.dry_run and args.steps is None and not resumed_config:  # a resumed run keeps its steps
         config["steps"] = 50
     check_config(config)  # eval_every None means once an epoch, set when the data size is known
     return config
@@ -245,6 +245,8 @@ def check_config(config):
     need(0 <= config["rotate"] <= 45, f"--rotate must be 0 to 45 degrees, got {config['rotate']}")
     need(config["early_stopping"] >= 0, f"--early-stopping must be 0 or more, got {config['early_stopping']}")
     need(not config["early_stopping"] or config["val_split"] > 0, "--early-stopping needs --val-split")
+    need(not config["early_stopping"] or config["eval_every"] != 0,
+         "--early-stopping needs evaluations: leave out --eval-every 0")
 
 
 def check_folders(args, out_dir):
@@ -374,24 +376,24 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
         if stop.signal is not None:
             ended = "interrupted"
             progress.message(f"{stop.signal.name} at step {step}: saving what was reached "
-                             f"(send it again to quit at once without saving)")
+                             f"(send it again to quit at once: files not saved by then keep their old version)")
             break
     if not model.all_finite():
         raise Diverged(f"the weights stopped being finite numbers by step {step}")
     history["loss_steps"] += list(range(first_step + 1, step + 1))
     history["losses"] += losses[:step - first_step].tolist()
-    state = {"schedule_steps": schedule_steps, "generator": rng.bit_generator.state, "optimizer": config["optimizer"],
-             "epoch_order": order if step % steps_per_epoch else None}
-    state["optimizer_numbers"], state["optimizer_arrays"] = optimizer.state()
     weights_step = step
     if early_stopping and early_stopping.best_step is not None and early_stopping.best_step != step:
         weights_step = early_stopping.restore(model)
-        # The generator, optimizer and epoch belong to the last step, not to these weights.
-        state = {"schedule_steps": schedule_steps, "generator": None, "optimizer": None, "optimizer_numbers": {},
-                 "optimizer_arrays": {}, "epoch_order": None}
         progress.message(f"{'Early stopping' if ended == 'early_stopping' else 'Ended'} at step {step}: "
                          f"restored the weights of step {weights_step} "
                          f"(best validation loss {early_stopping.best_loss:.4f})")
+    # The generator, the optimizer and the epoch belong to the last step: saved only with its weights.
+    kept_last = weights_step == step
+    numbers, arrays = optimizer.state() if kept_last else ({}, {})
+    state = {"schedule_steps": schedule_steps, "generator": rng.bit_generator.state if kept_last else None,
+             "optimizer": config["optimizer"] if kept_last else None, "optimizer_numbers": numbers,
+             "optimizer_arrays": arrays, "epoch_order": order if kept_last and step % steps_per_epoch else None}
     history.update(steps_done=weights_step, last_step=step, ended=ended,
                    best_step=early_stopping and early_stopping.best_step, training_state=state)
     return history

@@ -109,6 +109,7 @@ WORK_SIDE = 256  # the digit is looked for at this size at most (it ends as 20x2
 BLANK_CONTRAST = 0.05  # less ink contrast than this is an empty page
 INK_FLOOR = 0.25  # ink lighter than this fraction of the darkest is paper texture or shadow
 NEAR = 0.25  # ink regions this close to the digit (times its longer side) belong to it
+MIN_PART = 0.02  # a region near the digit with less ink than this share of it is a speck
 
 
 def to_mnist(grey):
@@ -259,8 +260,11 @@ def label_regions(mask):
 
 def keep_digit(ink):
     """ink (h, w) with only the digit left: the connected ink region of most ink, and every
-    region within NEAR times the longer side of what is kept so far (a broken stroke, the
-    bar of a 5), grown until none is added. Specks further away are set to 0."""
+    region that lies within NEAR times its longer side and holds at least MIN_PART of its ink
+    (a broken stroke, the bar of a 5). Everything else, specks and noise, is set to 0.
+
+    Nearness is measured from the main region alone, not from what is kept so far, so that
+    a trail of specks cannot chain its way across the page."""
     labels, count = label_regions(ink > 0)
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
     mass[0] = 0
@@ -271,17 +275,11 @@ def keep_digit(ink):
     np.maximum.at(bottom, labels.ravel(), rows.ravel())
     np.minimum.at(left, labels.ravel(), columns.ravel())
     np.maximum.at(right, labels.ravel(), columns.ravel())
-    kept = np.zeros(count + 1, dtype=bool)
-    kept[mass.argmax()] = True
-    while True:
-        box = top[kept].min(), bottom[kept].max(), left[kept].min(), right[kept].max()
-        reach = NEAR * max(box[1] - box[0] + 1, box[3] - box[2] + 1)
-        gap = np.maximum.reduce([top - box[1], box[0] - bottom, left - box[3], box[2] - right])
-        near = gap <= reach
-        near[0] = False
-        if not (near & ~kept).any():
-            break
-        kept |= near
+    main = mass.argmax()
+    reach = NEAR * max(bottom[main] - top[main] + 1, right[main] - left[main] + 1)
+    gap = np.maximum.reduce([top - bottom[main], top[main] - bottom, left - right[main], left[main] - right])
+    kept = (gap <= reach) & (mass >= MIN_PART * mass[main])
+    kept[0] = False
     return np.where(kept[labels], ink, 0)
 
 

@@ -223,8 +223,8 @@ def _peak_memory_of_loading(path):
 
 @pytest.mark.parametrize("member, dtype, message", [
     ("extra.npy", np.uint8, "unexpected member 'extra'"),
-    ("history_losses.npy", np.float32, "history_losses declares 4194.* bytes, more than"),
-    ("layer0.weights.npy", np.float32, "layer0.weights declares 4194.* bytes, more than"),
+    ("history_losses.npy", np.float32, "history_losses declares 4194.* bytes packed into .*more than 10:1"),
+    ("layer0.weights.npy", np.float32, "layer0.weights declares 4194.* bytes packed into .*more than 10:1"),
 ])
 def test_load_refuses_a_large_member_before_decompressing_it(tmp_path, member, dtype, message):
     MLP([784, 20, 10]).save(tmp_path / "model.npz")
@@ -234,6 +234,26 @@ def test_load_refuses_a_large_member_before_decompressing_it(tmp_path, member, d
     refusal, peak_mib = _peak_memory_of_loading(bomb)
     assert peak_mib < 200, f"peak memory {peak_mib:.0f} MiB while refusing {DECLARED_BYTES >> 20} MiB declared"
     assert re.search(message, refusal) and refusal.startswith(str(bomb)), refusal
+
+
+def test_load_refuses_a_member_larger_than_its_table_entry_unread(tmp_path):
+    # Stored, not compressed, so that only the size check can refuse it: 1 MiB for ten biases.
+    path = tmp_path / "model.npz"
+    MLP([784, 20, 10]).save(path)
+    with zipfile.ZipFile(path) as original, zipfile.ZipFile(tmp_path / "big.npz", "w") as copy:
+        for info in original.infolist():
+            data = original.read(info)
+            copy.writestr(info.filename, data + bytes(1 << 20) if info.filename == "layer1.bias.npy" else data)
+    with pytest.raises(ModelFileError, match=r"layer1.bias declares 1048744 bytes, more than the 10080 it may hold"):
+        MLP.load(tmp_path / "big.npz")
+
+
+def test_load_refuses_optimizer_arrays_of_no_single_optimizer(tmp_path):
+    path = tmp_path / "model.npz"
+    MLP([784, 20, 10]).save(path)
+    _with_member_of_zeros(path, tmp_path / "odd.npz", "optimizer.m.0.npy", np.float32, 4 * 15910)
+    with pytest.raises(ModelFileError, match="without training_state_json"):
+        MLP.load(tmp_path / "odd.npz")
 
 
 def test_load_refuses_a_header_that_does_not_fit_the_table(tmp_path):
