@@ -9,9 +9,12 @@ Writes model_mnist.npz, stats.json and training_loss_graph.png (and the other
 pictures) to --out, by default the folder of this script.
 """
 
+import argparse
 import os
 import re
+import signal
 import sys
+from pathlib import Path
 
 # The lowest versions the project supports (requirements.txt and the README say the same;
 # .ci/run tests them). This file must stay readable by older Pythons up to the check below.
@@ -56,50 +59,6 @@ def unsupported_versions():
     return None
 
 
-def _set_blas_threads(argv):
-    """Set the BLAS thread count from --threads before NumPy is imported, the only time
-    it can be set without extra packages. The default, 1, was chosen by measurement
-    (README, "Speed"): on the 2-core project machine the default run took 11-12 s on
-    one thread every time, and 9.2-22 s on two. An OPENBLAS_NUM_THREADS already in
-    the environment is kept when --threads is not given."""
-    threads = None
-    for index, word in enumerate(argv):
-        if word == "--threads" and index + 1 < len(argv):
-            threads = argv[index + 1]
-        elif word.startswith("--threads="):
-            threads = word.split("=", 1)[1]
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if threads is not None and threads.isdigit() and int(threads) > 0:
-            os.environ[variable] = threads
-        else:
-            os.environ.setdefault(variable, "1")
-
-
-if __name__ == "__main__":
-    _problem = unsupported_versions()
-    if _problem:
-        sys.exit(f"nn.py: error: {_problem}")
-    _set_blas_threads(sys.argv[1:])
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import signal  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-import data  # noqa: E402
-from augment import random_rotations, random_shifts  # noqa: E402
-from atomic import atomic_write  # noqa: E402
-from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
-from mlp import MLP, ModelFileError  # noqa: E402
-from optimizers import OPTIMIZERS, learning_rate_at, make_optimizer  # noqa: E402
-from progress import Progress, format_duration  # noqa: E402
 
 PROJECT_DIR = Path(__file__).resolve().parent
 MODEL_FILE = "model_mnist.npz"
@@ -114,6 +73,13 @@ DEFAULTS = {
     "weight_decay": 0.0, "dropout": 0.0, "augment": 0, "rotate": 0.0, "val_split": 0.0, "eval_every": None,
     "early_stopping": 0,
 }
+# The learning rate each optimizer gets when --lr is not given (sgd: the original's).
+# Measured on 3,000 and 20,000 steps of the default network (README, "Optimizers").
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adam": 0.001}
+# The choices of --optimizer and --activation, spelled out so that the flags parse
+# before NumPy is imported (tests check them against optimizers.py and functions.py).
+OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam")
+HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 # --preset best: chosen on a validation split (see README, "Beyond 98 %").
 PRESETS = {
     "best": {"hidden": [800, 800], "optimizer": "nesterov", "lr": 0.05, "momentum": 0.9,
@@ -129,7 +95,12 @@ class UsageError(Exception):
 
 
 class Diverged(Exception):
-    """The loss or the weights stopped being finite numbers."""
+    """The loss or the weights stopped being finite numbers; `config` is the run's
+    configuration, when known, for advice on the learning rate."""
+
+    def __init__(self, message, config=None):
+        super().__init__(message)
+        self.config = config
 
 
 # ------------------------------------------------------------------ flags
@@ -155,7 +126,8 @@ def build_parser():
     group = parser.add_argument_group("the run (the original values are the defaults)")
     group.add_argument("--steps", type=int, metavar="N", help=f"training steps, total (default: {d['steps']})")
     group.add_argument("--batch-size", type=int, metavar="N", help=f"images per SGD step (default: {d['batch_size']})")
-    group.add_argument("--lr", type=float, metavar="F", help=f"learning rate (default: {d['lr']})")
+    group.add_argument("--lr", type=float, metavar="F", help="learning rate (default: by optimizer, " + ", ".join(
+        f"{name} {lr}" for name, lr in DEFAULT_LR.items()) + ")")
     group.add_argument("--hidden", type=int, nargs="*", metavar="N",
                        help="sizes of the hidden layers (default: 150 150)")
     group.add_argument("--seed", type=int, metavar="N", help=f"seed of the one random generator (default: {d['seed']})")
@@ -185,7 +157,7 @@ def build_parser():
                        "(flags given as well win); best: " + " ".join(
                            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                            for k, v in PRESETS["best"].items()))
-    group.add_argument("--optimizer", choices=OPTIMIZERS, help=f"how the weights move (default: {d['optimizer']})")
+    group.add_argument("--optimizer", choices=OPTIMIZER_NAMES, help=f"how the weights move (default: {d['optimizer']})")
     group.add_argument("--momentum", type=float, metavar="F", help=f"for momentum and nesterov (default: {d['momentum']})")
     group.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                        help=f"learning rate over the run; step: /10 at 50 %% and 75 %% (default: {d['lr_schedule']})")
@@ -194,7 +166,7 @@ def build_parser():
     group.add_argument("--weight-decay", type=float, metavar="F",
                        help=f"L2 penalty F/2 * sum(W**2) on the weights (default: {d['weight_decay']})")
     group.add_argument("--dropout", type=float, metavar="P", help=f"on hidden layers (default: {d['dropout']})")
-    group.add_argument("--activation", choices=[a for a in ACTIVATIONS if a != "linear"],
+    group.add_argument("--activation", choices=HIDDEN_ACTIVATIONS,
                        help=f"of the hidden layers (default: {d['activation']})")
     group.add_argument("--augment", type=int, nargs="?", const=2, metavar="PIXELS",
                        help="shift training images randomly by up to PIXELS (2 when given alone; default: 0)")
@@ -204,6 +176,73 @@ def build_parser():
                        help="stop after PATIENCE evaluations without a better validation loss and keep "
                             "the best weights; needs --val-split (default: off)")
     return parser
+
+
+class _FlagsDoNotParse(Exception):
+    """Raised instead of exiting while the flags are read for the thread count only."""
+
+
+def _raise_flags_do_not_parse(message):
+    raise _FlagsDoNotParse(message)
+
+
+def usable_cores():
+    """How many CPU cores this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def set_blas_threads(argv):
+    """Set the BLAS thread count from --threads before NumPy is imported, the only time
+    it can be set without extra packages. The flags are read by the same parser as the
+    run's, so an abbreviation such as --thread counts; a command line that does not
+    parse, or a subcommand, is left to main() to report. The default, 1, was chosen by
+    measurement (README, "Speed"): on the 2-core project machine the default run took
+    11-12 s on one thread every time, and 9.2-22 s on two. An OPENBLAS_NUM_THREADS
+    already in the environment is kept when --threads is not given."""
+    threads = None
+    if argv and not argv[0].startswith("-"):
+        argv = []  # a subcommand such as predict: no --threads
+    parser = build_parser()
+    parser.error = _raise_flags_do_not_parse
+    try:
+        threads = parser.parse_known_args(argv)[0].threads
+    except _FlagsDoNotParse:
+        pass
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if threads is not None and threads > 0:
+            os.environ[variable] = str(threads)
+        else:
+            os.environ.setdefault(variable, "1")
+    cores = usable_cores()
+    if threads is not None and threads > cores:
+        print(f"nn.py: warning: --threads {threads} is more than the {cores} CPU cores this process may use; "
+              f"the extra threads only wait for a core and slow the run down", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    _problem = unsupported_versions()
+    if _problem:
+        sys.exit(f"nn.py: error: {_problem}")
+    set_blas_threads(sys.argv[1:])
+
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import data  # noqa: E402
+from augment import random_rotations, random_shifts  # noqa: E402
+from atomic import atomic_write  # noqa: E402
+from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
+from mlp import MLP, ModelFileError  # noqa: E402
+from optimizers import OPTIMIZERS, learning_rate_at, make_optimizer  # noqa: E402
+from progress import Progress, format_duration  # noqa: E402
 
 
 def resolve_config(args, resumed_config=None):
@@ -218,6 +257,9 @@ def resolve_config(args, resumed_config=None):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
+    lr_chosen = args.lr is not None or resumed_config or (args.preset and "lr" in PRESETS[args.preset])
+    if not lr_chosen:
+        config["lr"] = DEFAULT_LR[config["optimizer"]]
     if args.dry_run and args.steps is None and not resumed_config:  # a resumed run keeps its steps
         config["steps"] = 50
     check_config(config)  # eval_every None means once an epoch, set when the data size is known
@@ -230,6 +272,7 @@ def check_config(config):
         if not condition:
             raise UsageError(message)
     need(config["steps"] > 0, f"--steps must be a positive number of steps, got {config['steps']}")
+    need(config["seed"] >= 0, f"--seed must be 0 or more, got {config['seed']}")
     need(config["batch_size"] > 0, f"--batch-size must be positive, got {config['batch_size']}")
     need(math.isfinite(config["lr"]) and config["lr"] > 0, f"--lr must be a positive number, got {config['lr']}")
     need(len(config["hidden"]) > 0, "--hidden needs at least one layer size, such as --hidden 150 150")
@@ -241,6 +284,8 @@ def check_config(config):
     need(config["weight_decay"] >= 0, f"--weight-decay must be 0 or more, got {config['weight_decay']}")
     need(0 <= config["momentum"] < 1, f"--momentum must be in [0, 1), got {config['momentum']}")
     need(config["warmup_steps"] >= 0, f"--warmup-steps must be 0 or more, got {config['warmup_steps']}")
+    need(config["warmup_steps"] < config["steps"], f"--warmup-steps {config['warmup_steps']} is not shorter than "
+         f"--steps {config['steps']}: the learning rate would never reach --lr")
     need(0 <= config["augment"] <= 8, f"--augment must be 0 to 8 pixels, got {config['augment']}")
     need(0 <= config["rotate"] <= 45, f"--rotate must be 0 to 45 degrees, got {config['rotate']}")
     need(config["early_stopping"] >= 0, f"--early-stopping must be 0 or more, got {config['early_stopping']}")
@@ -354,8 +399,8 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
         loss, dZ = softmax_cross_entropy(logits, labels[batch])
         smoothed_loss += (loss - smoothed_loss) / min(step - first_step + 1, 20)
         if not math.isfinite(loss) or (smoothed_loss > diverged_loss and step - first_step >= 20):
-            raise Diverged(f"the training loss reached {loss:.4g} at step {step + 1} "
-                           f"(mean of recent steps {smoothed_loss:.4g}; guessing gives {chance_loss:.2f})")
+            raise Diverged(f"the mean training loss of recent steps reached {smoothed_loss:.4g} by step {step + 1} "
+                           f"(latest {loss:.4g}; guessing gives {chance_loss:.2f})", config)
         model.backward(dZ, weight_decay)
         model.update(optimizer, learning_rates[step])
         losses[step - first_step] = loss
@@ -379,7 +424,7 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
                              f"(send it again to quit at once: files not saved by then keep their old version)")
             break
     if not model.all_finite():
-        raise Diverged(f"the weights stopped being finite numbers by step {step}")
+        raise Diverged(f"the weights stopped being finite numbers by step {step}", config)
     history["loss_steps"] += list(range(first_step + 1, step + 1))
     history["losses"] += losses[:step - first_step].tolist()
     weights_step = step
@@ -482,6 +527,17 @@ class EarlyStopping:
 
 
 # ------------------------------------------------------------------ outputs
+
+def divergence_advice(config):
+    """What to try after a divergence, from the optimizer and learning rate used: the
+    optimizer's default learning rate when the run used more, else a tenth of it."""
+    if config is None:
+        return "try a smaller --lr"
+    optimizer, lr = config["optimizer"], config["lr"]
+    if lr > DEFAULT_LR[optimizer]:
+        return f"try --lr {DEFAULT_LR[optimizer]:g}, the default for {optimizer}"
+    return f"try a smaller --lr, such as {lr / 10:g}, or check that the inputs are scaled"
+
 
 def sampled_curve(steps, losses, points=200):
     """The loss curve in about `points` points: the mean loss of each window of steps."""
@@ -766,8 +822,12 @@ def main(argv=None):
         return 1
     except Diverged as error:
         print(f"nn.py: error: training diverged: {error}. The learning rate is probably too high "
-              f"(try a smaller --lr, such as the default 0.1); nothing was saved, earlier outputs are intact.",
+              f"({divergence_advice(error.config)}); nothing was saved, earlier outputs are intact.",
               file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("nn.py: error: out of memory (are --hidden, --batch-size or the data too large?); "
+              "nothing was saved, earlier outputs are intact.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("nn.py: interrupted before training started; nothing was written", file=sys.stderr)

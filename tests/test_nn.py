@@ -79,6 +79,8 @@ def test_same_seed_same_model(tmp_path):
     (["--val-split", "1.5"], "--val-split must be in"),
     (["--early-stopping", "3"], "needs --val-split"),
     (["--resume", "/nonexistent/model.npz"], "no such model file"),
+    (["--seed", "-1"], "--seed must be 0 or more, got -1"),
+    (["--warmup-steps", "500", "--steps", "100"], "--warmup-steps 500 is not shorter than --steps 100"),
 ])
 def test_bad_flags_are_refused_at_once(tmp_path, flags, message):
     result = run_nn(*flags, "--out", tmp_path) if "--out" not in flags else run_nn(*flags)
@@ -117,6 +119,8 @@ def test_divergence_stops_and_keeps_the_previous_model(tmp_path):
     result = run_nn("--lr", 50, "--steps", 2000, "--out", tmp_path)
     assert result.returncode == 1
     assert "training diverged" in result.stderr and "learning rate is probably too high" in result.stderr
+    assert "the mean training loss of recent steps reached" in result.stderr  # the alarming figure, not the latest
+    assert "try --lr 0.1, the default for sgd" in result.stderr
     assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
 
 
@@ -360,3 +364,39 @@ def test_a_file_that_is_not_a_model_is_named_as_such(command):
     assert result.returncode == 1
     assert result.stderr == f"{result.stderr.split(':')[0]}: error: {readme}: not a model file (not an .npz archive)\n"
     assert "pickle" not in result.stderr and "unsafe" not in result.stderr
+
+
+def test_default_learning_rate_follows_the_optimizer(tmp_path):
+    """--optimizer adam without --lr trains at adam's default, 0.001, not sgd's 0.1."""
+    result = run_nn("--optimizer", "adam", "--dry-run", "--quiet", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_stats(tmp_path)["config"]["lr"] == 0.001
+
+
+def test_divergence_advice_never_repeats_the_learning_rate_used():
+    import nn
+    assert nn.divergence_advice({"optimizer": "adam", "lr": 0.1}) == "try --lr 0.001, the default for adam"
+    advice = nn.divergence_advice({"optimizer": "sgd", "lr": 0.1})
+    assert "0.01" in advice and "0.1," not in advice and "default" not in advice
+
+
+def test_flag_choices_match_the_modules():
+    """nn.py spells the choices out so that it can parse the flags before importing NumPy."""
+    import functions
+    import nn
+    import optimizers
+    assert nn.OPTIMIZER_NAMES == optimizers.OPTIMIZERS and set(nn.DEFAULT_LR) == set(optimizers.OPTIMIZERS)
+    assert set(nn.HIDDEN_ACTIVATIONS) == set(functions.ACTIVATIONS) - {"linear"}
+
+
+def test_threads_flag_is_read_as_argparse_reads_it(tmp_path):
+    """An abbreviation argparse accepts (--thread) sets the BLAS threads too; more threads
+    than cores get a one-line warning."""
+    import os
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    result = run_nn("--thread", cores + 1, "--dry-run", "--quiet", "--out", tmp_path, env={"OPENBLAS_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert read_stats(tmp_path)["environment"]["blas_threads"] == str(cores + 1)
+    assert result.stderr.strip() == (f"nn.py: warning: --threads {cores + 1} is more than the {cores} CPU cores "
+                                     f"this process may use; the extra threads only wait for a core and slow the "
+                                     f"run down")
