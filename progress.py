@@ -1,5 +1,6 @@
 """Training progress on the console: a Keras-style bar on a terminal, plain lines in a log."""
 
+import shutil
 import sys
 import time
 
@@ -23,6 +24,9 @@ class Progress:
     place, at most ``refresh_per_second`` times a second:
         Epoch 3/22 [=====>........] 412/937 - ETA 25s - loss: 0.0912 - 0.62 ms/step
     and is closed with the epoch's summary (and the evaluation, when there is one).
+    The line fits the terminal's width (shutil.get_terminal_size, which reads
+    $COLUMNS first), as Keras's bar does: the bar shrinks, then the ms/step, the
+    bar and the ETA are left out, so that a refresh never wraps onto a new line.
     Elsewhere (a file, a pipe) it writes a plain line every ``log_interval`` steps:
         step  2000/20000  epoch  3/22  loss 0.1234  1620 steps/s  ETA 11s
     ``quiet`` prints nothing at all. ETA is the time left for the whole run.
@@ -75,6 +79,7 @@ class Progress:
                 self.last_refresh = now
                 self._write("\r" + self._bar_line(step, epoch, in_epoch) + "\x1b[K")
                 self.line_open = True
+                self.bar_position = (step, epoch, in_epoch)
         elif step % self.log_interval == 0 or step == self.total_steps:
             per_step, left = self._rates(step)
             width = len(str(self.total_steps))
@@ -84,13 +89,24 @@ class Progress:
             self.interval_loss_sum = 0.0
             self.interval_steps = 0
 
-    def _bar_line(self, step, epoch, in_epoch, width=30):
+    def _bar_line(self, step, epoch, in_epoch, suffix="", max_bar=30):
+        """The progress line, `suffix` (the evaluation) included, in fewer characters than
+        the terminal has columns (the last column makes some terminals wrap)."""
+        columns = shutil.get_terminal_size().columns - 1
         per_step, left = self._rates(step)
-        filled = width * in_epoch // self.steps_per_epoch
-        bar = "=" * filled if filled == width else "=" * filled + ">" + "." * (width - filled - 1)
-        return (f"Epoch {epoch}/{self.total_epochs} [{bar}] {in_epoch}/{self.steps_per_epoch} - "
-                f"ETA {format_duration(left)} - loss: {self.epoch_loss_sum / max(self.epoch_steps, 1):.4f} - "
-                f"{per_step * 1000:.2f} ms/step")
+        loss = f" - loss: {self.epoch_loss_sum / max(self.epoch_steps, 1):.4f}"
+        eta, speed = f" - ETA {format_duration(left)}", f" - {per_step * 1000:.2f} ms/step"
+        head, count = f"Epoch {epoch}/{self.total_epochs} ", f"{in_epoch}/{self.steps_per_epoch}"
+        for parts in ((eta, loss, speed), (eta, loss), (loss,)):
+            rest = count + "".join(parts) + suffix
+            bar_width = min(max_bar, columns - len(head) - len(rest) - 3)  # 3: "[", "] "
+            if bar_width >= 10:
+                filled = bar_width * in_epoch // self.steps_per_epoch
+                bar = "=" * filled if filled == bar_width else "=" * filled + ">" + "." * (bar_width - filled - 1)
+                return f"{head}[{bar}] {rest}"
+            if len(head) + len(rest) <= columns:
+                return head + rest
+        return (head + rest)[:columns]
 
     def end_epoch(self, step, evaluation=None):
         """Close the epoch that ended at ``step``; evaluation is a dict such as
@@ -98,7 +114,11 @@ class Progress:
         if not self.quiet:
             if self.interactive:
                 extra = "".join(f" - {name}: {value:.4f}" for name, value in (evaluation or {}).items())
-                self._write(extra + "\n" if self.line_open else "")
+                if self.line_open:
+                    line = self._bar_line(*self.bar_position, suffix=extra)
+                    if not line.endswith(extra):  # too narrow for both: the evaluation on a line of its own
+                        line = self._bar_line(*self.bar_position) + "\x1b[K\n" + extra[len(" - "):]
+                    self._write("\r" + line + "\x1b[K\n")
                 self.line_open = False
             elif evaluation:
                 self.evaluation(step, evaluation)
