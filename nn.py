@@ -577,6 +577,8 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
                            f"{config['optimizer']}, lr {config['lr']}, batch {config['batch_size']}")
     if history["evaluations"]:
         plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"])
+    else:  # no evaluations: an earlier run's graph would pass for this run's
+        (out_dir / "accuracy_graph.png").unlink(missing_ok=True)
     plots.confusion_matrix_plot(out_dir / "confusion_matrix.png", stats["confusion_matrix"])
     images, labels = test_set
     predicted = probabilities.argmax(axis=1)

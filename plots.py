@@ -9,6 +9,7 @@ backend, so a run without a display never blocks or fails.
 import os
 
 import matplotlib
+import matplotlib.ticker
 
 from atomic import atomic_write
 
@@ -74,6 +75,7 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss"):
             axes.plot(*zip(*points), "o-", color=colour, markersize=3, linewidth=1.2, label=label)
     axes.set_yscale("log")
     axes.set_xlabel("training step")
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_ylabel("cross-entropy loss (log scale)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
@@ -93,6 +95,7 @@ def accuracy_graph(path, evaluations, title="Accuracy during training"):
         if points:
             axes.plot(*zip(*points), "o-", color=colour, markersize=3, label=label)
     axes.set_xlabel("training step")
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no step 32.5 on short runs
     axes.set_ylabel("accuracy (%)")
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
@@ -127,7 +130,8 @@ def confusion_matrix_plot(path, matrix, title="Confusion matrix (test set)"):
 
 def misclassified_grid(path, images, true_labels, predicted, confidences, columns=8,
                        title="Test images the model gets most wrong"):
-    """A grid of 28x28 images titled 'true 7 -> 2 (98%)': the most confident mistakes first."""
+    """A grid of 28x28 images titled 'true 7 -> 2 (98%)': the most confident mistakes first;
+    with no image, a picture that says there was no mistake."""
     plt = _pyplot()
     count = len(images)
     rows = max(1, -(-count // columns))
@@ -138,6 +142,8 @@ def misclassified_grid(path, images, true_labels, predicted, confidences, column
             axes.imshow(images[index].reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
             axes.set_title(f"true {true_labels[index]} \u2192 {predicted[index]}\n{100 * confidences[index]:.0f}% sure",
                            fontsize=8)
+    if count == 0:
+        figure.text(0.5, 0.45, "No mistakes: every test image was read correctly.", ha="center", va="center")
     figure.suptitle(title)
     figure.tight_layout()
     save_figure(figure, path)

@@ -400,3 +400,10 @@ def test_threads_flag_is_read_as_argparse_reads_it(tmp_path):
     assert result.stderr.strip() == (f"nn.py: warning: --threads {cores + 1} is more than the {cores} CPU cores "
                                      f"this process may use; the extra threads only wait for a core and slow the "
                                      f"run down")
+
+
+def test_a_run_without_evaluations_leaves_no_earlier_accuracy_graph(tmp_path):
+    assert run_nn("--dry-run", "--eval-every", 25, "--quiet", "--out", tmp_path).returncode == 0
+    assert (tmp_path / "accuracy_graph.png").exists()
+    assert run_nn("--dry-run", "--eval-every", 0, "--quiet", "--out", tmp_path).returncode == 0
+    assert read_stats(tmp_path)["evaluations"] == [] and not (tmp_path / "accuracy_graph.png").exists()

@@ -2,6 +2,7 @@
 
 import matplotlib.image
 import numpy as np
+import pytest
 
 import plots
 
@@ -41,3 +42,26 @@ def test_weights_picture_is_red_where_weights_are_positive(tmp_path):
         assert red_rows.size > 1000 and blue_rows.size > 1000  # half the tile each: hundreds of screen pixels
         assert (red_rows.max() < blue_rows.min()) == red_on_top
         assert (blue_rows.max() < red_rows.min()) == (not red_on_top)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plotting functions draw, kept open instead of saved."""
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.append(figure))
+    plots.use_display(False)
+    return drawn
+
+
+def test_misclassified_picture_says_when_there_is_no_mistake(figures, tmp_path):
+    empty = np.zeros((0, 784), np.uint8)
+    plots.misclassified_grid(tmp_path / "m.png", empty, [], [], [])
+    texts = [text.get_text() for text in figures[0].texts]
+    assert any("No mistakes" in text for text in texts), texts
+
+
+def test_accuracy_graph_has_whole_steps_on_short_runs(figures, tmp_path):
+    evaluations = [{"step": step, "test_accuracy": 0.5 + step / 200} for step in (31, 32, 33, 34, 35)]
+    plots.accuracy_graph(tmp_path / "a.png", evaluations)
+    ticks = figures[0].axes[0].get_xticks()
+    assert len(ticks) >= 3 and np.all(ticks == np.round(ticks)), ticks
