@@ -351,12 +351,14 @@ def main(argv=None):
 
     from data import DataError, load_csv, to_inputs
     from mlp import MLP, ModelFileError
+    from runs import describe_model
     try:
         model = MLP.load(args.model)
     except ModelFileError as error:
         hint = " (train one first: python nn.py)" if not args.model.exists() else ""
         print(f"nn.py predict: error: {error}{hint}", file=sys.stderr)
         return 1
+    print(describe_model(args.model), file=sys.stderr)
     status = 0
     for path in args.images:
         try:

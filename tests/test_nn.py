@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -407,3 +408,27 @@ def test_a_run_without_evaluations_leaves_no_earlier_accuracy_graph(tmp_path):
     assert (tmp_path / "accuracy_graph.png").exists()
     assert run_nn("--dry-run", "--eval-every", 0, "--quiet", "--out", tmp_path).returncode == 0
     assert read_stats(tmp_path)["evaluations"] == [] and not (tmp_path / "accuracy_graph.png").exists()
+
+
+def test_every_run_keeps_a_copy_and_no_model_is_replaced_without_a_word(tmp_path):
+    """A run writes to --out as the original does, and to its own folder under runs/; a
+    model it replaces keeps a copy there (made now for a model from before runs/ existed),
+    and the run says so in one line. predict names the model it uses."""
+    import shutil
+    assert run_nn("--dry-run", "--quiet", "--out", tmp_path).returncode == 0
+    shutil.rmtree(tmp_path / "runs")  # as if trained before runs/ existed
+    first_model = (tmp_path / "model_mnist.npz").read_bytes()
+    result = run_nn("--dry-run", "--steps", 20, "--quiet", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    replaced = [line for line in result.stdout.splitlines() if "Replaced model_mnist.npz" in line]
+    assert len(replaced) == 1 and "(50 steps, test accuracy " in replaced[0], result.stdout
+    copy = Path(replaced[0].split("its copy is ")[1])
+    assert copy.read_bytes() == first_model
+    this_run = tmp_path / read_stats(tmp_path)["run_folder"]
+    assert (this_run / "model_mnist.npz").read_bytes() == (tmp_path / "model_mnist.npz").read_bytes()
+    assert read_stats(this_run)["steps"] == 20 and (this_run / "training_loss_graph.png").is_file()
+    again = run_nn("--dry-run", "--steps", 30, "--quiet", "--out", tmp_path)
+    assert f"its copy is {this_run / 'model_mnist.npz'}" in again.stdout  # no second copy of a kept model
+    assert len(list((tmp_path / "runs").iterdir())) == 3
+    predict = run_nn("predict", "--model", tmp_path / "model_mnist.npz", PROJECT_DIR / "docs" / "accuracy_graph.png")
+    assert predict.stderr.startswith(f"Model: {tmp_path / 'model_mnist.npz'} (") and "30 steps, test accuracy" in predict.stderr

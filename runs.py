@@ -1,0 +1,79 @@
+"""Every training run's own folder under runs/, so that no trained model is lost.
+
+A run writes its outputs where the original does (model_mnist.npz, stats.json and the
+pictures in --out) and copies them into --out/runs/2026-11-25_031500/ as well. A model
+about to be replaced that has no copy there yet (one trained before runs/ existed) is
+copied first. `describe_model` is the one-line account that predict gives of its model.
+"""
+
+import filecmp
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+RUNS_DIR = "runs"
+
+
+def new_run_folder(out_dir, when=None):
+    """Create and return out_dir/runs/YYYY-MM-DD_HHMMSS for the time `when` (seconds
+    since the epoch; now by default), with _2, _3, ... added when two runs share a second."""
+    stamp = time.strftime("%Y-%m-%d_%H%M%S", time.localtime(when))
+    (out_dir / RUNS_DIR).mkdir(exist_ok=True)
+    for number in range(1, 1000):
+        folder = out_dir / RUNS_DIR / (stamp if number == 1 else f"{stamp}_{number}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise OSError(f"{out_dir / RUNS_DIR}: 999 runs in one second")
+
+
+def copy_atomically(source, folder):
+    """Copy the file `source` into `folder` under a temporary name, then rename it, so
+    that an interrupted copy never leaves a truncated file under the real name."""
+    temporary = folder / f".{source.name}.tmp"
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, folder / source.name)
+
+
+def read_stats(folder, stats_file="stats.json"):
+    """The stats.json of `folder` as a dict, or {} when there is none or it does not parse."""
+    try:
+        return json.loads((folder / stats_file).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _summary(stats):
+    """'2,000 steps, test accuracy 93.40 %' from a stats dict, or a note that there is none."""
+    if "steps" not in stats or "test_accuracy" not in stats:
+        return "no stats.json beside it"
+    return f"{stats['steps']:,} steps, test accuracy {100 * stats['test_accuracy']:.2f} %"
+
+
+def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats.json"):
+    """Before a run writes over out_dir/model_file, make sure a copy of it lives under
+    runs/ (copying it there, with its stats.json, when none does). Returns the line
+    that says what is replaced and where its copy is, or None when there is no model."""
+    model_path = out_dir / model_file
+    if not model_path.is_file():
+        return None
+    stats = read_stats(out_dir, stats_file)
+    copy = out_dir / stats.get("run_folder", RUNS_DIR + "/none") / model_file
+    if not (copy.is_file() and filecmp.cmp(model_path, copy, shallow=False)):
+        folder = new_run_folder(out_dir, when=model_path.stat().st_mtime)
+        if (out_dir / stats_file).is_file():
+            copy_atomically(out_dir / stats_file, folder)
+        copy_atomically(model_path, folder)
+        copy = folder / model_file
+    return f"Replaced {model_path.name} ({_summary(stats)}); its copy is {copy}"
+
+
+def describe_model(model_path, stats_file="stats.json"):
+    """'Model: PATH (2026-11-25 03:15, 20,000 steps, test accuracy 98.12 %)': the file's
+    date, and its figures from the stats.json beside it when there is one."""
+    date = time.strftime("%Y-%m-%d %H:%M", time.localtime(Path(model_path).stat().st_mtime))
+    return f"Model: {model_path} ({date}, {_summary(read_stats(Path(model_path).parent, stats_file))})"
