@@ -33,6 +33,8 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+# The SHA-256 of the official MNIST files (decompressed), kept with the project.
+MNIST_CHECKSUMS = Path(__file__).resolve().parent / "datasets" / "SHA256SUMS"
 
 
 def to_inputs(pixels, out=None):
@@ -449,10 +451,13 @@ def csv_path(data_dir, split):
 
 def build_csv_from_idx(split, idx_dir, destination):
     """Write the CSV of a split from the IDX files in idx_dir, after checking them
-    against idx_dir/SHA256SUMS. Returns the number of images written."""
+    against idx_dir/SHA256SUMS, or, when idx_dir has none, against the official MNIST
+    checksums that the project keeps (datasets/SHA256SUMS). Returns the number of
+    images written."""
     idx_dir = Path(idx_dir)
     images_name, labels_name = IDX_FILES[split]
-    checksums = read_checksums(idx_dir / "SHA256SUMS")
+    own_checksums = idx_dir / "SHA256SUMS"
+    checksums = read_checksums(own_checksums if own_checksums.exists() else MNIST_CHECKSUMS)
     images, labels = read_idx_pair(idx_dir / images_name, idx_dir / labels_name, checksums)
     try:
         write_csv(destination, images, labels)

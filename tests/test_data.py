@@ -265,6 +265,21 @@ def test_truncated_gzip_is_refused(tmp_path):
         data.build_csv_from_idx("train", tmp_path, tmp_path / "out.csv")
 
 
+def test_idx_files_without_sha256sums_are_checked_against_the_projects(tmp_path):
+    """A folder of the real MNIST IDX files and no SHA256SUMS: the project's own
+    checksums of the official files apply; a fake file there is refused by them."""
+    import shutil
+    for name in data.IDX_FILES["test"]:
+        shutil.copyfile(data.MNIST_CHECKSUMS.parent / name, tmp_path / name)
+    assert data.build_csv_from_idx("test", tmp_path, tmp_path / "mnist_test.csv") == 10000
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    make_idx_folder(fake)
+    (fake / "SHA256SUMS").unlink()
+    with pytest.raises(DataError, match="checksum mismatch"):
+        data.build_csv_from_idx("test", fake, fake / "mnist_test.csv")
+
+
 def test_real_mnist_checksums_are_carried_into_the_project():
     sums = data.read_checksums(os.path.join(os.path.dirname(data.__file__), "datasets", "SHA256SUMS"))
     assert sums["train-images-idx3-ubyte"].startswith("ba891046")
