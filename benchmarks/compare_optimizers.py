@@ -6,7 +6,8 @@
 
 Each optimizer trains 784-150-150-10 from the same initial weights and batch order
 (seed 0), with a learning rate of the usual size for it. Prints a table and draws
-docs/optimizers.png.
+benchmarks/results/optimizers.png (ignored by git); the tracked docs/optimizers.png
+changes only when --out names it.
 """
 
 import argparse
@@ -39,11 +40,17 @@ class NoStop:
     signal = None
 
 
-def main():
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "docs" / "optimizers.png")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=PROJECT_DIR / "benchmarks" / "results" / "optimizers.png",
+                        help="the picture (default: benchmarks/results/optimizers.png)")
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     splits = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"])
     runs = []
     for label, changes in CONTENDERS:

@@ -432,3 +432,12 @@ def test_every_run_keeps_a_copy_and_no_model_is_replaced_without_a_word(tmp_path
     assert len(list((tmp_path / "runs").iterdir())) == 3
     predict = run_nn("predict", "--model", tmp_path / "model_mnist.npz", PROJECT_DIR / "docs" / "accuracy_graph.png")
     assert predict.stderr.startswith(f"Model: {tmp_path / 'model_mnist.npz'} (") and "30 steps, test accuracy" in predict.stderr
+
+
+def test_optimizer_comparison_leaves_the_tracked_picture_alone_by_default():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("compare_optimizers",
+                                                  PROJECT_DIR / "benchmarks" / "compare_optimizers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.build_parser().parse_args([]).out == PROJECT_DIR / "benchmarks" / "results" / "optimizers.png"
