@@ -806,6 +806,14 @@ def check_resumed_config(resumed_config, path):
         raise ModelFileError(f"{path}: bad saved configuration: {error}") from None
 
 
+def folder_contents(folder):
+    """{name: modification time in ns} of the files in `folder` ({} when it is not one)."""
+    try:
+        return {entry.name: entry.stat().st_mtime_ns for entry in os.scandir(folder) if entry.is_file()}
+    except OSError:
+        return {}
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -820,6 +828,7 @@ def main(argv=None):
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    data_files_before = folder_contents(args.data)
     try:
         return run(args)
     except UsageError as error:
@@ -844,7 +853,11 @@ def main(argv=None):
               "nothing was saved, earlier outputs are intact.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("nn.py: interrupted before training started; nothing was written", file=sys.stderr)
+        written = sorted(name for name, mtime in folder_contents(args.data).items()
+                         if data_files_before.get(name) != mtime and not name.startswith("."))
+        done = (f"it wrote {', '.join(written)} in {args.data} (complete files: each is written under a "
+                f"temporary name, then renamed) and nothing else" if written else "nothing was written")
+        print(f"nn.py: interrupted before training started; {done}", file=sys.stderr)
         return 130
 
 

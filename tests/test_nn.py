@@ -441,3 +441,20 @@ def test_optimizer_comparison_leaves_the_tracked_picture_alone_by_default():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.build_parser().parse_args([]).out == PROJECT_DIR / "benchmarks" / "results" / "optimizers.png"
+
+
+def test_interrupt_during_data_setup_names_what_was_written(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the CSVs are being written: the message lists the CSV already
+    written, instead of claiming that nothing was."""
+    import nn
+
+    def write_one_csv_then_interrupt(data_dir, idx_dirs, log):
+        (data_dir / "mnist_train.csv").write_text("5," + ",".join(["0"] * 784) + "\n")
+        raise KeyboardInterrupt
+
+    (tmp_path / "old.csv").write_text("here before\n")
+    monkeypatch.setattr(nn.data, "load_mnist", write_one_csv_then_interrupt)
+    assert nn.main(["--data", str(tmp_path), "--out", str(tmp_path), "--quiet"]) == 130
+    message = capsys.readouterr().err
+    assert message.startswith("nn.py: interrupted before training started; it wrote mnist_train.csv in ")
+    assert "old.csv" not in message and "nothing was written" not in message
