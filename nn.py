@@ -331,6 +331,7 @@ class StopRequest:
 
     def __init__(self):
         self.signal = None
+        self.saving = None  # (out_dir, folder_contents(out_dir)) once the save has begun
 
     def __enter__(self):
         self.previous = {s: signal.signal(s, self._handle) for s in EXIT_INTERRUPTED}
@@ -342,8 +343,20 @@ class StopRequest:
 
     def _handle(self, number, frame):
         if self.signal is not None:
+            os.write(2, (self.quit_message() + "\n").encode())  # os.write: print may be mid-write
             os._exit(EXIT_INTERRUPTED.get(number, 1))
         self.signal = signal.Signals(number)
+
+    def quit_message(self):
+        """The line said when a second signal ends the program: what was saved and what not."""
+        if self.saving is None:
+            return "nn.py: quit at once: nothing was saved; earlier outputs are intact"
+        out_dir, before = self.saving
+        now = folder_contents(out_dir)
+        written = [name for name in OUTPUT_FILES if name in now and now[name] != before.get(name)]
+        missing = [name for name in OUTPUT_FILES if name not in written]
+        return (f"nn.py: quit during the save: wrote {', '.join(written) or 'nothing'} to {out_dir}; "
+                f"not written: {', '.join(missing) or 'nothing'} (what was there before is intact)")
 
 
 def evaluate(model, images, labels, batch_size=2000):
@@ -713,6 +726,7 @@ def run(args):
         timings = {"train": train_time, "data": data_time, "steps_this_run": history["last_step"] - first_step}
         stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings,
                             stop.signal)
+        stop.saving = (out_dir, folder_contents(out_dir))
         replaced = runs.keep_replaced_model(out_dir, MODEL_FILE, STATS_FILE)
         run_folder = runs.new_run_folder(out_dir)
         stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()

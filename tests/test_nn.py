@@ -157,10 +157,22 @@ def test_second_interrupt_exits_at_once(tmp_path):
             break
     sent = time.perf_counter()
     process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=30)
+    rest, errors = process.communicate(timeout=30)
     assert process.returncode == 130
     assert time.perf_counter() - sent < 1.0
     assert "Interrupted by" not in rest  # it quit without finishing the save
+    assert errors.strip().splitlines()[-1].startswith("nn.py: quit "), errors  # and said what it saved
+
+
+def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
+    import nn
+    stop = nn.StopRequest()
+    (tmp_path / "stats.json").write_text("{}")
+    stop.saving = (tmp_path, nn.folder_contents(tmp_path))
+    (tmp_path / "model_mnist.npz").write_bytes(b"PK")
+    assert stop.quit_message() == (f"nn.py: quit during the save: wrote model_mnist.npz to {tmp_path}; not written: "
+                                   f"stats.json, training_loss_graph.png, accuracy_graph.png, confusion_matrix.png, "
+                                   f"misclassified.png (what was there before is intact)")
 
 
 ALL_OUTPUTS = OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png", "weights.png")
