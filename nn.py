@@ -6,7 +6,8 @@
     python nn.py predict IMAGE ...    read digits with the saved model (see predict.py)
 
 Writes model_mnist.npz, stats.json and training_loss_graph.png (and the other
-pictures) to --out, by default the folder of this script.
+pictures) to --out, by default the folder of this script, and copies them to the
+run's own folder, --out/runs/DATE_TIME/ (see runs.py).
 """
 
 import argparse
