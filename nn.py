@@ -287,7 +287,8 @@ def check_config(config):
          f"--eval-every must be 0 or more, got {config['eval_every']}")
     need(0 <= config["val_split"] < 1, f"--val-split must be in [0, 1), got {config['val_split']}")
     need(0 <= config["dropout"] < 1, f"--dropout must be in [0, 1), got {config['dropout']}")
-    need(config["weight_decay"] >= 0, f"--weight-decay must be 0 or more, got {config['weight_decay']}")
+    need(math.isfinite(config["weight_decay"]) and config["weight_decay"] >= 0,
+         f"--weight-decay must be a number, 0 or more, got {config['weight_decay']}")
     need(0 <= config["momentum"] < 1, f"--momentum must be in [0, 1), got {config['momentum']}")
     need(config["warmup_steps"] >= 0, f"--warmup-steps must be 0 or more, got {config['warmup_steps']}")
     need(config["warmup_steps"] < config["steps"], f"--warmup-steps {config['warmup_steps']} is not shorter than "
@@ -864,7 +865,7 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     except MemoryError:
-        print("nn.py: error: out of memory (are --hidden, --batch-size or the data too large?); "
+        print("nn.py: error: out of memory (are --steps, --hidden or --batch-size too large?); "
               "nothing was saved, earlier outputs are intact.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

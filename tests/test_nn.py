@@ -81,6 +81,8 @@ def test_same_seed_same_model(tmp_path):
     (["--early-stopping", "3"], "needs --val-split"),
     (["--resume", "/nonexistent/model.npz"], "no such model file"),
     (["--seed", "-1"], "--seed must be 0 or more, got -1"),
+    (["--weight-decay", "inf"], "--weight-decay must be a number, 0 or more, got inf"),
+    (["--hidden", "100000000"], "out of memory"),
     (["--warmup-steps", "500", "--steps", "100"], "--warmup-steps 500 is not shorter than --steps 100"),
 ])
 def test_bad_flags_are_refused_at_once(tmp_path, flags, message):
