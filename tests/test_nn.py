@@ -174,7 +174,7 @@ def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
     (tmp_path / "model_mnist.npz").write_bytes(b"PK")
     assert stop.quit_message() == (f"nn.py: quit during the save: wrote model_mnist.npz to {tmp_path}; not written: "
                                    f"stats.json, training_loss_graph.png, accuracy_graph.png, confusion_matrix.png, "
-                                   f"misclassified.png (what was there before is intact)")
+                                   f"misclassified.png, weights.png (what was there before is intact)")
 
 
 ALL_OUTPUTS = OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png", "weights.png")

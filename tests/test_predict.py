@@ -187,7 +187,8 @@ def test_huge_image_is_refused_from_its_header(tmp_path, trained_model, test_dig
     assert time.perf_counter() - started < 1  # read from the header: decoding it would take seconds
     result = run_nn("predict", "--model", trained_model, huge, black, good)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
+    assert result.stderr.splitlines()[0].startswith(f"Model: {trained_model} (")  # the model it uses, first
+    assert result.stderr.splitlines()[1:] == [
         f"nn.py predict: error: {huge}: 12000x12000 pixels is more than 50 megapixels, the limit; "
         "scale it down first",
         f"nn.py predict: error: {black}: no digit found (the image is blank)"]
