@@ -138,7 +138,7 @@ def build_parser():
     group.add_argument("--seed", type=int, metavar="N", help=f"seed of the one random generator (default: {d['seed']})")
     group.add_argument("--data", type=Path, metavar="DIR", default=PROJECT_DIR / "datasets",
                        help="folder of mnist_train.csv and mnist_test.csv (default: datasets/ beside nn.py)")
-    group.add_argument("--out", type=Path, metavar="DIR", help="folder for the model, stats and pictures "
+    group.add_argument("--out", type=Path, metavar="DIR", help="folder for the model, stats and pictures, created if missing "
                                                 "(default: the folder of nn.py; dry_run/ in it with --dry-run)")
     group = parser.add_argument_group("watching and using it")
     group.add_argument("--eval-every", type=int, metavar="N",
@@ -301,13 +301,19 @@ def check_config(config):
          "--early-stopping needs evaluations: leave out --eval-every 0")
 
 
-def check_folders(args, out_dir):
-    """Refuse a --data folder that does not exist and an --out folder that cannot be
-    written, now rather than after the training."""
+def check_folders(args, out_dir, say):
+    """Refuse a --data folder that does not exist; create a missing --out folder (and its
+    parents), saying so; refuse one that cannot be created or written: all before training."""
     if not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
-    if not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir}: no such folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: not a folder")
+    if not out_dir.exists():
+        try:
+            out_dir.mkdir(parents=True)
+        except OSError as error:
+            raise UsageError(f"--out {out_dir}: cannot create it ({error.strerror})") from None
+        say(f"Created the folder {out_dir} for the outputs")
     try:
         with tempfile.TemporaryFile(dir=out_dir):
             pass
@@ -680,9 +686,7 @@ def run(args):
         check_optimizer_state(resumed_info["training_state"], args.resume)
     config = resolve_config(args, resumed_info and resumed_info["config"])
     out_dir = args.out or (PROJECT_DIR / "dry_run" if args.dry_run else PROJECT_DIR)
-    if args.dry_run and args.out is None:
-        out_dir.mkdir(exist_ok=True)
-    check_folders(args, out_dir)
+    say = (lambda text: None) if args.quiet else print
     saved_state = resumed_info and resumed_info["training_state"]
     if resumed is not None:
         if resumed.layer_sizes[1:-1] != list(config["hidden"]) or resumed.activations[0] != config["activation"]:
@@ -691,8 +695,8 @@ def run(args):
         if resumed_info["steps_done"] >= config["steps"]:
             raise UsageError(f"--resume {args.resume}: already trained for {resumed_info['steps_done']} steps; "
                              f"ask for more with --steps")
+    check_folders(args, out_dir, say)
 
-    say = (lambda text: None) if args.quiet else print
     started = time.perf_counter()
     (train_images, train_labels), eval_sets = prepare_data(args, config, say)
     data_time = time.perf_counter() - started

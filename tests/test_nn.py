@@ -71,8 +71,8 @@ def test_same_seed_same_model(tmp_path):
     (["--hidden", "150", "0"], "--hidden sizes must be positive"),
     (["--batch-size", "100000"], "larger than the 60000 training images"),
     (["--data", "/nonexistent/folder"], "--data /nonexistent/folder: no such folder"),
-    (["--out", "/nonexistent/folder"], "--out /nonexistent/folder: no such folder"),
-    (["--dry-run", "--out", "/nonexistent/folder"], "--out /nonexistent/folder: no such folder"),
+    (["--out", "/dev/null/folder"], "--out /dev/null/folder: cannot create it (Not a directory)"),
+    (["--dry-run", "--out", "/dev/null"], "--out /dev/null: not a folder"),
     (["--threads", "0"], "--threads must be 1 or more"),
     (["--log-interval", "0"], "--log-interval must be 1 or more"),
     (["--out", "/proc"], "--out /proc: cannot write there"),
@@ -92,6 +92,16 @@ def test_bad_flags_are_refused_at_once(tmp_path, flags, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr and "Model:" not in result.stdout
     assert not (tmp_path / "stats.json").exists()
+
+
+def test_a_missing_out_folder_is_created_with_its_parents(tmp_path):
+    out = tmp_path / "new" / "deeper"
+    refused = run_nn("--dry-run", "--steps", "-1", "--out", out)
+    assert refused.returncode == 2 and not (tmp_path / "new").exists()  # a bad flag creates nothing
+    result = run_nn("--dry-run", "--steps", 5, "--eval-every", 0, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert f"Created the folder {out} for the outputs" in result.stdout
+    assert (out / "model_mnist.npz").exists() and (out / "stats.json").exists()
 
 
 def test_bad_data_stops_before_training(tmp_path):
