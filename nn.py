@@ -4,6 +4,7 @@
     python nn.py                      the original run: 784-150-150-10, SGD, 20,000 steps
     python nn.py --help               every flag
     python nn.py predict IMAGE ...    read digits with the saved model (see predict.py)
+    python nn.py serve                draw digits in a browser and watch the model read them (see serve.py)
 
 Writes model_mnist.npz, stats.json and training_loss_graph.png (and the other
 pictures) to --out, by default the folder of this script, and copies them to the
@@ -842,6 +843,9 @@ def main(argv=None):
     if argv and argv[0] == "predict":
         import predict
         return predict.main(argv[1:])
+    if argv and argv[0] == "serve":
+        import serve
+        return serve.main(argv[1:])
     if argv and Path(argv[0]).suffix.lower() in IMAGE_SUFFIXES:  # `predict` forgotten
         print(f"nn.py: error: unrecognized arguments: {' '.join(argv)}; "
               f"did you mean: python nn.py predict {shlex.join(argv)}", file=sys.stderr)

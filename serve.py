@@ -1,0 +1,395 @@
+#!/usr/bin/env python3
+"""Draw a digit in the browser and watch the trained network read it.
+
+    python nn.py serve                       # http://127.0.0.1:8000/
+    python nn.py serve --model runs/model_mnist.npz --port 0 --open
+
+A local web server from Python's standard library. It serves the page in web/
+(plain HTML, CSS and JavaScript) and a small JSON API that the page uses:
+
+    GET  /api/model     the model's facts: layer sizes, steps trained, test accuracy
+    POST /api/predict   a drawing or an image -> digit, probabilities, the 28x28
+                        input and every hidden layer's activations
+
+The drawing is turned into MNIST form by predict.to_mnist, the same code path as
+`python nn.py predict`, and read by the model's own layers. All the maths stays
+in Python; the page only draws.
+"""
+
+import argparse
+import errno
+import io
+import json
+import math
+import signal
+import socket
+import sys
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+import predict
+from functions import softmax
+
+PROJECT_DIR = Path(__file__).resolve().parent
+WEB_DIR = PROJECT_DIR / "web"
+MAX_BODY_BYTES = 2 * 1024 * 1024   # a 280x280 canvas as PNG is a few kB, as JSON grey levels under 1 MB
+MAX_IMAGE_SIDE = 4096              # larger images are refused before they are decoded
+TOP_UNITS = 8                      # first-layer units whose weights the page shows
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                 ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
+                 ".ico": "image/x-icon"}
+JSON_SHAPE = 'expected {"width": W, "height": H, "pixels": [W*H grey levels in [0, 1]]}'
+
+
+class BadRequest(ValueError):
+    """A request the server refuses: its HTTP status and a one-line reason."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+
+
+# ------------------------------------------------------------------ the model
+
+class ServedModel:
+    """The model that the server reads drawings with, and its facts.
+
+    Inference (``training=False``) keeps no state in the layers, so one model
+    serves any number of request threads at once.
+    """
+
+    def __init__(self, model, info, model_path):
+        self.model = model
+        self.facts = model_facts(model, info, model_path)
+
+    def read(self, grey):
+        """Everything the page shows for a grey image (H, W) in [0, 1].
+
+        Returns a dict that json.dumps can write: {"digit": None, "message": ...}
+        for a blank image; otherwise digit, probabilities (10,), input (28, 28)
+        as the network sees it (white ink on black), activations (one list per
+        hidden layer, its units' outputs) and top_units: the most active units of
+        the first hidden layer with their weights (28, 28) scaled to [-1, 1].
+        """
+        try:
+            image = predict.to_mnist(grey)
+        except ValueError:
+            return {"digit": None, "message": "draw a digit: the canvas is blank"}
+        X = image.reshape(1, 784).astype(np.float32)
+        activations = []
+        A = X
+        for layer in self.model.layers[:-1]:
+            A = layer.forward(A)
+            activations.append(A[0])
+        probabilities = softmax(self.model.layers[-1].forward(A))[0]
+        return {
+            "digit": int(probabilities.argmax()),
+            "probabilities": rounded(probabilities, 5),
+            "input": rounded(image, 3),
+            "activations": [rounded(a, 3) for a in activations],
+            "top_units": self.top_units(activations[0]) if activations else [],
+        }
+
+    def top_units(self, first_activations, count=TOP_UNITS):
+        """[{"unit": i, "activation": a, "weights": (28, 28)}] for the most active units
+        of the first hidden layer, most active first; weights divided by their largest
+        magnitude, so that the page can colour +1 and -1 alike for every unit."""
+        W = self.model.layers[0].W  # (784, n_hidden)
+        units = np.argsort(-first_activations, kind="stable")[:count]
+        result = []
+        for unit in units:
+            if first_activations[unit] <= 0:
+                break
+            weights = W[:, unit] / max(float(np.abs(W[:, unit]).max()), 1e-12)
+            result.append({"unit": int(unit), "activation": round(float(first_activations[unit]), 4),
+                           "weights": rounded(weights.reshape(28, 28), 3)})
+        return result
+
+
+def rounded(array, decimals):
+    """The array as nested lists of floats rounded to `decimals` places (smaller JSON)."""
+    return np.round(np.asarray(array, dtype=np.float64), decimals).tolist()
+
+
+def model_facts(model, info, model_path):
+    """The page's "about this model": sizes, parameters, steps and, when a readable
+    stats.json lies beside the model, its test accuracy (None otherwise)."""
+    facts = {"model_file": str(model_path), "layer_sizes": model.layer_sizes,
+             "activations": model.activations, "parameters": int(model.flat_parameters.size),
+             "steps_done": info["steps_done"], "test_accuracy": None}
+    try:
+        stats = json.loads((Path(model_path).parent / "stats.json").read_text())
+        accuracy = stats.get("test_accuracy")
+        if isinstance(accuracy, (int, float)) and math.isfinite(accuracy):
+            facts["test_accuracy"] = accuracy
+    except (OSError, ValueError, AttributeError):  # no stats.json, or not one of ours
+        pass
+    return facts
+
+
+# ------------------------------------------------------------------ request bodies
+
+def grey_from_json(body):
+    """The grey image (H, W) in [0, 1] that a JSON body describes (see JSON_SHAPE)."""
+    def refuse_constant(name):
+        raise BadRequest(400, f"body: {name} is not a number")
+
+    try:
+        value = json.loads(body, parse_constant=refuse_constant)
+    except BadRequest:
+        raise
+    except ValueError as error:
+        raise BadRequest(400, f"body: not JSON ({error})") from None
+    if not isinstance(value, dict) or set(value) != {"width", "height", "pixels"}:
+        raise BadRequest(400, f"body: {JSON_SHAPE}")
+    width, height, pixels = value["width"], value["height"], value["pixels"]
+    for name, side in (("width", width), ("height", height)):
+        if type(side) is not int or not 2 <= side <= MAX_IMAGE_SIDE:
+            raise BadRequest(400, f"{name}: expected a whole number from 2 to {MAX_IMAGE_SIDE}, got {side!r}")
+    if not isinstance(pixels, list) or len(pixels) != width * height:
+        count = len(pixels) if isinstance(pixels, list) else type(pixels).__name__
+        raise BadRequest(400, f"pixels: expected {width}*{height} = {width * height} numbers, got {count}")
+    if not all(type(p) in (int, float) for p in pixels):  # bool, str, list, null are refused
+        raise BadRequest(400, "pixels: every value must be a number")
+    grey = np.array(pixels, dtype=np.float64).reshape(height, width)
+    if not np.isfinite(grey).all() or grey.min() < 0 or grey.max() > 1:
+        raise BadRequest(400, "pixels: every value must be a grey level in [0, 1]")
+    return grey
+
+
+def grey_from_image(body):
+    """The grey image (H, W) in [0, 1] of PNG or JPEG bytes, read by predict.load_grey."""
+    from PIL import Image  # Pillow comes with matplotlib
+    try:
+        with Image.open(io.BytesIO(body)) as image:
+            width, height = image.size  # from the header: nothing is decoded yet
+    except Exception:  # Pillow raises many kinds for bytes that are not an image
+        raise BadRequest(400, "body: not an image (send PNG or JPEG bytes, or JSON grey levels)") from None
+    if max(width, height) > MAX_IMAGE_SIDE:
+        raise BadRequest(400, f"body: image of {width}x{height} pixels, the limit is {MAX_IMAGE_SIDE} a side")
+    try:
+        return predict.load_grey(io.BytesIO(body))
+    except ValueError:
+        raise BadRequest(400, "body: not a readable image (send PNG or JPEG bytes, or JSON grey levels)") from None
+
+
+# ------------------------------------------------------------------ HTTP
+
+def static_files(folder=WEB_DIR):
+    """{"/index.html": path, ...} for the files directly in the page's folder, plus "/".
+
+    Only these exact paths are ever served: a request path is looked up in this
+    table, never joined to a folder, so no spelling of "..", no encoded slash and
+    no absolute path can reach a file outside it.
+    """
+    files = {"/" + path.name: path for path in sorted(folder.iterdir())
+             if path.is_file() and path.suffix in CONTENT_TYPES}
+    files["/"] = folder / "index.html"
+    return files
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Answers GET for the page's files and the API routes, POST for /api/predict.
+
+    Every answer that is not a file is JSON; every refusal is {"error": one line}.
+    """
+
+    server_version = "nn.py-serve"
+    protocol_version = "HTTP/1.1"  # keep-alive: the page sends many small requests
+
+    def do_GET(self):
+        self._answer("GET")
+
+    def do_POST(self):
+        self._answer("POST")
+
+    def do_HEAD(self):
+        self.close_connection = True  # the refusal carries a body, which a HEAD answer must not
+        self._answer("HEAD")
+
+    def do_PUT(self):
+        self._answer("PUT")
+
+    def do_DELETE(self):
+        self._answer("DELETE")
+
+    def do_PATCH(self):
+        self._answer("PATCH")
+
+    def do_OPTIONS(self):
+        self._answer("OPTIONS")
+
+    def _answer(self, method):
+        """Route the request; turn every failure into a one-line JSON refusal."""
+        try:
+            path = urlsplit(self.path).path
+            routes = self.server.routes
+            if path in routes:
+                allowed = routes[path]
+                if method not in allowed:
+                    raise BadRequest(405, f"{method} {path}: use {' or '.join(allowed)}")
+                self._send_json(200, allowed[method](self))
+            elif path in self.server.files:
+                if method != "GET":
+                    raise BadRequest(405, f"{method} {path}: use GET")
+                self._send_file(self.server.files[path])
+            else:
+                raise BadRequest(404, f"{path}: not found")
+        except BadRequest as refusal:
+            self._refuse(refusal)
+        except Exception as error:  # a bug: answer one line, never a traceback; note it on the console
+            self.log_message("internal error on %s %s: %s: %s", method, self.path, type(error).__name__, error)
+            self._refuse(BadRequest(500, "internal error (see the server's console)"))
+
+    def read_body(self):
+        """The request body, at most MAX_BODY_BYTES (413 beyond, before reading it)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            raise BadRequest(411, "body: send a Content-Length, not chunked encoding")
+        length = self.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit():
+            self.close_connection = True
+            raise BadRequest(411, "body: a POST needs a Content-Length")
+        if int(length) > MAX_BODY_BYTES:
+            self.close_connection = True  # the body stays unread: this connection cannot go on
+            raise BadRequest(413, f"body of {int(length)} bytes, the limit is {MAX_BODY_BYTES}")
+        return self.rfile.read(int(length))
+
+    def _send_json(self, status, value):
+        self._send(status, json.dumps(value, separators=(",", ":")).encode(), "application/json")
+
+    def _send_file(self, path):
+        self._send(200, path.read_bytes(), CONTENT_TYPES[path.suffix], cache="no-cache")
+
+    def _refuse(self, refusal):
+        self._send_json(refusal.status, {"error": str(refusal)})
+
+    def _send(self, status, body, content_type, cache="no-store"):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", cache)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_error(self, code, message=None, explain=None):
+        """Malformed requests that the standard library refuses itself: one JSON line too."""
+        self.close_connection = True
+        self._send_json(code, {"error": message or HTTPStatus(code).phrase})
+
+    def log_request(self, code="-", size="-"):
+        """Answered requests are not logged (the page sends one per pen move)."""
+
+
+def api_model(handler):
+    """GET /api/model: the model's facts."""
+    return handler.server.served.facts
+
+
+def api_predict(handler):
+    """POST /api/predict: JSON grey levels or image bytes -> the reading (ServedModel.read)."""
+    body = handler.read_body()
+    content_type = handler.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    grey = grey_from_json(body) if content_type == "application/json" else grey_from_image(body)
+    return handler.server.served.read(grey)
+
+
+# path -> {method: function(handler) -> JSON value}; issue 14's routes go here too.
+ROUTES = {"/api/model": {"GET": api_model}, "/api/predict": {"POST": api_predict}}
+
+
+class Server(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that knows the model, the routes and the page's files."""
+
+    daemon_threads = True  # open keep-alive connections do not hold up Ctrl-C
+
+    def __init__(self, address, served, routes=ROUTES, files=None):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.served = served
+        self.routes = routes
+        self.files = files if files is not None else static_files()
+        super().__init__(address, Handler)
+
+    @property
+    def url(self):
+        host, port = self.server_address[:2]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+# ------------------------------------------------------------------ the command
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="nn.py serve",
+                                     description="Draw digits in a browser and watch the trained network read them.")
+    parser.add_argument("--model", type=Path, default=PROJECT_DIR / "model_mnist.npz",
+                        help="the model file (default: model_mnist.npz beside nn.py)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this computer only)")
+    parser.add_argument("--open", action="store_true", help="also open the page in a web browser")
+    return parser
+
+
+def load_served_model(path):
+    """ServedModel for the file at path; raises ModelFileError with a one-line reason."""
+    from mlp import MLP, ModelFileError
+    model, info = MLP.load(path, with_info=True)
+    if model.layer_sizes[0] != 784 or model.layer_sizes[-1] != 10:
+        raise ModelFileError(f"{path}: a {model.layer_sizes} network, not one for 28x28 digits (784 in, 10 out)")
+    return ServedModel(model, info, path)
+
+
+def stop_on_signal(signum, frame):
+    """SIGTERM stops the server as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from mlp import ModelFileError
+    try:
+        served = load_served_model(args.model)
+    except ModelFileError as error:
+        print(f"nn.py serve: error: {error} (train one first: python nn.py)", file=sys.stderr)
+        return 1
+    if not 0 <= args.port <= 65535:
+        print(f"nn.py serve: error: --port {args.port}: choose 0-65535", file=sys.stderr)
+        return 1
+    try:
+        server = Server((args.host, args.port), served)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            print(f"nn.py serve: error: port {args.port} is in use on {args.host} "
+                  f"(choose another with --port, or --port 0 for a free one)", file=sys.stderr)
+        else:
+            print(f"nn.py serve: error: cannot listen on {args.host} port {args.port}: {error.strerror}",
+                  file=sys.stderr)
+        return 1
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"nn.py serve: warning: listening on {args.host}: the page is open to others on the network",
+              file=sys.stderr)
+    print(f"Serving {args.model} at {server.url}  (Ctrl-C stops)", flush=True)
+    if args.open:
+        import webbrowser
+        threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("Stopped.", flush=True)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

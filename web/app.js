@@ -1,0 +1,262 @@
+// The drawing page: it draws, sends the drawing to the server and shows the answer.
+// All the maths (preprocessing, the network) runs in Python, in serve.py.
+"use strict";
+
+const PEN_WIDTH = 20;  // px on the 280x280 canvas: about 2 px of the 28x28 input, as in MNIST
+
+const canvas = document.getElementById("canvas");
+const pen = canvas.getContext("2d");
+const prediction = document.getElementById("prediction");
+const confidence = document.getElementById("confidence");
+const message = document.getElementById("message");
+
+// ------------------------------------------------------------------ requests
+// At most one request in flight; a drawing that changes meanwhile is sent when it
+// returns, so the latest drawing always wins. document.body.dataset.busy is "1"
+// while a reading is pending (tests wait for "0").
+
+let inFlight = false;
+let pending = null;  // a function that makes the next request's body, or null
+
+function request(makeBody) {
+  pending = makeBody;
+  document.body.dataset.busy = "1";
+  if (!inFlight) sendPending();
+}
+
+async function sendPending() {
+  const makeBody = pending;
+  pending = null;
+  inFlight = true;
+  try {
+    const body = await makeBody();
+    const response = await fetch("api/predict", { method: "POST", body,
+      headers: { "Content-Type": body.type || "application/octet-stream" } });
+    const answer = await response.json();
+    if (pending === null) show(response.ok ? answer : { error: answer.error });
+  } catch (error) {
+    if (pending === null) show({ error: "the server does not answer (is python nn.py serve running?)" });
+  }
+  inFlight = false;
+  if (pending !== null) sendPending();
+  else document.body.dataset.busy = "0";
+}
+
+function canvasAsPng() {
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+// ------------------------------------------------------------------ drawing
+
+function clearCanvas() {
+  pen.fillStyle = "#000";
+  pen.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+function pointOf(event) {
+  const box = canvas.getBoundingClientRect();
+  return [(event.clientX - box.left) * canvas.width / box.width,
+          (event.clientY - box.top) * canvas.height / box.height];
+}
+
+let last = null;  // the pen's previous point while it touches the canvas
+
+canvas.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  canvas.setPointerCapture(event.pointerId);
+  last = pointOf(event);
+  stroke(last, last);
+});
+canvas.addEventListener("pointermove", (event) => {
+  if (last === null) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const each of events.length ? events : [event]) {
+    const point = pointOf(each);
+    stroke(last, point);
+    last = point;
+  }
+});
+for (const name of ["pointerup", "pointercancel"]) {
+  canvas.addEventListener(name, () => { last = null; });
+}
+
+function stroke(from, to) {
+  pen.strokeStyle = "#fff";
+  pen.lineWidth = PEN_WIDTH;
+  pen.lineCap = "round";
+  pen.lineJoin = "round";
+  pen.beginPath();
+  pen.moveTo(from[0], from[1]);
+  pen.lineTo(to[0], to[1]);
+  pen.stroke();
+  request(canvasAsPng);
+}
+
+document.getElementById("clear").addEventListener("click", () => {
+  clearCanvas();
+  pending = null;
+  if (!inFlight) document.body.dataset.busy = "0";
+  show(null);
+});
+
+// ------------------------------------------------------------------ image files
+
+function readFile(file) {
+  if (!file) return;
+  const url = URL.createObjectURL(file);
+  const image = new Image();
+  image.onload = () => {  // show the photo on the canvas; the server reads the file itself
+    clearCanvas();
+    const scale = Math.min(canvas.width / image.width, canvas.height / image.height);
+    const width = image.width * scale, height = image.height * scale;
+    pen.drawImage(image, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
+    URL.revokeObjectURL(url);
+  };
+  image.src = url;
+  request(async () => file);
+}
+
+document.getElementById("file").addEventListener("change", (event) => readFile(event.target.files[0]));
+const drop = document.getElementById("drop");
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  readFile(event.dataTransfer.files[0]);
+});
+
+// ------------------------------------------------------------------ showing the answer
+
+const bars = document.getElementById("bars");
+for (let digit = 0; digit < 10; digit++) {
+  bars.insertAdjacentHTML("beforeend",
+    `<li><span>${digit}</span><span class="bar"><span></span></span><span class="percent"></span></li>`);
+}
+
+// answer: the JSON of /api/predict, {error: "..."} or null (cleared).
+function show(answer) {
+  const reading = answer && answer.digit !== undefined && answer.digit !== null ? answer : null;
+  prediction.textContent = reading ? String(reading.digit) : "";
+  confidence.textContent = reading ? `${(100 * reading.probabilities[reading.digit]).toFixed(1)} % sure` : "";
+  message.classList.toggle("error", Boolean(answer && answer.error));
+  message.textContent = answer === null ? "Draw a digit with the mouse, a finger or a pen."
+    : answer.error ? answer.error : answer.message || "";
+  [...bars.children].forEach((row, digit) => {
+    const p = reading ? reading.probabilities[digit] : 0;
+    row.classList.toggle("best", reading !== null && digit === reading.digit);
+    row.querySelector(".bar span").style.width = `${100 * p}%`;
+    row.querySelector(".percent").textContent = reading ? `${(100 * p).toFixed(1)} %` : "";
+  });
+  paintGrid(document.getElementById("input"), reading ? reading.input : null, 28, 28, grey);
+  showActivations(reading ? reading.activations : null);
+  showWeights(reading ? reading.top_units : []);
+}
+
+// Paint values (a 2-D list, or a flat list laid out in rows of `columns`) into a
+// canvas of columns x rows pixels, one pixel per value, coloured by colourOf(v).
+function paintGrid(target, values, columns, rows, colourOf) {
+  target.width = columns;
+  target.height = rows;
+  const context = target.getContext("2d");
+  const image = context.createImageData(columns, rows);
+  const flat = values ? values.flat() : [];
+  for (let i = 0; i < columns * rows; i++) {
+    const [r, g, b] = i < flat.length ? colourOf(flat[i]) : [20, 22, 28];
+    image.data.set([r, g, b, 255], 4 * i);
+  }
+  context.putImageData(image, 0, 0);
+}
+
+function grey(v) {
+  const level = Math.round(255 * Math.min(Math.max(v, 0), 1));
+  return [level, level, level];
+}
+
+// Warm colours for a unit's output relative to the layer's strongest one.
+function heat(v) {
+  const t = Math.min(Math.max(v, 0), 1);
+  return [Math.round(20 + 235 * Math.min(1, 1.6 * t)), Math.round(22 + 200 * t * t), Math.round(28 + 90 * t * t * t)];
+}
+
+// Weights in [-1, 1]: orange where ink excites the unit, blue where it inhibits.
+function diverging(v) {
+  const t = Math.min(Math.abs(v), 1);
+  const [r, g, b] = v >= 0 ? [232, 119, 46] : [46, 121, 232];
+  return [Math.round(255 + (r - 255) * t), Math.round(255 + (g - 255) * t), Math.round(255 + (b - 255) * t)];
+}
+
+function showActivations(layers) {
+  const holder = document.getElementById("activations");
+  const sizes = facts ? facts.layer_sizes.slice(1, -1) : [];
+  holder.replaceChildren();
+  sizes.forEach((size, index) => {
+    const columns = Math.ceil(Math.sqrt(size));
+    const rows = Math.ceil(size / columns);
+    const values = layers ? layers[index] : null;
+    const strongest = values ? Math.max(...values, 1e-9) : 1;
+    const figure = document.createElement("figure");
+    const grid = document.createElement("canvas");
+    grid.className = "pixels";
+    paintGrid(grid, values ? values.map((v) => v / strongest) : null, columns, rows, heat);
+    const active = values ? values.filter((v) => v > 0).length : 0;
+    figure.append(grid);
+    figure.insertAdjacentHTML("beforeend",
+      `<figcaption>layer ${index + 1}: ${size} units${values ? `, ${active} active` : ""}</figcaption>`);
+    holder.append(figure);
+  });
+}
+
+function showWeights(units) {
+  const holder = document.getElementById("weights");
+  holder.replaceChildren();
+  if (!units.length) {
+    holder.insertAdjacentHTML("beforeend", `<p class="note">Draw something to see them.</p>`);
+  }
+  for (const unit of units) {
+    const figure = document.createElement("figure");
+    const picture = document.createElement("canvas");
+    picture.className = "pixels";
+    paintGrid(picture, unit.weights, 28, 28, diverging);
+    figure.append(picture);
+    figure.insertAdjacentHTML("beforeend", `<figcaption>unit ${unit.unit}: ${unit.activation.toFixed(2)}</figcaption>`);
+    holder.append(figure);
+  }
+}
+
+// ------------------------------------------------------------------ the model's facts
+
+let facts = null;
+
+async function loadFacts() {
+  const list = document.getElementById("facts");
+  try {
+    facts = await (await fetch("api/model")).json();
+  } catch (error) {
+    list.innerHTML = "<dt>model</dt><dd>the server does not answer</dd>";
+    return;
+  }
+  const rows = [
+    ["layers", facts.layer_sizes.join(" → ")],
+    ["activations", facts.activations.join(", ")],
+    ["parameters", facts.parameters.toLocaleString("en")],
+    ["steps trained", facts.steps_done.toLocaleString("en")],
+    ["test accuracy", facts.test_accuracy === null ? "no stats.json beside the model"
+      : `${(100 * facts.test_accuracy).toFixed(2)} % of 10,000 test images`],
+    ["file", facts.model_file],
+  ];
+  list.replaceChildren();
+  for (const [name, value] of rows) {
+    const term = document.createElement("dt");
+    const detail = document.createElement("dd");
+    term.textContent = name;
+    detail.textContent = value;
+    list.append(term, detail);
+  }
+  showActivations(null);
+}
+
+clearCanvas();
+document.body.dataset.busy = "0";
+show(null);
+loadFacts();
