@@ -65,3 +65,16 @@ def run_nn(*args, timeout=600, env=None):
     environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     return subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def start_server(model_path, *args):
+    """Start `python nn.py serve --model model_path --port 0 ARGS`; returns (process, base URL)
+    once it listens. The caller stops it (process.terminate(), or SIGINT)."""
+    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(model_path),
+                                "--port", "0", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    line = process.stdout.readline()  # "Serving MODEL at http://127.0.0.1:PORT/  (Ctrl-C stops)"
+    if " at http://" not in line:
+        process.kill()
+        raise AssertionError(f"the server did not start: {line}{process.stderr.read()}")
+    return process, line.split(" at ")[-1].split()[0]

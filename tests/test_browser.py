@@ -1,0 +1,125 @@
+"""The drawing page in a real browser: headless Chromium, driven by selenium, draws the ten
+digits with mouse strokes on #canvas and reads #prediction.
+
+Needs Debian's chromium and chromium-driver and selenium from PyPI (requirements-dev.txt).
+In CI (the CI environment variable set) a missing browser fails the test; elsewhere it skips.
+"""
+
+import math
+import os
+import shutil
+
+import pytest
+
+from conftest import run_nn, start_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def arc(centre_x, centre_y, radius_x, radius_y, start, end, count=24):
+    """count + 1 points on an ellipse from angle start to end in degrees (0 is right, 90 down)."""
+    return [(centre_x + radius_x * math.cos(math.radians(start + (end - start) * i / count)),
+             centre_y + radius_y * math.sin(math.radians(start + (end - start) * i / count)))
+            for i in range(count + 1)]
+
+
+# Each digit as pen strokes (lists of points) in a unit box, y downwards, written the
+# way a person writes them.
+DIGIT_STROKES = {
+    0: [arc(0.5, 0.5, 0.3, 0.45, -90, 270)],
+    1: [[(0.4, 0.17), (0.55, 0.05), (0.55, 0.95)]],
+    2: [arc(0.5, 0.3, 0.3, 0.25, 180, 360, 16) + [(0.75, 0.45), (0.2, 0.95), (0.85, 0.95)]],
+    3: [arc(0.48, 0.27, 0.28, 0.22, 200, 450, 20) + arc(0.48, 0.72, 0.3, 0.23, -90, 160, 20)],
+    4: [[(0.6, 0.05), (0.15, 0.65), (0.85, 0.65)], [(0.62, 0.3), (0.62, 0.95)]],
+    5: [[(0.8, 0.05), (0.3, 0.05), (0.25, 0.45)] + arc(0.5, 0.68, 0.32, 0.27, -120, 150, 20)],
+    6: [[(0.7, 0.05), (0.45, 0.25)] + arc(0.5, 0.7, 0.28, 0.25, 200, 560, 28)],
+    7: [[(0.15, 0.08), (0.85, 0.08), (0.4, 0.95)]],
+    8: [arc(0.5, 0.27, 0.24, 0.22, 90, 450, 24), arc(0.5, 0.72, 0.3, 0.23, -90, 270, 24)],
+    9: [arc(0.48, 0.3, 0.27, 0.24, 0, 360, 24) + [(0.75, 0.3), (0.7, 0.95)]],
+}
+
+
+@pytest.fixture(scope="session")
+def default_model(tmp_path_factory):
+    """A model trained by the default configuration (`python nn.py`), once per session."""
+    folder = tmp_path_factory.mktemp("default_model")
+    result = run_nn("--out", folder, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return folder / "model_mnist.npz"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through chromedriver; skipped locally when they are missing, never in CI."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        message = "needs chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: {message}")
+        pytest.skip(message)
+    if os.environ.get("CI"):
+        from selenium import webdriver  # in CI a missing selenium is a failure too
+    else:
+        webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install selenium)")
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(browser, default_model):
+    """The browser on the served page of the default model."""
+    process, url = start_server(default_model)
+    browser.get(url)
+    yield browser
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def draw(driver, strokes, size=180):
+    """Draw strokes (unit-box points) with the mouse on #canvas, in a size x size box at its centre."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.by import By
+    canvas = driver.find_element(By.ID, "canvas")
+    actions = ActionBuilder(driver, duration=0)
+    for stroke in strokes:
+        points = [(round((x - 0.5) * size), round((y - 0.5) * size)) for x, y in stroke]  # offsets from the centre
+        actions.pointer_action.move_to(canvas, *points[0]).pointer_down()
+        for point in points[1:]:
+            actions.pointer_action.move_to(canvas, *point)
+        actions.pointer_action.pointer_up()
+    actions.perform()
+
+
+def reading(driver):
+    """The text of #prediction once the page has no reading pending."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.body.dataset.busy") == "0")
+    return driver.find_element(By.ID, "prediction").text
+
+
+def test_the_page_reads_digits_drawn_with_the_mouse(page):
+    from selenium.webdriver.common.by import By
+    assert reading(page) == ""  # nothing drawn yet
+    read = {}
+    for digit, strokes in DIGIT_STROKES.items():
+        page.find_element(By.ID, "clear").click()
+        assert reading(page) == ""
+        draw(page, strokes)
+        read[digit] = reading(page)
+    right = sum(read[digit] == str(digit) for digit in read)
+    assert right >= 9, f"read {read}"
+
+
+def test_clear_empties_the_prediction(page):
+    from selenium.webdriver.common.by import By
+    draw(page, DIGIT_STROKES[7])
+    assert reading(page) == "7"
+    page.find_element(By.ID, "clear").click()
+    assert reading(page) == ""
