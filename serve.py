@@ -310,6 +310,7 @@ class Server(ThreadingHTTPServer):
     """A ThreadingHTTPServer that knows the model, the routes and the page's files."""
 
     daemon_threads = True  # open keep-alive connections do not hold up Ctrl-C
+    request_queue_size = 128  # the listen backlog; socketserver's 5 resets a burst of connections
 
     def __init__(self, address, served, routes=ROUTES, files=None):
         if ":" in address[0]:

@@ -1,0 +1,343 @@
+"""python nn.py serve: the JSON API, the page's files, and every kind of bad input.
+
+The server runs in a subprocess, as a user starts it, on a free port (--port 0), with
+an untrained model (random weights: the answers are checked against the model itself,
+not against the digits; tests/test_browser.py reads real digits with a trained one).
+"""
+
+import http.client
+import io
+import json
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+import predict
+from conftest import PROJECT_DIR, run_nn, start_server
+from mlp import MLP
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """A 784-150-150-10 model with random weights, saved with a stats.json beside it."""
+    folder = tmp_path_factory.mktemp("served")
+    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(folder / "model_mnist.npz", steps_done=1234)
+    (folder / "stats.json").write_text(json.dumps({"test_accuracy": 0.9765}))
+    return folder / "model_mnist.npz"
+
+
+@pytest.fixture(scope="module")
+def model(model_path):
+    return MLP.load(model_path)
+
+
+@pytest.fixture(scope="module")
+def server(model_path):
+    """(host, port) of a running server; stopped after the module."""
+    process, url = start_server(model_path)
+    address = urlsplit(url)
+    yield address.hostname, address.port
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def ask(server, method, path, body=None, content_type="application/json", headers=None):
+    """(status, parsed JSON or raw bytes, Content-Type) of one request on a fresh connection;
+    the path is sent exactly as given (http.client does not normalise it)."""
+    connection = http.client.HTTPConnection(*server, timeout=30)
+    connection.request(method, path, body=body, headers={"Content-Type": content_type, **(headers or {})})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    kind = response.getheader("Content-Type", "")
+    return response.status, json.loads(data) if kind == "application/json" else data, kind
+
+
+def drawing(size=280):
+    """A white '7' on black, as a canvas of size x size grey levels that are multiples of 1/255
+    (so that a PNG of it holds exactly the same values)."""
+    grey = np.zeros((size, size))
+    unit = size // 10
+    grey[2 * unit:3 * unit, 2 * unit:8 * unit] = 1.0
+    for row in range(3 * unit, 9 * unit):  # the diagonal
+        column = 8 * unit - (row - 3 * unit) * 4 * unit // (6 * unit)
+        grey[row, column - unit // 2:column + unit // 2] = 200 / 255
+    return grey
+
+
+def as_json(grey):
+    return json.dumps({"width": grey.shape[1], "height": grey.shape[0], "pixels": grey.ravel().tolist()})
+
+
+def as_png(grey):
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(grey * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def expected_reading(model, grey):
+    """Probabilities (10,), input (28, 28) and hidden activations in float64 from the saved weights:
+    a reference computed apart from the server's code."""
+    image = predict.to_mnist(grey)
+    A = image.reshape(1, 784).astype(np.float32).astype(np.float64)
+    activations = []
+    for layer in model.layers[:-1]:
+        A = np.maximum(A @ layer.W.astype(np.float64) + layer.b, 0)
+        activations.append(A[0])
+    Z = A @ model.layers[-1].W.astype(np.float64) + model.layers[-1].b
+    probabilities = np.exp(Z - Z.max()) / np.exp(Z - Z.max()).sum()
+    return probabilities[0], image, activations
+
+
+# ------------------------------------------------------------------ the API and the page
+
+def test_model_facts(server):
+    status, facts, _ = ask(server, "GET", "/api/model")
+    assert status == 200
+    assert facts["layer_sizes"] == [784, 150, 150, 10]
+    assert facts["steps_done"] == 1234
+    assert facts["test_accuracy"] == 0.9765
+    assert facts["parameters"] == 785 * 150 + 151 * 150 + 151 * 10
+
+
+def test_predict_json_gives_the_reading_of_the_predict_code_path(server, model):
+    grey = drawing()
+    status, answer, _ = ask(server, "POST", "/api/predict", as_json(grey))
+    assert status == 200, answer
+    probabilities, image, activations = expected_reading(model, grey)
+    # The JSON rounds probabilities to 5 decimals and the rest to 3; float32 sums of 784
+    # terms add ~784 * 1.2e-7 * |terms|, far below either rounding.
+    np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-5)  # rounding to 5 decimals
+    np.testing.assert_allclose(answer["input"], image, atol=5e-4)  # rounding to 3 decimals
+    assert [len(a) for a in answer["activations"]] == [150, 150]
+    for served, reference in zip(answer["activations"], activations):
+        np.testing.assert_allclose(served, reference, atol=5e-4 + 1e-4 * np.abs(reference).max())  # rounding + float32
+    assert answer["digit"] == int(np.argmax(probabilities))
+
+
+def test_predict_png_reads_like_the_same_grey_levels(server):
+    grey = drawing()
+    _, from_json, _ = ask(server, "POST", "/api/predict", as_json(grey))
+    status, from_png, _ = ask(server, "POST", "/api/predict", as_png(grey), "image/png")
+    assert status == 200, from_png
+    assert from_png["digit"] == from_json["digit"]
+    np.testing.assert_allclose(from_png["probabilities"], from_json["probabilities"], atol=2e-5)  # both rounded to 1e-5
+
+
+def test_top_units_are_the_most_active_first_layer_units(server, model):
+    status, answer, _ = ask(server, "POST", "/api/predict", as_json(drawing()))
+    first_layer = np.array(answer["activations"][0])
+    units = [unit["unit"] for unit in answer["top_units"]]
+    assert len(units) == 8
+    assert sorted(first_layer[units], reverse=True) == list(first_layer[units])
+    assert first_layer[units].min() >= np.sort(first_layer)[-8]
+    W = model.layers[0].W[:, units[0]]
+    np.testing.assert_allclose(np.array(answer["top_units"][0]["weights"]).ravel(), W / np.abs(W).max(),
+                               atol=5e-4)  # rounding to 3 decimals
+
+
+def test_empty_canvas_asks_for_a_digit(server):
+    status, answer, _ = ask(server, "POST", "/api/predict", as_json(np.zeros((280, 280))))
+    assert status == 200
+    assert answer["digit"] is None
+    assert "draw a digit" in answer["message"]
+
+
+def test_the_page_and_its_files_are_served(server):
+    status, html, kind = ask(server, "GET", "/")
+    assert status == 200 and kind.startswith("text/html")
+    for hook in ('id="canvas"', 'id="clear"', 'id="prediction"', 'src="app.js"', 'href="style.css"'):
+        assert hook.encode() in html
+    assert b"http" not in html.replace(b"http-equiv", b"")  # nothing from a CDN: it works offline
+    status, script, kind = ask(server, "GET", "/app.js")
+    assert status == 200 and kind.startswith("text/javascript") and b"api/predict" in script
+    assert ask(server, "GET", "/style.css")[0] == 200
+
+
+# ------------------------------------------------------------------ bad input
+
+def still_serving(server):
+    status, facts, _ = ask(server, "GET", "/api/model")
+    return status == 200 and facts["layer_sizes"] == [784, 150, 150, 10]
+
+
+def png_of_size(width, height):
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG")  # compresses to a few kB
+    return buffer.getvalue()
+
+
+BAD_REQUESTS = [
+    ("not JSON", "POST", "/api/predict", b"{pixels: 1", "application/json", 400, "not JSON"),
+    ("JSON, wrong shape", "POST", "/api/predict", b"[1, 2, 3]", "application/json", 400, "expected"),
+    ("a key missing", "POST", "/api/predict", b'{"width": 2, "height": 2}', "application/json", 400, "expected"),
+    ("NaN", "POST", "/api/predict", b'{"width": 2, "height": 2, "pixels": [0, NaN, 0, 0]}',
+     "application/json", 400, "NaN"),
+    ("Infinity", "POST", "/api/predict", b'{"width": 2, "height": 2, "pixels": [0, Infinity, 0, 0]}',
+     "application/json", 400, "Infinity"),
+    ("a huge number", "POST", "/api/predict", b'{"width": 2, "height": 2, "pixels": [0, 1e999, 0, 0]}',
+     "application/json", 400, "[0, 1]"),
+    ("wrong length", "POST", "/api/predict", b'{"width": 3, "height": 2, "pixels": [0, 0, 0, 0]}',
+     "application/json", 400, "3*2 = 6 numbers, got 4"),
+    ("out of range", "POST", "/api/predict", b'{"width": 2, "height": 2, "pixels": [0, 2, 0, 0]}',
+     "application/json", 400, "[0, 1]"),
+    ("strings", "POST", "/api/predict", b'{"width": 2, "height": 2, "pixels": ["0", 0, 0, 0]}',
+     "application/json", 400, "number"),
+    ("nested lists", "POST", "/api/predict", b'{"width": 2, "height": 2, "pixels": [[0], 0, 0, 0]}',
+     "application/json", 400, "number"),
+    ("a width that is not a whole number", "POST", "/api/predict",
+     b'{"width": 2.5, "height": 2, "pixels": [0, 0, 0, 0, 0]}', "application/json", 400, "width"),
+    ("a width of true", "POST", "/api/predict", b'{"width": true, "height": 2, "pixels": [0, 0]}',
+     "application/json", 400, "width"),
+    ("not an image", "POST", "/api/predict", b"\x89PNG\r\n\x1a\nnot really", "image/png", 400, "not an image"),
+    ("an empty body", "POST", "/api/predict", b"", "image/png", 400, "not an image"),
+    ("an image too large to decode", "POST", "/api/predict", png_of_size(5000, 5000), "image/png", 400, "5000x5000"),
+    ("GET on the predict route", "GET", "/api/predict", None, "application/json", 405, "use POST"),
+    ("POST on the page", "POST", "/", b"{}", "application/json", 405, "use GET"),
+    ("PUT on the model route", "PUT", "/api/model", b"{}", "application/json", 405, "use GET"),
+    ("DELETE on a file", "DELETE", "/app.js", None, "application/json", 405, "use GET"),
+    ("an unknown path", "GET", "/api/train", None, "application/json", 404, "not found"),
+    ("an unknown file", "GET", "/favicon.ico", None, "application/json", 404, "not found"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, content_type, status, reason",
+                         [case[1:] for case in BAD_REQUESTS], ids=[case[0] for case in BAD_REQUESTS])
+def test_bad_requests_get_a_status_and_one_line(server, method, path, body, content_type, status, reason):
+    answer_status, answer, kind = ask(server, method, path, body, content_type)
+    assert answer_status == status
+    assert kind == "application/json"
+    assert set(answer) == {"error"} and "\n" not in answer["error"] and "Traceback" not in answer["error"]
+    assert reason in answer["error"]
+    assert still_serving(server)
+
+
+def test_a_body_over_the_limit_gets_413_before_it_is_sent(server):
+    connection = http.client.HTTPConnection(*server, timeout=30)
+    connection.putrequest("POST", "/api/predict")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(2 * 1024 * 1024 + 1))
+    connection.endheaders()  # the body is never sent: the server must not wait for it
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    assert response.status == 413
+    assert "limit is 2097152" in answer["error"]
+    assert still_serving(server)
+
+
+def test_a_post_without_length_is_refused(server):
+    with socket.create_connection(server, timeout=30) as connection:
+        connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\r\n")
+        head = connection.recv(4096).decode()
+    assert head.startswith("HTTP/1.1 411"), head
+    assert still_serving(server)
+
+
+TRAVERSALS = ["/../nn.py", "/%2e%2e/nn.py", "/%2E%2E/nn.py", "/..%2fnn.py", "/%2F..%2Fnn.py", "/..%5cnn.py",
+              "/web/../nn.py", "//nn.py", "/../../../../etc/passwd", "/%2fetc%2fpasswd", "/..",
+              "/./index.html/../../nn.py", "/index.html%00.py", "/ /nn.py"]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_paths_out_of_the_page_folder_get_404(server, path):
+    with socket.create_connection(server, timeout=30) as connection:  # the path exactly as written
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.split(b"\r\n")[0] in (b"HTTP/1.1 404 Not Found", b"HTTP/1.1 400 Bad Request"), answer[:200]
+    assert b"def main" not in answer and b"root:" not in answer and b"Traceback" not in answer
+    assert still_serving(server)
+
+
+def test_an_absolute_path_outside_gets_404(server):
+    status, answer, _ = ask(server, "GET", str(PROJECT_DIR / "nn.py"))
+    assert status == 404 and "not found" in answer["error"]
+
+
+def test_50_concurrent_requests_are_all_answered_correctly(server, model):
+    import data
+    images, _, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
+    greys = [image.reshape(28, 28).astype(np.float64) / 255 for image in images[:50]]
+    expected = [int(np.argmax(expected_reading(model, grey)[0])) for grey in greys]
+
+    def read(grey):
+        status, answer, _ = ask(server, "POST", "/api/predict", as_json(grey))
+        return status, answer["digit"], answer["probabilities"]
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(read, greys))
+    assert [status for status, _, _ in answers] == [200] * 50
+    assert [digit for _, digit, _ in answers] == expected
+    for grey, (_, _, probabilities) in zip(greys, answers):
+        np.testing.assert_allclose(probabilities, expected_reading(model, grey)[0], atol=1e-5)  # JSON rounding
+
+
+# ------------------------------------------------------------------ starting and stopping
+
+def one_error_line(result):
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_a_missing_model_is_one_line_and_exit_1(tmp_path):
+    result = run_nn("serve", "--model", tmp_path / "none.npz", "--port", 0, timeout=60)
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "none.npz" in line and "train one first: python nn.py" in line
+
+
+def test_a_damaged_model_is_one_line_and_exit_1(tmp_path, model_path):
+    damaged = tmp_path / "model_mnist.npz"
+    damaged.write_bytes(model_path.read_bytes()[:5000])
+    result = run_nn("serve", "--model", damaged, "--port", 0, timeout=60)
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "not a usable model file" in line and "train one first: python nn.py" in line
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_exit_1(model_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_nn("serve", "--model", model_path, "--port", port, timeout=60)
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert f"port {port} is in use" in line
+
+
+def test_another_host_is_warned_about(model_path):
+    process, url = start_server(model_path, "--host", "0.0.0.0")
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=30)
+    assert "open to others on the network" in errors
+
+
+def test_ctrl_c_stops_the_server_cleanly(model_path):
+    process, url = start_server(model_path)
+    address = urlsplit(url)
+    assert still_serving((address.hostname, address.port))
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "Stopped." in output
+    assert errors == ""  # no traceback, no noise
+    with socket.socket() as again:  # the port is free again
+        again.bind((address.hostname, address.port))
+
+
+def test_serve_help_names_its_flags():
+    result = run_nn("serve", "--help", timeout=60)
+    assert result.returncode == 0
+    for flag in ("--model", "--port", "--host", "--open"):
+        assert flag in result.stdout
