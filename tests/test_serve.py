@@ -10,6 +10,7 @@ import io
 import json
 import signal
 import socket
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -341,3 +342,12 @@ def test_serve_help_names_its_flags():
     assert result.returncode == 0
     for flag in ("--model", "--port", "--host", "--open"):
         assert flag in result.stdout
+
+
+def test_latency_benchmark_runs_with_tiny_sizes(model_path):
+    import sys
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "benchmarks" / "serve_latency.py"), "--model",
+                             str(model_path), "--repeats", "3", "--warmup", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "png (" in result.stdout and "json (" in result.stdout and "predict.to_mnist" in result.stdout
