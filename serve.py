@@ -78,8 +78,8 @@ class ServedModel:
         """
         try:
             image = predict.to_mnist(grey)
-        except ValueError:
-            return {"digit": None, "message": "draw a digit: the canvas is blank"}
+        except ValueError as error:  # predict.to_mnist found no digit
+            return {"digit": None, "message": f"draw a digit: {error}"}
         X = image.reshape(1, 784).astype(np.float32)
         activations = []
         A = X
@@ -201,6 +201,7 @@ class Handler(BaseHTTPRequestHandler):
 
     server_version = "nn.py-serve"
     protocol_version = "HTTP/1.1"  # keep-alive: the page sends many small requests
+    timeout = 60  # seconds a connection may stay silent before it is closed
     disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart (Nagle + delayed ACK)
 
     def do_GET(self):

@@ -123,3 +123,26 @@ def test_clear_empties_the_prediction(page):
     assert reading(page) == "7"
     page.find_element(By.ID, "clear").click()
     assert reading(page) == ""
+
+
+def test_an_answer_on_its_way_does_not_come_back_after_clear(page):
+    """Clear pressed while a drawing's request is on its way (fetch is wrapped to press it just
+    before sending): the answer is for a drawing that no longer exists, and is not shown."""
+    draw(page, DIGIT_STROKES[7])
+    assert reading(page) == "7"
+    page.execute_script("""
+        const realFetch = window.fetch;
+        window.fetch = (...args) => {
+            window.fetch = realFetch;
+            document.getElementById("clear").click();
+            return realFetch(...args);
+        };
+        const canvas = document.getElementById("canvas");
+        const box = canvas.getBoundingClientRect();
+        for (const type of ["pointerdown", "pointerup"]) {  // one more dot: one more request
+            canvas.dispatchEvent(new PointerEvent(type, {pointerId: 1, isPrimary: true, pointerType: "mouse",
+                bubbles: true, clientX: box.left + 140, clientY: box.top + 140}));
+        }
+    """)
+    assert reading(page) == ""
+    assert page.execute_script("return window.fetch.name") == "fetch"  # the wrapper ran and was removed

@@ -12,13 +12,16 @@ const message = document.getElementById("message");
 
 // ------------------------------------------------------------------ requests
 // At most one request in flight; a drawing that changes meanwhile is sent when it
-// returns, so the latest drawing always wins. document.body.dataset.busy is "1"
-// while a reading is pending (tests wait for "0").
+// returns, so the latest drawing always wins, and an answer is shown only if the
+// drawing has not changed since (nor been cleared). document.body.dataset.busy is
+// "1" while a reading is pending (tests wait for "0").
 
 let inFlight = false;
 let pending = null;  // a function that makes the next request's body, or null
+let version = 0;     // counts the changes of the drawing
 
 function request(makeBody) {
+  version += 1;
   pending = makeBody;
   document.body.dataset.busy = "1";
   if (!inFlight) sendPending();
@@ -26,6 +29,7 @@ function request(makeBody) {
 
 async function sendPending() {
   const makeBody = pending;
+  const sentVersion = version;
   pending = null;
   inFlight = true;
   try {
@@ -33,9 +37,9 @@ async function sendPending() {
     const response = await fetch("api/predict", { method: "POST", body,
       headers: { "Content-Type": body.type || "application/octet-stream" } });
     const answer = await response.json();
-    if (pending === null) show(response.ok ? answer : { error: answer.error });
+    if (sentVersion === version) show(response.ok ? answer : { error: answer.error });
   } catch (error) {
-    if (pending === null) show({ error: "the server does not answer (is python nn.py serve running?)" });
+    if (sentVersion === version) show({ error: "the server does not answer (is python nn.py serve running?)" });
   }
   inFlight = false;
   if (pending !== null) sendPending();
@@ -94,6 +98,7 @@ function stroke(from, to) {
 
 document.getElementById("clear").addEventListener("click", () => {
   clearCanvas();
+  version += 1;  // an answer still on its way is for the old drawing
   pending = null;
   if (!inFlight) document.body.dataset.busy = "0";
   show(null);
