@@ -228,6 +228,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer(self, method):
         """Route the request; turn every failure into a one-line JSON refusal."""
+        self.body_read = False
         try:
             path = urlsplit(self.path).path
             routes = self.server.routes
@@ -260,6 +261,7 @@ class Handler(BaseHTTPRequestHandler):
         if int(length) > MAX_BODY_BYTES:
             self.close_connection = True  # the body stays unread: this connection cannot go on
             raise BadRequest(413, f"body of {int(length)} bytes, the limit is {MAX_BODY_BYTES}")
+        self.body_read = True
         return self.rfile.read(int(length))
 
     def _send_json(self, status, value):
@@ -269,6 +271,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, path.read_bytes(), CONTENT_TYPES[path.suffix], cache="no-cache")
 
     def _refuse(self, refusal):
+        if not self.body_read and self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+            self.close_connection = True  # its unread body would be taken for the next request
         self._send_json(refusal.status, {"error": str(refusal)})
 
     def _send(self, status, body, content_type, cache="no-store"):

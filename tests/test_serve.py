@@ -351,3 +351,18 @@ def test_latency_benchmark_runs_with_tiny_sizes(model_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "png (" in result.stdout and "json (" in result.stdout and "predict.to_mnist" in result.stdout
+
+
+def test_a_refused_body_is_not_read_as_the_next_request(server):
+    """A 405 answers before the body is read; on a keep-alive connection that body must not be
+    taken for the next request (the server closes the connection instead)."""
+    connection = http.client.HTTPConnection(*server, timeout=30)
+    connection.request("POST", "/", body=b'{"pixels": []}', headers={"Content-Type": "application/json"})
+    first = connection.getresponse()
+    first.read()
+    connection.request("GET", "/api/model")  # reconnects if the server closed, as it should
+    second = connection.getresponse()
+    answer = json.loads(second.read())
+    connection.close()
+    assert first.status == 405
+    assert second.status == 200, answer
