@@ -303,7 +303,8 @@ def test_a_damaged_model_is_one_line_and_exit_1(tmp_path, model_path):
     result = run_nn("serve", "--model", damaged, "--port", 0, timeout=60)
     assert result.returncode == 1
     line = one_error_line(result)
-    assert "not a usable model file" in line and "train one first: python nn.py" in line
+    assert line.startswith(f"nn.py serve: error: {damaged}: not a") and "model file" in line
+    assert "train one first: python nn.py" in line
 
 
 def test_a_port_in_use_is_one_line_naming_it_and_exit_1(model_path):
