@@ -146,3 +146,19 @@ def test_an_answer_on_its_way_does_not_come_back_after_clear(page):
     """)
     assert reading(page) == ""
     assert page.execute_script("return window.fetch.name") == "fetch"  # the wrapper ran and was removed
+
+
+def test_a_chosen_image_file_is_read(page, tmp_path):
+    """The second way in: a picture of a dark 4 on light paper, chosen with the file input."""
+    from PIL import Image, ImageDraw
+    from selenium.webdriver.common.by import By
+    picture = Image.new("L", (300, 400), 235)
+    pen = ImageDraw.Draw(picture)
+    for stroke in DIGIT_STROKES[4]:
+        pen.line([(50 + 200 * x, 60 + 280 * y) for x, y in stroke], fill=30, width=22, joint="curve")
+    picture.save(tmp_path / "four.png")
+    page.find_element(By.ID, "clear").click()
+    page.find_element(By.ID, "file").send_keys(str(tmp_path / "four.png"))
+    from selenium.webdriver.support.wait import WebDriverWait
+    WebDriverWait(page, 20).until(lambda driver: driver.find_element(By.ID, "prediction").text != "")
+    assert reading(page) == "4"
