@@ -84,6 +84,7 @@ def test_same_seed_same_model(tmp_path):
     (["--weight-decay", "inf"], "--weight-decay must be a number, 0 or more, got inf"),
     (["--hidden", "100000000"], "out of memory"),
     (["--warmup-steps", "500", "--steps", "100"], "--warmup-steps 500 is not shorter than --steps 100"),
+    (["--val-split", "1e-9"], "--val-split 1e-09 holds out no image of the 60000 training images"),
 ])
 def test_bad_flags_are_refused_at_once(tmp_path, flags, message):
     result = run_nn(*flags, "--out", tmp_path) if "--out" not in flags else run_nn(*flags)
@@ -482,3 +483,17 @@ def test_interrupt_during_data_setup_names_what_was_written(tmp_path, monkeypatc
     message = capsys.readouterr().err
     assert message.startswith("nn.py: interrupted before training started; it wrote mnist_train.csv in ")
     assert "old.csv" not in message and "nothing was written" not in message
+
+
+@pytest.mark.parametrize("threads, cores, load, expected", [
+    (None, 2, 3.0, None), (1, 2, 5.0, None), (2, 2, 0.1, None), (2, 16, 3.0, None), (4, 16, 12.4, None),
+    (2, 2, 1.2, "--threads 2, but other programs keep about 1 of the 2 CPU cores busy (load average 1.2)"),
+    (2, 2, 7.0, "--threads 2, but other programs keep about 2 of the 2 CPU cores busy (load average 7.0)"),
+    (8, 16, 9.6, "--threads 8, but other programs keep about 10 of the 16 CPU cores busy"),
+])
+def test_threads_beside_busy_cores_get_a_warning(threads, cores, load, expected):
+    """--threads 2 while another program keeps one of two cores busy ran at 17 steps/s:
+    the run says so when the load average leaves fewer idle cores than threads."""
+    import nn
+    warning = nn.busy_cores_warning(threads, cores, load)
+    assert warning is None if expected is None else warning.startswith(f"nn.py: warning: {expected}")
