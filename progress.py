@@ -92,7 +92,9 @@ class Progress:
     def _bar_line(self, step, epoch, in_epoch, suffix="", max_bar=30):
         """The progress line, `suffix` (the evaluation) included, in fewer characters than
         the terminal has columns (the last column makes some terminals wrap)."""
-        columns = shutil.get_terminal_size().columns - 1
+        # A terminal that reports no size gives 0 columns on Python 3.10 (80, the fallback,
+        # on later versions): take 80 then too.
+        columns = (shutil.get_terminal_size().columns or 80) - 1
         per_step, left = self._rates(step)
         loss = f" - loss: {self.epoch_loss_sum / max(self.epoch_steps, 1):.4f}"
         eta, speed = f" - ETA {format_duration(left)}", f" - {per_step * 1000:.2f} ms/step"
