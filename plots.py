@@ -4,9 +4,14 @@ first-layer weights.
 Every function draws one figure and writes it atomically as PNG. Matplotlib is
 used through its headless Agg backend unless ``use_display`` chose a window
 backend, so a run without a display never blocks or fails.
+
+Drawn for speed (issue 13): pyplot is imported only when windows are wanted (or
+it is loaded already, as in a notebook); margins are fixed rather than measured
+by ``tight_layout``; many small images are one image (a mosaic), not many axes.
 """
 
 import os
+import sys
 
 import matplotlib
 import matplotlib.ticker
@@ -32,11 +37,26 @@ def _pyplot():
     return plt
 
 
+def new_figure(width, height, margins=(0.1, 0.12, 0.97, 0.9)):
+    """A figure of width x height inches with one axes placed at fixed `margins` (left,
+    bottom, right, top, as fractions of the figure): (figure, axes).
+
+    A pyplot figure when windows are wanted or pyplot is loaded already (a notebook
+    shows it); otherwise a bare Figure, which spares importing pyplot and its backend."""
+    if _display_wanted or "matplotlib.pyplot" in sys.modules:
+        figure = _pyplot().figure(figsize=(width, height))
+    else:
+        from matplotlib.figure import Figure
+        figure = Figure(figsize=(width, height))
+    left, bottom, right, top = margins
+    return figure, figure.add_axes((left, bottom, right - left, top - bottom))
+
+
 def save_figure(figure, path):
     """Write a figure as PNG, atomically, and close it unless it is to be shown."""
     with atomic_write(path) as f:
         figure.savefig(f, format="png", dpi=110)
-    if not _display_wanted:
+    if not _display_wanted and "matplotlib.pyplot" in sys.modules:
         _pyplot().close(figure)
 
 
@@ -62,8 +82,7 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss"):
     steps, losses: the per-step (or sampled) training loss. evaluations: a list of
     dicts with "step" and any of "test_loss", "val_loss".
     """
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8, 4.8))
+    figure, axes = new_figure(8, 4.8, margins=(0.09, 0.1, 0.98, 0.93))
     window = max(1, len(losses) // 100)
     axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.6, label="training loss (per step)")
     if window > 1:
@@ -80,14 +99,12 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss"):
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
-    figure.tight_layout()
     save_figure(figure, path)
 
 
 def accuracy_graph(path, evaluations, title="Accuracy during training"):
     """Evaluated accuracies (test and validation) against the training step."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8, 4.8))
+    figure, axes = new_figure(8, 4.8, margins=(0.09, 0.1, 0.98, 0.93))
     for key, colour, label in (("train_accuracy", "tab:blue", "training batch accuracy"),
                                ("val_accuracy", "tab:green", "validation accuracy"),
                                ("test_accuracy", "tab:red", "test accuracy")):
@@ -101,16 +118,14 @@ def accuracy_graph(path, evaluations, title="Accuracy during training"):
     axes.grid(True, alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend()
-    figure.tight_layout()
     save_figure(figure, path)
 
 
 def confusion_matrix_plot(path, matrix, title="Confusion matrix (test set)"):
     """Counts of (true digit, predicted digit), with the count written in each cell."""
-    plt = _pyplot()
     import numpy as np
     matrix = np.asarray(matrix)
-    figure, axes = plt.subplots(figsize=(7, 6.2))
+    figure, axes = new_figure(7, 6.2, margins=(0.1, 0.09, 0.8, 0.93))
     image = axes.imshow(np.log1p(matrix), cmap="Blues")
     threshold = np.log1p(matrix).max() / 2
     for true in range(matrix.shape[0]):
@@ -123,30 +138,54 @@ def confusion_matrix_plot(path, matrix, title="Confusion matrix (test set)"):
     axes.set_xlabel("predicted digit")
     axes.set_ylabel("true digit")
     axes.set_title(title)
-    figure.colorbar(image, ax=axes, label="log(1 + count)")
-    figure.tight_layout()
+    figure.colorbar(image, cax=figure.add_axes((0.83, 0.09, 0.03, 0.84)), label="log(1 + count)")
     save_figure(figure, path)
 
 
 def misclassified_grid(path, images, true_labels, predicted, confidences, columns=8,
                        title="Test images the model gets most wrong"):
-    """A grid of 28x28 images titled 'true 7 -> 2 (98%)': the most confident mistakes first;
-    with no image, a picture that says there was no mistake."""
-    plt = _pyplot()
-    count = len(images)
-    rows = max(1, -(-count // columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.55 + 0.5), squeeze=False)
-    for index, axes in enumerate(grid.flat):
-        axes.axis("off")
-        if index < count:
-            axes.imshow(images[index].reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
-            axes.set_title(f"true {true_labels[index]} \u2192 {predicted[index]}\n{100 * confidences[index]:.0f}% sure",
-                           fontsize=8)
-    if count == 0:
+    """The 28x28 images captioned 'true 7 -> 2, 98% sure', the most confident mistakes first;
+    with no image, a picture that says there was no mistake.
+
+    images: (count, 784) uint8; true_labels, predicted, confidences: (count,). The
+    images are drawn as one mosaic (see image_mosaic): one image and `count` captions
+    are far quicker to draw than `count` axes.
+    """
+    mosaic, pitch = image_mosaic(images, columns)
+    width = columns * 1.3
+    height = width * mosaic.shape[0] / mosaic.shape[1]
+    figure, axes = new_figure(width, height + 0.5, margins=(0, 0, 1, height / (height + 0.5)))
+    axes.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+    axes.axis("off")
+    for index in range(len(images)):
+        row, column = divmod(index, columns)
+        axes.text(column * pitch[1] + pitch[1] / 2 - 0.5, row * pitch[0] + pitch[0] - 29.5,
+                  f"true {true_labels[index]} \u2192 {predicted[index]}\n{100 * confidences[index]:.0f}% sure",
+                  ha="center", va="bottom", fontsize=8, linespacing=1.2)
+    if len(images) == 0:
         figure.text(0.5, 0.45, "No mistakes: every test image was read correctly.", ha="center", va="center")
-    figure.suptitle(title)
-    figure.tight_layout()
+    figure.suptitle(title, y=1 - 0.1 / (height + 0.5), va="top")
     save_figure(figure, path)
+
+
+def image_mosaic(images, columns=8, side=28, gap=6, caption=18):
+    """The images side by side, `columns` to a row, as one uint8 image; 0 (white in
+    gray_r) between them, and `caption` empty pixels above each row for its captions.
+
+    images: (count, side * side). Returns (mosaic (rows * (caption + side),
+    columns * (side + gap)), (row pitch, column pitch)); rows = ceil(count / columns),
+    at least 1. Image k has its top left corner at (row * row pitch + caption,
+    column * column pitch + gap // 2), row, column = divmod(k, columns).
+    """
+    import numpy as np
+    rows = max(1, -(-len(images) // columns))
+    pitch = (caption + side, side + gap)
+    mosaic = np.zeros((rows * pitch[0], columns * pitch[1]), np.uint8)
+    for k, image in enumerate(images):
+        row, column = divmod(k, columns)
+        top, left = row * pitch[0] + caption, column * pitch[1] + gap // 2
+        mosaic[top:top + side, left:left + side] = np.asarray(image).reshape(side, side)
+    return mosaic, pitch
 
 
 def weight_mosaic(W, count=36, columns=6, side=28):
@@ -183,18 +222,22 @@ def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, qu
     centred on 0); each tile is scaled to its own largest |weight| (see
     weight_mosaic). One imshow of the whole mosaic, so it is quick to draw.
     """
-    plt = _pyplot()
     colours = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.45")
     mosaic = weight_mosaic(W, count, columns)
-    figure, axes = plt.subplots(figsize=(width, (width - 1.4) * mosaic.shape[0] / mosaic.shape[1] + 0.8))
+    image_width = width - 1.5  # inches; the colour bar and its label take the rest
+    image_height = image_width * mosaic.shape[0] / mosaic.shape[1]
+    height = image_height + 0.8  # two lines of title above
+    figure, axes = new_figure(width, height, margins=(0.1 / width, 0.1 / height, (0.1 + image_width) / width,
+                                                      (0.1 + image_height) / height))
     image = axes.imshow(mosaic, cmap=colours, vmin=-1, vmax=1, interpolation="nearest")
     axes.axis("off")
     if title is None:
         title = (f"What the first hidden units look for\n"
                  f"(incoming weights of units 0-{min(count, W.shape[1]) - 1} of the first layer)")
     axes.set_title(title)
-    figure.colorbar(image, ax=axes, shrink=0.8, label=f"{quantity} / largest |{quantity}| of its unit")
-    figure.tight_layout()
+    colour_bar = figure.add_axes(((0.35 + image_width) / width, 0.1 / height + 0.1 * image_height / height,
+                                  0.15 / width, 0.8 * image_height / height))
+    figure.colorbar(image, cax=colour_bar, label=f"{quantity} / largest |{quantity}| of its unit")
     return figure
 
 

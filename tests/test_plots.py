@@ -1,10 +1,14 @@
 """The pictures: drawn from the numbers they show."""
 
+import subprocess
+import sys
+
 import matplotlib.image
 import numpy as np
 import pytest
 
 import plots
+from conftest import PROJECT_DIR
 
 plots.use_display(False)
 
@@ -65,3 +69,43 @@ def test_accuracy_graph_has_whole_steps_on_short_runs(figures, tmp_path):
     plots.accuracy_graph(tmp_path / "a.png", evaluations)
     ticks = figures[0].axes[0].get_xticks()
     assert len(ticks) >= 3 and np.all(ticks == np.round(ticks)), ticks
+
+
+def test_image_mosaic_places_each_image_under_its_caption_space():
+    """Image k sits at row k // columns, column k % columns, below `caption` blank rows,
+    with gap // 2 blank columns on its left; everything else is 0 (white in gray_r)."""
+    images = np.arange(1, 6, dtype=np.uint8)[:, None] * np.ones((1, 784), np.uint8)  # image k is all k + 1
+    mosaic, (row_pitch, column_pitch) = plots.image_mosaic(images, columns=3, gap=6, caption=18)
+    assert (row_pitch, column_pitch) == (18 + 28, 28 + 6)
+    assert mosaic.shape == (2 * 46, 3 * 34) and mosaic.dtype == np.uint8
+    expected = np.zeros_like(mosaic)
+    for k in range(5):
+        row, column = divmod(k, 3)
+        expected[row * 46 + 18:row * 46 + 46, column * 34 + 3:column * 34 + 31] = k + 1
+    assert np.array_equal(mosaic, expected)
+
+
+def test_misclassified_picture_shows_every_image(tmp_path):
+    """24 black images come out as 24 black squares of the expected size on the PNG."""
+    images = np.full((24, 784), 255, np.uint8)
+    labels = np.arange(24) % 10
+    path = tmp_path / "misclassified.png"
+    plots.misclassified_grid(path, images, labels, (labels + 1) % 10, np.full(24, 0.5))
+    pixels = matplotlib.image.imread(path)[..., :3].mean(axis=2)
+    screen_pixels_per_pixel = pixels.shape[1] / (8 * 34)  # the mosaic spans the figure's width
+    black_square = (28 * screen_pixels_per_pixel) ** 2
+    black = (pixels < 0.05).sum()
+    assert 24 * 0.8 * black_square < black < 24 * 1.2 * black_square  # antialiased edges and text: +-20 %
+
+
+def test_pictures_are_drawn_without_importing_pyplot(tmp_path):
+    """Headless, the pictures use a bare Figure: pyplot and its backend machinery
+    (a third of a second to import) are never loaded."""
+    code = ("import sys, numpy as np, plots; plots.use_display(False); "
+            f"plots.confusion_matrix_plot({str(tmp_path / 'c.png')!r}, np.eye(10, dtype=int)); "
+            f"plots.loss_graph({str(tmp_path / 'l.png')!r}, [1, 2, 3], [2.0, 1.0, 0.5], []); "
+            "print('matplotlib.pyplot' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_DIR)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "l.png").stat().st_size > 0
