@@ -55,7 +55,7 @@ def new_figure(width, height, margins=(0.1, 0.12, 0.97, 0.9)):
 def save_figure(figure, path):
     """Write a figure as PNG, atomically, and close it unless it is to be shown."""
     with atomic_write(path) as f:
-        figure.savefig(f, format="png", dpi=110)
+        figure.savefig(f, format="png", dpi=110, pil_kwargs={"compress_level": 1})  # 3x quicker than 6, 1.5x the bytes
     if not _display_wanted and "matplotlib.pyplot" in sys.modules:
         _pyplot().close(figure)
 

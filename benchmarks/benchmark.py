@@ -14,9 +14,12 @@ float32, SGD lr 0.1) and the real MNIST training set:
   matmul  the loop's own eight matrix products alone, on the layers' buffers
   matmul_alloc  the same products written plainly (X @ W), each allocating its result
   torch   the same network and loop in PyTorch, if it is installed
-Also measured: parsing the training CSV, loading its cache, and a whole
-`python nn.py` run (wall time and peak memory). Results go to the console and to
-a JSON file.
+Also measured: parsing the training CSV, loading its cache, one evaluation of the
+test set, and whole runs of `python nn.py` and `python nn.py --preset fast`,
+alternating (wall time, training time, peak memory): what is not training as a
+ratio of the training time, the time to 98 % of each, and (if torch imports) the
+time PyTorch takes to run the `fast` recipe on the same network. Results go to the
+console and to a JSON file.
 """
 
 import argparse
@@ -209,8 +212,82 @@ def worker_torch(steps, warmup):
     return (time.perf_counter() - started) / steps
 
 
+def worker_evaluate(steps, warmup):
+    """Seconds of one evaluation of the 10,000 test images (nn.evaluate), the median of
+    `steps` after `warmup`: what each evaluation during training costs."""
+    import numpy as np
+    import nn
+    from mlp import MLP
+    sys.path.insert(0, str(PROJECT_DIR))
+    import data
+    images, labels = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"], log=lambda text: None)["test"]
+    model = MLP(SIZES, rng=np.random.default_rng(0))
+    times = []
+    for _ in range(warmup + steps):
+        started = time.perf_counter()
+        nn.evaluate(model, images, labels)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[warmup:])
+
+
+def torch_recipe(preset):
+    """(training seconds, test accuracy) of PyTorch training a preset of nn.py: the same
+    network, initial weights, batches (the same seeded permutations), learning rate of
+    every step (optimizers.learning_rate_at) and Nesterov momentum (PyTorch's formula is
+    the project's: v <- m v + g, p <- p - lr (g + m v)). Only the loop is timed."""
+    import numpy as np
+    import torch
+    import nn
+    from mlp import MLP
+    from optimizers import learning_rate_at
+    torch.set_num_threads(int(os.environ["OPENBLAS_NUM_THREADS"]))
+    config = dict(nn.DEFAULTS, **nn.PRESETS[preset])
+    assert config["optimizer"] in ("sgd", "momentum", "nesterov") and not (config["dropout"] or config["augment"]
+                                                                          or config["rotate"] or config["weight_decay"])
+    sys.path.insert(0, str(PROJECT_DIR))
+    import data
+    splits = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"], log=lambda text: None)
+    (images, labels), (test_images, test_labels) = splits["train"], splits["test"]
+    rng = np.random.default_rng([config["seed"], 0])  # as nn.py: initial weights, then the permutations
+    project_model = MLP([784, *config["hidden"], 10], ["relu"] * len(config["hidden"]) + ["softmax"], rng=rng)
+    layers = []
+    for layer in project_model.layers:
+        linear = torch.nn.Linear(layer.W.shape[0], layer.W.shape[1])
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(layer.W.T.copy()))
+            linear.bias.copy_(torch.from_numpy(layer.b.copy()))
+        layers += [linear, torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    momentum = config["momentum"] if config["optimizer"] != "sgd" else 0.0
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=momentum,
+                                nesterov=config["optimizer"] == "nesterov")
+    loss_function = torch.nn.CrossEntropyLoss()
+    images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+    batch_size, total_steps = config["batch_size"], config["steps"]
+    steps_per_epoch = len(labels) // batch_size
+    started = time.perf_counter()
+    for step in range(total_steps):
+        position = step % steps_per_epoch
+        if position == 0:
+            order = torch.from_numpy(rng.permutation(len(labels)))
+        batch = order[position * batch_size:(position + 1) * batch_size]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, total_steps, config["lr"], config["lr_schedule"],
+                                           config["warmup_steps"])
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_function(model(images_t[batch].float().div_(255)), labels_t[batch])
+        loss.backward()
+        optimizer.step()
+        loss.item()
+    seconds = time.perf_counter() - started
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(test_images).float().div_(255)).argmax(dim=1).numpy()
+    return seconds, float(np.mean(predicted == test_labels))
+
+
 WORKERS = {"numpy": worker_numpy, "flat": worker_flat, "matmul": worker_matmul, "matmul_alloc": worker_matmul_alloc,
-           "torch": worker_torch}
+           "torch": worker_torch, "evaluate": worker_evaluate,
+           "torch_fast": lambda steps, warmup: torch_recipe("fast")}
 
 
 # ------------------------------------------------------------------ the orchestra
@@ -222,7 +299,7 @@ def run_worker(name, threads, steps, warmup):
                              "--warmup", str(warmup)], capture_output=True, text=True, env=environment)
     if result.returncode != 0:
         raise RuntimeError(f"worker {name} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["seconds_per_step"]
+    return json.loads(result.stdout.strip().splitlines()[-1])["value"]
 
 
 def torch_available():
@@ -246,15 +323,97 @@ def measure_data(repeats):
     return statistics.median(parse), statistics.median(cache)
 
 
-def measure_full_run():
-    """(wall seconds, peak resident memory in MiB) of `python nn.py --quiet` with cached data."""
+def measure_full_run(*flags):
+    """(wall seconds, peak resident memory in MiB, stats.json) of `python nn.py --quiet FLAGS`
+    on one thread, with cached data."""
     with tempfile.TemporaryDirectory() as folder:
+        command = [str(PROJECT_DIR / "nn.py"), "--quiet", "--threads", "1", "--out", folder, *flags]
         code = ("import resource, subprocess, sys, time; started = time.perf_counter(); "
-                f"r = subprocess.run([sys.executable, {str(PROJECT_DIR / 'nn.py')!r}, '--quiet', '--out', {folder!r}], stdout=subprocess.DEVNULL); "
+                f"r = subprocess.run([sys.executable, *{command!r}], stdout=subprocess.DEVNULL); "
                 "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
         stats = json.loads((Path(folder) / "stats.json").read_text())
     return float(out[0]), int(out[1]) / 1024, stats
+
+
+def time_to_accuracy(stats, target=0.98):
+    """Training seconds until the test accuracy first reached `target`, or None: the
+    training time times the share of the steps done at the first evaluation that reached
+    it (the steps cost alike), or the whole training time if only the final test did."""
+    for evaluation in stats["evaluations"]:
+        if evaluation.get("test_accuracy", 0) >= target:
+            return stats["train_time_s"] * evaluation["step"] / stats["steps"]
+    return stats["train_time_s"] if stats["test_accuracy"] >= target else None
+
+
+def median_of(runs, key):
+    values = [run[key] for run in runs if run[key] is not None]
+    return statistics.median(values) if values else None
+
+
+def measure_full_runs(repeats, with_torch):
+    """Whole runs of `python nn.py` (default) and `python nn.py --preset fast`, and PyTorch
+    training the fast recipe, alternating, on one thread. Returns {name: {"runs": [...],
+    "median": {...}}}, each run with wall and training time, what is not training as a
+    ratio of the training time, time to 98 %, test accuracy and loss."""
+    evaluation_s = run_worker("evaluate", 1, 5, 1)
+    recipes = {"default": [], "fast": ["--preset", "fast"]}
+    runs = {name: [] for name in [*recipes, *(["torch_fast"] if with_torch else [])]}
+    for repeat in range(repeats):
+        for name in (list(runs) if repeat % 2 == 0 else list(runs)[::-1]):  # alternate
+            if name == "torch_fast":
+                train_time, accuracy = run_worker("torch_fast", 1, 0, 0)
+                runs[name].append({"train_time_s": train_time, "test_accuracy": accuracy,
+                                   "time_to_98_s": train_time if accuracy >= 0.98 else None})
+                continue
+            wall, peak, stats = measure_full_run(*recipes[name])
+            train, evaluations = stats["train_time_s"], len(stats["evaluations"])
+            runs[name].append({
+                "wall_s": wall, "train_time_s": train, "peak_rss_mib": peak,
+                "not_training_ratio": (wall - train) / train,
+                "evaluations": evaluations,
+                "not_training_ratio_with_evaluations": (wall - train + evaluations * evaluation_s)
+                / (train - evaluations * evaluation_s),
+                "time_to_98_s": time_to_accuracy(stats), "test_accuracy": stats["test_accuracy"],
+                "test_loss": stats["test_loss"]})
+    summary = {"evaluation_s": evaluation_s}
+    for name, name_runs in runs.items():
+        summary[name] = {"runs": name_runs, "median": {key: median_of(name_runs, key) for key in name_runs[0]}}
+    return summary
+
+
+def report_full_runs(summary):
+    """Print the whole runs' medians and the ratios of issue 13."""
+    default, fast = summary["default"]["median"], summary["fast"]["median"]
+    count = len(summary["default"]["runs"])
+
+    def spread(name, key):
+        values = [run[key] for run in summary[name]["runs"] if run[key] is not None]
+        return (max(values) - min(values)) / statistics.median(values) if values else 0.0
+    print(f"\nwhole runs, one thread, medians of {count} alternating (spread: (max - min) / median)")
+    for name, label in (("default", "python nn.py"), ("fast", "python nn.py --preset fast")):
+        m = summary[name]["median"]
+        print(f"  {label:<27} wall {m['wall_s']:6.2f} s, training {m['train_time_s']:6.2f} s "
+              f"(spread {spread(name, 'train_time_s'):.0%}), not training {m['wall_s'] - m['train_time_s']:.2f} s "
+              f"= {m['not_training_ratio']:.3f} of the training time; test accuracy "
+              f"{100 * m['test_accuracy']:.2f} %, peak memory {m['peak_rss_mib']:.0f} MiB")
+    print(f"  default: the {default['evaluations']:.0f} evaluations during training cost "
+          f"{summary['evaluation_s'] * 1e3:.0f} ms each; counted as not training, the ratio is "
+          f"{default['not_training_ratio_with_evaluations']:.3f}")
+    fast_share = fast["train_time_s"] / default["train_time_s"]
+    summary["fast_over_default_training"] = fast_share
+    print(f"  fast trains in {fast_share:.3f} of the default's training time (1/{1 / fast_share:.1f})")
+    times = {name: summary[name]["median"]["time_to_98_s"] for name in ("default", "fast", "torch_fast")
+             if name in summary}
+    summary["time_to_98_s"] = times
+    print("  time to 98 %: " + ", ".join(f"{name} {'not reached' if t is None else f'{t:.2f} s'}"
+                                         for name, t in times.items()))
+    if times["default"] and times["fast"]:
+        print(f"  default / fast = {times['default'] / times['fast']:.2f}", end="")
+        if times.get("torch_fast"):
+            print(f"; PyTorch fast / NumPy fast = {times['torch_fast'] / times['fast']:.2f} "
+                  f"(PyTorch fast test accuracy {100 * summary['torch_fast']['median']['test_accuracy']:.2f} %)", end="")
+        print()
 
 
 def main():
@@ -264,13 +423,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=5, help="measurements per contender (default: 5)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="BLAS thread counts (default: 1 2)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
-    parser.add_argument("--no-full-run", action="store_true", help="skip the whole `python nn.py` run")
+    parser.add_argument("--no-full-run", action="store_true", help="skip the whole `python nn.py` runs")
+    parser.add_argument("--full-runs", type=int, default=3, metavar="N",
+                        help="whole runs of `python nn.py` and of `--preset fast`, alternating (default: 3)")
     parser.add_argument("--json", type=Path, default=PROJECT_DIR / "benchmarks" / "results" / "latest.json",
                         help="where to write the results (default: benchmarks/results/latest.json)")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps({"seconds_per_step": WORKERS[args.worker](args.steps, args.warmup)}))
+        print(json.dumps({"value": WORKERS[args.worker](args.steps, args.warmup)}))
         return 0
 
     contenders = ["numpy", "flat", "matmul", "matmul_alloc"] + (["torch"] if not args.no_torch and torch_available() else [])
@@ -316,11 +477,9 @@ def main():
     results["data"] = {"csv_parse_s": parse, "cache_load_s": cache}
     print(f"\ndata: parse mnist_train.csv {parse:.3f} s, load its cache {cache:.3f} s")
     if not args.no_full_run:
-        wall, peak, stats = measure_full_run()
-        results["full_run"] = {"wall_s": wall, "peak_rss_mib": peak, "train_time_s": stats["train_time_s"],
-                               "test_accuracy": stats["test_accuracy"], "test_loss": stats["test_loss"]}
-        print(f"python nn.py: {wall:.1f} s end to end (training {stats['train_time_s']:.1f} s), peak memory "
-              f"{peak:.0f} MiB, test accuracy {100 * stats['test_accuracy']:.2f} %, loss {stats['test_loss']:.4f}")
+        with_torch = "torch" in contenders
+        results["full_runs"] = measure_full_runs(args.full_runs, with_torch)
+        report_full_runs(results["full_runs"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")

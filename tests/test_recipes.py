@@ -226,3 +226,17 @@ def test_early_stopping_keeps_the_best_weights_however_the_run_ends(subset, tmp_
     assert history["steps_done"] == history["best_step"] == best["step"]
     assert nn.evaluate(model, *val_set)[0] == best["val_loss"]  # the very weights that were evaluated
     assert history["training_state"]["generator"] is None and history["training_state"]["optimizer"] is None
+
+
+def test_fast_preset_is_flags_on_the_default_network():
+    """--preset fast is training flags only: the default network, batch and loop, far fewer
+    steps, no evaluations during training."""
+    parser = nn.build_parser()
+    config = nn.resolve_config(parser.parse_args(["--preset", "fast"]))
+    assert config["hidden"] == nn.DEFAULTS["hidden"] and config["activation"] == nn.DEFAULTS["activation"]
+    assert config["batch_size"] == nn.DEFAULTS["batch_size"] and config["dropout"] == 0 and config["augment"] == 0
+    assert config["steps"] < nn.DEFAULTS["steps"] / 5  # its time is measured by benchmarks/benchmark.py
+    assert config["eval_every"] == 0  # tested once, after training: evaluations cost training time
+    assert nn.resolve_config(parser.parse_args(["--preset", "fast", "--eval-every", "100"]))["eval_every"] == 100
+    assert nn.resolve_config(parser.parse_args([])) == dict(nn.DEFAULTS)  # the defaults stay the original run
+    assert "fast: --optimizer nesterov --lr 0.1" in " ".join(parser.format_help().split())
