@@ -82,7 +82,7 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss"):
     steps, losses: the per-step (or sampled) training loss. evaluations: a list of
     dicts with "step" and any of "test_loss", "val_loss".
     """
-    figure, axes = new_figure(8, 4.8, margins=(0.09, 0.1, 0.98, 0.93))
+    figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, 0.93))  # room for labels such as 6 x 10^-1
     window = max(1, len(losses) // 100)
     axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.6, label="training loss (per step)")
     if window > 1:
@@ -168,7 +168,7 @@ def misclassified_grid(path, images, true_labels, predicted, confidences, column
     save_figure(figure, path)
 
 
-def image_mosaic(images, columns=8, side=28, gap=6, caption=18):
+def image_mosaic(images, columns=8, side=28, gap=6, caption=12):
     """The images side by side, `columns` to a row, as one uint8 image; 0 (white in
     gray_r) between them, and `caption` empty pixels above each row for its captions.
 

@@ -324,16 +324,17 @@ def measure_data(repeats):
 
 
 def measure_full_run(*flags):
-    """(wall seconds, peak resident memory in MiB, stats.json) of `python nn.py --quiet FLAGS`
-    on one thread, with cached data."""
+    """(wall seconds, peak resident memory in MiB, stats.json, CPU seconds: user + system) of
+    `python nn.py --quiet FLAGS` on one thread, with cached data."""
     with tempfile.TemporaryDirectory() as folder:
         command = [str(PROJECT_DIR / "nn.py"), "--quiet", "--threads", "1", "--out", folder, *flags]
         code = ("import resource, subprocess, sys, time; started = time.perf_counter(); "
                 f"r = subprocess.run([sys.executable, *{command!r}], stdout=subprocess.DEVNULL); "
-                "print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
+                "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+                "print(time.perf_counter() - started, u.ru_maxrss, r.returncode, u.ru_utime + u.ru_stime)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
         stats = json.loads((Path(folder) / "stats.json").read_text())
-    return float(out[0]), int(out[1]) / 1024, stats
+    return float(out[0]), int(out[1]) / 1024, stats, float(out[3])
 
 
 def time_to_accuracy(stats, target=0.98):
@@ -357,7 +358,7 @@ def measure_full_runs(repeats, with_torch):
     "median": {...}}}, each run with wall and training time, what is not training as a
     ratio of the training time, time to 98 %, test accuracy and loss."""
     evaluation_s = run_worker("evaluate", 1, 5, 1)
-    recipes = {"default": [], "fast": ["--preset", "fast"]}
+    recipes = {"default": [], "fast": ["--preset", "fast"], "one_step": ["--steps", "1", "--eval-every", "0"]}
     runs = {name: [] for name in [*recipes, *(["torch_fast"] if with_torch else [])]}
     for repeat in range(repeats):
         for name in (list(runs) if repeat % 2 == 0 else list(runs)[::-1]):  # alternate
@@ -366,10 +367,10 @@ def measure_full_runs(repeats, with_torch):
                 runs[name].append({"train_time_s": train_time, "test_accuracy": accuracy,
                                    "time_to_98_s": train_time if accuracy >= 0.98 else None})
                 continue
-            wall, peak, stats = measure_full_run(*recipes[name])
+            wall, peak, stats, cpu = measure_full_run(*recipes[name])
             train, evaluations = stats["train_time_s"], len(stats["evaluations"])
             runs[name].append({
-                "wall_s": wall, "train_time_s": train, "peak_rss_mib": peak,
+                "wall_s": wall, "cpu_s": cpu, "train_time_s": train, "peak_rss_mib": peak,
                 "not_training_ratio": (wall - train) / train,
                 "evaluations": evaluations,
                 "not_training_ratio_with_evaluations": (wall - train + evaluations * evaluation_s)
@@ -400,6 +401,12 @@ def report_full_runs(summary):
     print(f"  default: the {default['evaluations']:.0f} evaluations during training cost "
           f"{summary['evaluation_s'] * 1e3:.0f} ms each; counted as not training, the ratio is "
           f"{default['not_training_ratio_with_evaluations']:.3f}")
+    one_step = summary["one_step"]["median"]
+    summary["one_step_cpu_over_default_training"] = one_step["cpu_s"] / default["train_time_s"]
+    print(f"  start-up, data, test and outputs alone (python nn.py --steps 1 --eval-every 0): wall "
+          f"{one_step['wall_s']:.2f} s (spread {spread('one_step', 'wall_s'):.0%}), CPU {one_step['cpu_s']:.2f} s "
+          f"(spread {spread('one_step', 'cpu_s'):.0%}) = {summary['one_step_cpu_over_default_training']:.3f} "
+          f"of the default's training time")
     fast_share = fast["train_time_s"] / default["train_time_s"]
     summary["fast_over_default_training"] = fast_share
     print(f"  fast trains in {fast_share:.3f} of the default's training time (1/{1 / fast_share:.1f})")
