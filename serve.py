@@ -38,6 +38,7 @@ from functions import softmax
 PROJECT_DIR = Path(__file__).resolve().parent
 WEB_DIR = PROJECT_DIR / "web"
 MAX_BODY_BYTES = 2 * 1024 * 1024   # a 280x280 canvas as PNG is a few kB, as JSON grey levels under 1 MB
+MAX_DRAINED_BYTES = 16 * MAX_BODY_BYTES  # of a refused body, read and dropped so that the client sees the answer
 MAX_IMAGE_SIDE = 4096              # larger images are refused before they are decoded
 TOP_UNITS = 8                      # first-layer units whose weights the page shows
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -271,9 +272,26 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, path.read_bytes(), CONTENT_TYPES[path.suffix], cache="no-cache")
 
     def _refuse(self, refusal):
-        if not self.body_read and self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+        unread = not self.body_read and self.headers.get("Content-Length", "0").strip() not in ("", "0")
+        if unread:
             self.close_connection = True  # its unread body would be taken for the next request
         self._send_json(refusal.status, {"error": str(refusal)})
+        if unread:
+            self._drain_body()
+
+    def _drain_body(self):
+        """Read and drop up to MAX_DRAINED_BYTES of a refused body, waiting at most a second for
+        each piece: a client still sending it then reads the answer, not a reset connection."""
+        try:
+            remaining = min(int(self.headers["Content-Length"]), MAX_DRAINED_BYTES)
+            self.connection.settimeout(1.0)
+            while remaining > 0:
+                piece = self.rfile.read(min(remaining, 1 << 16))
+                if not piece:
+                    break
+                remaining -= len(piece)
+        except (OSError, ValueError):  # the client gave up, paused, or sent a bad length
+            pass
 
     def _send(self, status, body, content_type, cache="no-store"):
         self.send_response(status)
