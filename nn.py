@@ -104,6 +104,11 @@ class UsageError(Exception):
     """A flag value that cannot work; refused before anything is loaded."""
 
 
+class SaveFailed(Exception):
+    """Writing an output failed after training (a full disk, say); the message names the
+    file and what the save had written by then."""
+
+
 class Diverged(Exception):
     """The loss or the weights stopped being finite numbers; `config` is the run's
     configuration, when known, for advice on the learning rate."""
@@ -331,7 +336,9 @@ def check_config(config):
 
 def check_folders(args, out_dir, say):
     """Refuse a --data folder that does not exist; create a missing --out folder (and its
-    parents), saying so; refuse one that cannot be created or written: all before training."""
+    parents), saying so; refuse one that cannot be created or written, a runs/ in it that
+    is not a writable folder, and a folder in the place of an output: all before the
+    data loads, so that a long run never fails at its save."""
     if not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
     if out_dir.exists() and not out_dir.is_dir():
@@ -347,6 +354,21 @@ def check_folders(args, out_dir, say):
             pass
     except OSError as error:
         raise UsageError(f"--out {out_dir}: cannot write there ({error.strerror})") from None
+    runs_dir = out_dir / runs.RUNS_DIR  # created by the save when missing: out_dir is writable
+    if runs_dir.exists() or runs_dir.is_symlink():
+        if not runs_dir.is_dir():
+            raise UsageError(f"{runs_dir}: not a folder; every run copies its outputs into {runs.RUNS_DIR}/ "
+                             f"in --out (move the file away, or choose another --out)")
+        try:
+            with tempfile.TemporaryFile(dir=runs_dir):
+                pass
+        except OSError as error:
+            raise UsageError(f"{runs_dir}: cannot write there ({error.strerror}); every run copies its "
+                             f"outputs into {runs.RUNS_DIR}/ in --out") from None
+    for name in OUTPUT_FILES:
+        if (out_dir / name).is_dir():
+            raise UsageError(f"{out_dir / name}: a folder where the run writes its {name} (move it away, or "
+                             f"choose another --out)")
 
 
 # ------------------------------------------------------------------ data
@@ -389,12 +411,17 @@ class StopRequest:
         """The line said when a second signal ends the program: what was saved and what not."""
         if self.saving is None:
             return "nn.py: quit at once: nothing was saved; earlier outputs are intact"
-        out_dir, before = self.saving
-        now = folder_contents(out_dir)
-        written = [name for name in OUTPUT_FILES if name in now and now[name] != before.get(name)]
-        missing = [name for name in OUTPUT_FILES if name not in written]
-        return (f"nn.py: quit during the save: wrote {', '.join(written) or 'nothing'} to {out_dir}; "
-                f"not written: {', '.join(missing) or 'nothing'} (what was there before is intact)")
+        return f"nn.py: quit during the save: {saved_so_far(*self.saving)}"
+
+
+def saved_so_far(out_dir, before):
+    """'wrote A, B to DIR; not written: C, D (...)': which outputs a save that stopped
+    part-way replaced, from the folder's contents before it began (folder_contents)."""
+    now = folder_contents(out_dir)
+    written = [name for name in OUTPUT_FILES if name in now and now[name] != before.get(name)]
+    missing = [name for name in OUTPUT_FILES if name not in written]
+    return (f"wrote {', '.join(written) or 'nothing'} to {out_dir}; not written: {', '.join(missing) or 'nothing'} "
+            f"(what was there before is intact; a model replaced has its copy under {runs.RUNS_DIR}/)")
 
 
 def evaluate(model, images, labels, batch_size=2000):
@@ -763,14 +790,18 @@ def run(args):
         stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings,
                             stop.signal)
         stop.saving = (out_dir, folder_contents(out_dir))
-        replaced = runs.keep_replaced_model(out_dir, MODEL_FILE, STATS_FILE)
-        run_folder = runs.new_run_folder(out_dir)
-        stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
-        write_outputs(out_dir, model, config, stats, history, test_set, probabilities, args.show)
-        write_stats(out_dir / STATS_FILE, stats, stop)
-        for name in OUTPUT_FILES:
-            if (out_dir / name).is_file():
-                runs.copy_atomically(out_dir / name, run_folder)
+        try:
+            replaced = runs.keep_replaced_model(out_dir, MODEL_FILE, STATS_FILE)
+            run_folder = runs.new_run_folder(out_dir)
+            stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
+            write_outputs(out_dir, model, config, stats, history, test_set, probabilities, args.show)
+            write_stats(out_dir / STATS_FILE, stats, stop)
+            for name in OUTPUT_FILES:
+                if (out_dir / name).is_file():
+                    runs.copy_atomically(out_dir / name, run_folder)
+        except OSError as error:  # a full disk, a folder that changed since check_folders
+            raise SaveFailed(f"cannot save: {os.fsdecode(error.filename2 or error.filename or out_dir)}: "
+                             f"{error.strerror or error}; {saved_so_far(*stop.saving)}") from None
     print(final_line(history, first_step, train_time, stop.signal)
           + f" Test accuracy {100 * test_accuracy:.2f} %, test loss {test_loss:.4f}. "
           f"Wrote {MODEL_FILE}, {STATS_FILE}, {LOSS_GRAPH_FILE} and more to {out_dir}")
@@ -893,7 +924,7 @@ def main(argv=None):
             hint = " (fix the file, or delete it to have it written again from the MNIST IDX files)"
         print(f"nn.py: error: {error}{hint}", file=sys.stderr)
         return 1
-    except ModelFileError as error:
+    except (ModelFileError, SaveFailed) as error:
         print(f"nn.py: error: {error}", file=sys.stderr)
         return 1
     except Diverged as error:

@@ -185,7 +185,8 @@ def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
     (tmp_path / "model_mnist.npz").write_bytes(b"PK")
     assert stop.quit_message() == (f"nn.py: quit during the save: wrote model_mnist.npz to {tmp_path}; not written: "
                                    f"stats.json, training_loss_graph.png, accuracy_graph.png, confusion_matrix.png, "
-                                   f"misclassified.png, weights.png (what was there before is intact)")
+                                   f"misclassified.png, weights.png (what was there before is intact; a model replaced has its "
+                                   f"copy under runs/)")
 
 
 ALL_OUTPUTS = OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png", "weights.png")
@@ -497,3 +498,40 @@ def test_threads_beside_busy_cores_get_a_warning(threads, cores, load, expected)
     import nn
     warning = nn.busy_cores_warning(threads, cores, load)
     assert warning is None if expected is None else warning.startswith(f"nn.py: warning: {expected}")
+
+
+@pytest.mark.parametrize("make_it", ["file", "folder in the place of an output"])
+def test_runs_or_an_output_that_cannot_be_written_is_refused_before_the_data_loads(tmp_path, make_it):
+    """A `runs` that is a file (or an output name taken by a folder) failed with a traceback
+    after the whole training; it is now refused up front, in one line, exit status 2."""
+    if make_it == "file":
+        (tmp_path / "runs").write_text("not a folder\n")
+        expected = f"nn.py: error: {tmp_path / 'runs'}: not a folder; every run copies its outputs into runs/"
+    else:
+        (tmp_path / "weights.png").mkdir()
+        expected = f"nn.py: error: {tmp_path / 'weights.png'}: a folder where the run writes its weights.png"
+    result = run_nn("--dry-run", "--quiet", "--out", tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith(expected), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "Data:" not in result.stdout
+    assert not (tmp_path / "model_mnist.npz").exists()
+
+
+def test_an_error_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """A disk that fills up during the save: one line naming the file and what was written,
+    exit status 1, and the outputs not yet written keep their previous version."""
+    import nn
+    import plots
+    assert nn.main(["--dry-run", "--steps", "20", "--quiet", "--out", str(tmp_path)]) == 0
+    previous_stats = (tmp_path / "stats.json").read_bytes()
+
+    def disk_full(path, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(plots, "first_layer_weights", disk_full)
+    capsys.readouterr()
+    assert nn.main(["--dry-run", "--steps", "30", "--quiet", "--out", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"nn.py: error: cannot save: {tmp_path / 'weights.png'}: No space left on device; "
+                            f"wrote model_mnist.npz, "), error
+    assert len(error.splitlines()) == 1 and "not written: stats.json, weights.png" in error
+    assert (tmp_path / "stats.json").read_bytes() == previous_stats
