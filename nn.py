@@ -296,13 +296,28 @@ def resolve_config(args, resumed_config=None):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
-    lr_chosen = args.lr is not None or resumed_config or (args.preset and "lr" in PRESETS[args.preset])
-    if not lr_chosen:
-        config["lr"] = DEFAULT_LR[config["optimizer"]]
+    config["lr"] = learning_rate_choice(args, resumed_config, config["optimizer"])[0]
     if args.dry_run and args.steps is None and not resumed_config:  # a resumed run keeps its steps
         config["steps"] = 50
     check_config(config)  # eval_every None means once an epoch, set when the data size is known
     return config
+
+
+def learning_rate_choice(args, resumed_config, optimizer):
+    """(learning rate, why it is the one): --lr when given, else the preset's, else on a
+    resume the resumed run's when the optimizer stays the same, else the optimizer's
+    default (DEFAULT_LR): another optimizer wants another rate (adam diverges at sgd's 0.1)."""
+    if args.lr is not None:
+        return args.lr, "given with --lr"
+    if args.preset and "lr" in PRESETS[args.preset]:
+        return PRESETS[args.preset]["lr"], f"the one of --preset {args.preset}"
+    if resumed_config:
+        resumed_optimizer = resumed_config.get("optimizer", DEFAULTS["optimizer"])
+        if resumed_optimizer == optimizer and "lr" in resumed_config:
+            return resumed_config["lr"], f"the resumed run's, which used {optimizer} too"
+        return DEFAULT_LR[optimizer], (f"the default for {optimizer}, as the resumed run used {resumed_optimizer} "
+                                       f"(give --lr to choose another)")
+    return DEFAULT_LR[optimizer], f"the default for {optimizer}"
 
 
 def check_config(config):
@@ -775,6 +790,8 @@ def run(args):
         f"batch {config['batch_size']}, steps {first_step + 1}-{config['steps']}, seed {config['seed']}"
         + (f", resumed from {args.resume}" if resumed else ""))
     if resumed is not None:
+        say(f"Learning rate {config['lr']:g}: "
+            f"{learning_rate_choice(args, resumed_info['config'], config['optimizer'])[1]}")
         for note in resume_notes(config, saved_state):
             say(note)
     history = resumed_info["history"] if resumed_info else None

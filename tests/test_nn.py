@@ -535,3 +535,27 @@ def test_an_error_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch
                             f"wrote model_mnist.npz, "), error
     assert len(error.splitlines()) == 1 and "not written: stats.json, weights.png" in error
     assert (tmp_path / "stats.json").read_bytes() == previous_stats
+
+
+@pytest.mark.parametrize("flags, resumed, lr", [
+    (["--optimizer", "adam"], {"optimizer": "sgd", "lr": 0.1}, 0.001),  # kept sgd's 0.1 before: adam diverged
+    (["--optimizer", "momentum"], {"optimizer": "adam", "lr": 0.002}, 0.01),
+    ([], {"optimizer": "sgd", "lr": 0.05}, 0.05),  # same optimizer: the resumed run's rate
+    (["--optimizer", "adam"], {"optimizer": "adam", "lr": 0.0005}, 0.0005),
+    (["--optimizer", "adam", "--lr", "0.3"], {"optimizer": "sgd", "lr": 0.1}, 0.3),  # --lr always wins
+    (["--lr", "0.3"], {"optimizer": "sgd", "lr": 0.1}, 0.3),
+    (["--optimizer", "nesterov"], None, 0.01),
+])
+def test_learning_rate_on_resume_follows_the_optimizer(flags, resumed, lr):
+    import nn
+    args = nn.build_parser().parse_args(flags)
+    assert nn.resolve_config(args, resumed)["lr"] == lr
+
+
+def test_resume_says_which_learning_rate_it_uses_and_why(tmp_path):
+    assert run_nn("--dry-run", "--steps", 20, "--quiet", "--out", tmp_path).returncode == 0
+    result = run_nn("--dry-run", "--steps", 30, "--resume", tmp_path / "model_mnist.npz", "--optimizer", "adam",
+                    "--out", tmp_path / "adam")
+    assert result.returncode == 0, result.stderr
+    assert "Learning rate 0.001: the default for adam, as the resumed run used sgd" in result.stdout
+    assert read_stats(tmp_path / "adam")["config"]["lr"] == 0.001
