@@ -97,6 +97,11 @@ PRESETS = {
              "steps": 3200, "eval_every": 0},
 }
 LR_SCHEDULES = ("constant", "step", "cosine")
+SUBCOMMANDS = ("predict", "serve")  # the training command has none: python nn.py [FLAGS]
+SUBCOMMANDS_HELP = """commands (each has its own --help):
+  python nn.py [FLAGS]            train a model and test it (the flags above)
+  python nn.py predict IMAGE ...  read digits in images with a saved model
+  python nn.py serve              draw a digit in a browser and see it read"""
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -126,6 +131,10 @@ class _HelpFormatter(argparse.HelpFormatter):
         import textwrap
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
+    def _fill_text(self, text, width, indent):
+        """Keep the line breaks of the description and the epilog (one subcommand a line)."""
+        return "\n".join(indent + line for line in text.splitlines())
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -136,8 +145,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     d = DEFAULTS
     parser = _Parser(prog="nn.py", formatter_class=_HelpFormatter, description="Train a NumPy multi-layer perceptron on MNIST and test it.",
-                     epilog="Subcommand: python nn.py predict IMAGE [IMAGE ...] reads digits with a saved "
-                            "model (python nn.py predict --help).")
+                     epilog=SUBCOMMANDS_HELP)
     group = parser.add_argument_group("the run (the original values are the defaults)")
     group.add_argument("--steps", type=int, metavar="N", help=f"training steps, total (default: {d['steps']})")
     group.add_argument("--batch-size", type=int, metavar="N", help=f"images per SGD step (default: {d['batch_size']})")

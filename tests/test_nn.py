@@ -559,3 +559,12 @@ def test_resume_says_which_learning_rate_it_uses_and_why(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Learning rate 0.001: the default for adam, as the resumed run used sgd" in result.stdout
     assert read_stats(tmp_path / "adam")["config"]["lr"] == 0.001
+
+
+def test_help_lists_every_command_one_line_each():
+    """--help named predict only: serve, the third command, was missing from it."""
+    result = run_nn("--help")
+    assert result.returncode == 0
+    commands = result.stdout.split("commands (each has its own --help):\n")[1].splitlines()
+    assert [line.split()[2] for line in commands] == ["[FLAGS]", "predict", "serve"]
+    assert max(map(len, result.stdout.splitlines())) < 80
