@@ -923,6 +923,51 @@ def folder_contents(folder):
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def not_a_command(argv):
+    """The error for a command line whose first word is no command: a misspelt command
+    ("unknown command 'prdict'; did you mean 'predict'?"), or an image given without
+    `predict`, answered with the predict command line made of the words predict accepts."""
+    import difflib
+    if Path(argv[0]).suffix.lower() in IMAGE_SUFFIXES:
+        kept, dropped = predict_words(argv)
+        left_out = f" (predict takes no {', '.join(dropped)})" if dropped else ""
+        return (f"unrecognized arguments: {' '.join(argv)}; did you mean: python nn.py predict "
+                f"{shlex.join(kept)}{left_out}")
+    close = difflib.get_close_matches(argv[0], SUBCOMMANDS, n=1)
+    if close:
+        return f"unknown command {argv[0]!r}; did you mean {close[0]!r}?"
+    return (f"unknown command {argv[0]!r}; the commands are {' and '.join(SUBCOMMANDS)}, and training needs "
+            f"none: python nn.py [FLAGS] (see python nn.py --help)")
+
+
+def predict_words(argv):
+    """(the words of argv that `nn.py predict` accepts, the training flags it does not):
+    images and predict's own flags with their values are kept; a training flag is
+    dropped with the values it takes."""
+    import predict
+    predict_options = predict.build_parser()._option_string_actions
+    training_options = build_parser()._option_string_actions
+    kept, dropped, words = [], [], list(argv)
+    while words:
+        word = words.pop(0)
+        name = word.split("=")[0]
+        if name in predict_options:
+            kept.append(word)
+            if "=" not in word and predict_options[name].nargs != 0 and words:
+                kept.append(words.pop(0))
+        elif word.startswith("-"):
+            dropped.append(name)
+            action = training_options.get(name)
+            takes = 0 if action is None or "=" in word else {None: 1, "?": 1}.get(action.nargs, len(words))
+            while takes and words and not words[0].startswith("-") and \
+                    Path(words[0]).suffix.lower() not in IMAGE_SUFFIXES:
+                words.pop(0)
+                takes -= 1
+        else:
+            kept.append(word)
+    return kept, dropped
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "predict":
@@ -931,9 +976,8 @@ def main(argv=None):
     if argv and argv[0] == "serve":
         import serve
         return serve.main(argv[1:])
-    if argv and Path(argv[0]).suffix.lower() in IMAGE_SUFFIXES:  # `predict` forgotten
-        print(f"nn.py: error: unrecognized arguments: {' '.join(argv)}; "
-              f"did you mean: python nn.py predict {shlex.join(argv)}", file=sys.stderr)
+    if argv and not argv[0].startswith("-"):  # training takes no word: a command misspelt or forgotten
+        print(f"nn.py: error: {not_a_command(argv)}", file=sys.stderr)
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -331,7 +331,9 @@ def describe(probabilities, top=3):
     return f"{best[0]}  (" + ", ".join(f"{d}: {100 * probabilities[d]:.1f} %" for d in best) + ")"
 
 
-def main(argv=None):
+def build_parser():
+    """The flags of `python nn.py predict` (nn.py reads them too, for its hint to a
+    photo given to the training command)."""
     parser = argparse.ArgumentParser(prog="nn.py predict", description="Read digits with a trained model.")
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
                         help="PNG or JPEG files: MNIST-style 28x28, or a photo or scan of a dark digit on light "
@@ -343,6 +345,11 @@ def main(argv=None):
                              "with WRONG) (default: summary, the accuracy line alone)")
     parser.add_argument("--model", type=Path, default=PROJECT_DIR / "model_mnist.npz",
                         help="the model file (default: model_mnist.npz beside nn.py)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not args.images and args.csv is None:
         parser.error("give at least one IMAGE or --csv FILE")

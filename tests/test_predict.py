@@ -292,6 +292,26 @@ def test_image_without_predict_gets_a_hint(tmp_path):
     assert "did you mean: python nn.py predict 'my photo.JPG' two.png" in result.stderr
 
 
+def test_the_hint_suggests_only_flags_that_predict_accepts():
+    """The hint repeated training flags (--steps 5 --quiet), which predict then refused."""
+    result = run_nn("my.png", "--steps", "5", "--model", "m.npz", "--quiet", "--hidden", "10", "20", "b.png",
+                    "--lr=0.1")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.endswith("did you mean: python nn.py predict my.png --model m.npz b.png "
+                                  "(predict takes no --steps, --quiet, --hidden, --lr)\n"), result.stderr
+
+
+@pytest.mark.parametrize("word, message", [
+    ("prdict", "unknown command 'prdict'; did you mean 'predict'?"),
+    ("serv", "unknown command 'serv'; did you mean 'serve'?"),
+    ("hello", "unknown command 'hello'; the commands are predict and serve, and training needs none"),
+])
+def test_a_misspelt_command_gets_the_close_one(word, message):
+    result = run_nn(word, "photo.jpg")
+    assert result.returncode == 2 and result.stderr.startswith(f"nn.py: error: {message}"), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_predict_csv_writes_no_file_beside_the_data(tmp_path, trained_model, capsys):
     folder = tmp_path / "users_data"
     folder.mkdir()
