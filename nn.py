@@ -103,6 +103,7 @@ SUBCOMMANDS_HELP = """commands (each has its own --help):
   python nn.py predict IMAGE ...  read digits in images with a saved model
   python nn.py serve              draw a digit in a browser and see it read"""
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE's number, what a shell reports for a program ended by it
 
 
 class UsageError(Exception):
@@ -1014,5 +1015,19 @@ def main(argv=None):
         return 130
 
 
+def main_quiet_on_closed_output(argv=None):
+    """main(), but a reader that stops reading early (`python nn.py predict ... | head`)
+    ends the program quietly, with the shell's status for SIGPIPE, 141, instead of a
+    BrokenPipeError traceback: the recipe of the Python docs (signal module, "Note on
+    SIGPIPE"), which points stdout at devnull so that the final flush cannot fail again."""
+    try:
+        status = main(argv)
+        sys.stdout.flush()  # here, where the error can be caught, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_quiet_on_closed_output())

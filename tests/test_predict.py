@@ -320,3 +320,20 @@ def test_predict_csv_writes_no_file_beside_the_data(tmp_path, trained_model, cap
     assert predict.main(["--model", str(trained_model), "--csv", str(folder / "few.csv")]) == 0
     assert "5 rows" in capsys.readouterr().out
     assert [path.name for path in folder.iterdir()] == ["few.csv"]
+
+
+@pytest.mark.parametrize("command", [["predict", "--csv", "datasets/mnist_test.csv", "--rows", "all"],
+                                     ["--dry-run", "--eval-every", "0"]])
+def test_a_reader_that_stops_early_ends_the_program_quietly(tmp_path, trained_model, command):
+    """`nn.py predict --csv ... --rows all | head -1` ended with a BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+    words = [str(PROJECT_DIR / word) if word.endswith(".csv") else word for word in command]
+    words += ["--model", str(trained_model)] if command[0] == "predict" else ["--out", str(tmp_path)]
+    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), *words], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert process.stdout.readline()  # like head -1: one line read, then the pipe is closed
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) in (0, 141) and "Traceback" not in stderr and "Error" not in stderr, stderr
