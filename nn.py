@@ -397,6 +397,11 @@ def check_folders(args, out_dir, say):
 
 # ------------------------------------------------------------------ data
 
+def count(number, noun):
+    """'1 image', '60,000 images': a count and its noun, singular or plural as it needs."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
 def split_validation(images, labels, fraction, rng):
     """((train images, labels), (validation images, labels)): a random `fraction` held out."""
     n_val = int(round(len(labels) * fraction))
@@ -749,8 +754,13 @@ def prepare_data(args, config, say):
     if config["val_split"] > 0:
         train_set, eval_sets["val"] = split_validation(*train_set, config["val_split"],
                                                        np.random.default_rng([config["seed"], 1]))
-    if config["batch_size"] > len(train_set[1]):
-        raise UsageError(f"--batch-size {config['batch_size']} is larger than the {len(train_set[1])} training images")
+    n_train = len(train_set[1])
+    if config["batch_size"] > n_train and "val" in eval_sets:
+        raise UsageError(f"--val-split {config['val_split']} leaves too few training images for one batch of "
+                         f"{config['batch_size']}: {count(n_train, 'image')} for training, "
+                         f"{count(len(eval_sets['val'][1]), 'image')} for validation")
+    if config["batch_size"] > n_train:
+        raise UsageError(f"--batch-size {config['batch_size']} is larger than the {count(n_train, 'training image')}")
     return train_set, eval_sets
 
 

@@ -69,7 +69,9 @@ def test_same_seed_same_model(tmp_path):
     (["--lr", "nan"], "--lr must be a positive"),
     (["--hidden"], "--hidden needs at least one"),
     (["--hidden", "150", "0"], "--hidden sizes must be positive"),
-    (["--batch-size", "100000"], "larger than the 60000 training images"),
+    (["--batch-size", "100000"], "larger than the 60,000 training images"),
+    (["--val-split", "0.99999"], "--val-split 0.99999 leaves too few training images for one batch of 64: "
+                                 "1 image for training, 59,999 images for validation"),  # blamed --batch-size
     (["--data", "/nonexistent/folder"], "--data /nonexistent/folder: no such folder"),
     (["--out", "/dev/null/folder"], "--out /dev/null/folder: cannot create it (Not a directory)"),
     (["--dry-run", "--out", "/dev/null"], "--out /dev/null: not a folder"),
