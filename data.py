@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from atomic import atomic_write
+from words import count
 
 N_PIXELS = 28 * 28
 N_CLASSES = 10
@@ -114,7 +115,8 @@ def read_idx_pair(images_path, labels_path, checksums=None):
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DataError(f"{images_path}: expected 28x28 images, found shape {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"{labels_path}: {labels.shape} labels for {len(images)} images in {images_path}")
+        raise DataError(f"{labels_path}: {count(labels.size, 'label')} for {count(len(images), 'image')} "
+                        f"in {images_path}")
     if labels.max(initial=0) >= N_CLASSES:
         raise DataError(f"{labels_path}: label {labels.max()} outside 0-9")
     return images.reshape(len(images), N_PIXELS), labels
@@ -256,7 +258,7 @@ def _diagnose_block(block, first_line, path, n_columns):
         i = int(wrong[0])
         if fields_per_line[i] == 1 and lengths[line_ends[i]] == 0:
             raise DataError(f"{path}, line {first_line + i}: empty line")
-        raise DataError(f"{path}, line {first_line + i}: {fields_per_line[i]} values, expected {n_columns} "
+        raise DataError(f"{path}, line {first_line + i}: {count(int(fields_per_line[i]), 'value')}, expected {n_columns} "
                         f"(a label and {n_columns - 1} pixels)")
     if not lengths.all():
         field = int(np.argmin(lengths))
@@ -310,7 +312,7 @@ def parse_csv(path, n_pixels=N_PIXELS):
         if _is_header(first_line):
             n_header = first_line.count(b",") + 1
             if n_header != n_columns:
-                raise DataError(f"{path}, line 1: header has {n_header} columns, expected {n_columns} "
+                raise DataError(f"{path}, line 1: header has {count(n_header, 'column')}, expected {n_columns} "
                                 f"(a label and {n_pixels} pixels)")
             pending = b"" if first_end < 0 else pending[first_end + 1:]
             line = 2
@@ -483,7 +485,7 @@ def load_mnist(data_dir, idx_dirs, log=print):
             log(f"{path} not found: writing it once from {sources[0] / IDX_FILES[split][0]} "
                 f"and {IDX_FILES[split][1]} ...")
             n = build_csv_from_idx(split, sources[0], path)
-            log(f"  wrote {n} images to {path}")
+            log(f"  wrote {count(n, 'image')} to {path}")
         images, labels, _ = load_csv(path)
         splits[split] = (images, labels)
     return splits

@@ -291,6 +291,7 @@ from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy
 from mlp import MLP, ModelFileError  # noqa: E402
 from optimizers import OPTIMIZERS, learning_rate_at, make_optimizer  # noqa: E402
 from progress import Progress, format_duration  # noqa: E402
+from words import count  # noqa: E402
 
 
 def resolve_config(args, resumed_config=None):
@@ -396,11 +397,6 @@ def check_folders(args, out_dir, say):
 
 
 # ------------------------------------------------------------------ data
-
-def count(number, noun):
-    """'1 image', '60,000 images': a count and its noun, singular or plural as it needs."""
-    return f"{number:,} {noun}" + ("" if number == 1 else "s")
-
 
 def split_validation(images, labels, fraction, rng):
     """((train images, labels), (validation images, labels)): a random `fraction` held out."""
@@ -784,7 +780,7 @@ def run(args):
             raise UsageError(f"--resume {args.resume}: the model has hidden layers {resumed.layer_sizes[1:-1]} "
                              f"({resumed.activations[0]}); --hidden and --activation cannot change on resume")
         if resumed_info["steps_done"] >= config["steps"]:
-            raise UsageError(f"--resume {args.resume}: already trained for {resumed_info['steps_done']} steps; "
+            raise UsageError(f"--resume {args.resume}: already trained for {count(resumed_info['steps_done'], 'step')}; "
                              f"ask for more with --steps")
     check_folders(args, out_dir, say)
 
@@ -862,7 +858,7 @@ def final_line(history, first_step, train_time, signal_seen):
     verdict = {"completed": "Done", "early_stopping": "Stopped early",
                "interrupted": f"Interrupted by {signal_seen.name if signal_seen else 'a signal'}"}[history["ended"]]
     last, steps_this_run = history["last_step"], history["last_step"] - first_step
-    steps = f"steps {first_step + 1:,}-{last:,} ({steps_this_run:,} this run)" if first_step else f"{last:,} steps"
+    steps = f"steps {first_step + 1:,}-{last:,} ({steps_this_run:,} this run)" if first_step else count(last, "step")
     line = f"{verdict}: {steps} in {format_duration(train_time)} ({steps_this_run / max(train_time, 1e-9):.0f} steps/s)"
     if history["steps_done"] != last:
         line += f"; kept the weights of step {history['steps_done']:,}, the best on validation"

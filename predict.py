@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from words import count
+
 PROJECT_DIR = Path(__file__).resolve().parent
 
 
@@ -395,7 +397,7 @@ def report_csv(path, probabilities, labels, rows):
             mark = "  WRONG" if wrong[line] else ""
             print(f"row {line + 1}: {describe(probabilities[line])}  label {labels[line]}{mark}")
     listing = "" if rows != "summary" or not wrong.any() else "; --rows wrong lists them"
-    print(f"{path}: {len(labels)} rows, accuracy against their labels {100 * (1 - wrong.mean()):.2f} % "
+    print(f"{path}: {count(len(labels), 'row')}, accuracy against their labels {100 * (1 - wrong.mean()):.2f} % "
           f"({wrong.sum()} read wrong{listing})")
 
 

@@ -13,6 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+from words import count
+
 RUNS_DIR = "runs"
 
 
@@ -51,7 +53,7 @@ def _summary(stats):
     """'2,000 steps, test accuracy 93.40 %' from a stats dict, or a note that there is none."""
     if "steps" not in stats or "test_accuracy" not in stats:
         return "no stats.json beside it"
-    return f"{stats['steps']:,} steps, test accuracy {100 * stats['test_accuracy']:.2f} %"
+    return f"{count(stats['steps'], 'step')}, test accuracy {100 * stats['test_accuracy']:.2f} %"
 
 
 def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats.json"):

@@ -74,6 +74,8 @@ def test_variants_that_simply_work(tmp_path, text):
     ("1,0,3\t4,0\n", r"line 1: stray whitespace in '3\\t4'"),
     ("5,0,255,7,10\n\n0,1,2,3,4\n", "line 2: empty line"),
     ("label,a,b\n" + GOOD, "line 1: header has 3 columns, expected 5"),
+    ("label\n" + GOOD, "line 1: header has 1 column, expected 5"),  # said "1 columns"
+    ("5\n", "line 1: 1 value, expected 5"),  # said "1 values"
     ("5,0,255,7,10\r0,1,2,3,4\n", r"line 1: stray whitespace in '10\\r0'"),
     (b"5,0,\xff\xfe,7,10\n", "line 1: .* holds characters other than the digits 0-9"),
 ])
@@ -311,3 +313,8 @@ def test_idx_reader_never_crashes(tmp_path, content, compressed):
         assert str(error).startswith(str(path))
     else:
         assert array.dtype == np.uint8
+
+
+def test_counts_in_messages_agree_with_their_number():
+    from words import count
+    assert [count(n, "image") for n in (0, 1, 2, 60000)] == ["0 images", "1 image", "2 images", "60,000 images"]
