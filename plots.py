@@ -10,6 +10,7 @@ it is loaded already, as in a notebook); margins are fixed rather than measured
 by ``tight_layout``; many small images are one image (a mosaic), not many axes.
 """
 
+import math
 import os
 import sys
 
@@ -144,7 +145,7 @@ def confusion_matrix_plot(path, matrix, title="Confusion matrix (test set)"):
 
 def misclassified_grid(path, images, true_labels, predicted, confidences, columns=8,
                        title="Test images the model gets most wrong"):
-    """The 28x28 images captioned 'true 7 -> 2, 98% sure', the most confident mistakes first;
+    """The 28x28 images captioned 'true 7 -> 2, 98.1 % sure', the most confident mistakes first;
     with no image, a picture that says there was no mistake.
 
     images: (count, 784) uint8; true_labels, predicted, confidences: (count,). The
@@ -160,12 +161,20 @@ def misclassified_grid(path, images, true_labels, predicted, confidences, column
     for index in range(len(images)):
         row, column = divmod(index, columns)
         axes.text(column * pitch[1] + pitch[1] / 2 - 0.5, row * pitch[0] + pitch[0] - 29.5,
-                  f"true {true_labels[index]} \u2192 {predicted[index]}\n{100 * confidences[index]:.0f}% sure",
+                  f"true {true_labels[index]} \u2192 {predicted[index]}\n{confidence_text(confidences[index])} sure",
                   ha="center", va="bottom", fontsize=8, linespacing=1.2)
     if len(images) == 0:
         figure.text(0.5, 0.45, "No mistakes: every test image was read correctly.", ha="center", va="center")
     figure.suptitle(title, y=1 - 0.1 / (height + 0.5), va="top")
     save_figure(figure, path)
+
+
+def confidence_text(probability):
+    """'87.4 %' for 0.8746, '>99.9 %' from 0.999 up: one decimal rounded down, so that a
+    probability below 1 never reads as 100 % (a mistake made at 0.9996 said "100% sure")."""
+    if probability >= 0.999:
+        return ">99.9 %"
+    return f"{math.floor(1000 * float(probability) + 1e-9) / 10:.1f} %"  # 1e-9: 0.123 * 1000 is 122.99999...
 
 
 def image_mosaic(images, columns=8, side=28, gap=6, caption=12):

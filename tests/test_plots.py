@@ -109,3 +109,11 @@ def test_pictures_are_drawn_without_importing_pyplot(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
     assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "l.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("probability, text", [
+    (0.9996, ">99.9 %"), (0.999, ">99.9 %"), (np.float32(1.0), ">99.9 %"),  # 0.9996 said "100% sure"
+    (0.9989, "99.8 %"), (0.8746, "87.4 %"), (0.123, "12.3 %"), (0.5, "50.0 %"),
+])
+def test_a_wrong_answer_never_claims_to_be_100_percent_sure(probability, text):
+    assert plots.confidence_text(probability) == text
