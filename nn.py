@@ -681,8 +681,7 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"],
                history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
     plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
-                     title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}, "
-                           f"{config['optimizer']}, lr {config['lr']}, batch {config['batch_size']}")
+                     title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}", subtitle=recipe_text(config))
     if history["evaluations"]:
         plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"])
     else:  # no evaluations: an earlier run's graph would pass for this run's
@@ -696,6 +695,22 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
                              probabilities[worst, predicted[worst]])
     plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W)
     plots.show()
+
+
+def recipe_text(config):
+    """The recipe behind a loss curve, short: 'sgd, lr 0.1 constant, batch 64, 20,000 steps',
+    or 'nesterov 0.9, lr 0.05 cosine (warm-up 500), batch 128, 24,000 steps, dropout 0.2,
+    shifts 2 px': the optimizer (with its momentum), the learning rate and its schedule,
+    the batch and the steps, then the regularisers that are on."""
+    optimizer = config["optimizer"] + (f" {config['momentum']:g}" if config["optimizer"] in ("momentum", "nesterov")
+                                       else "")
+    schedule = config["lr_schedule"] + (f" (warm-up {config['warmup_steps']:,})" if config["warmup_steps"] else "")
+    parts = [optimizer, f"lr {config['lr']:g} {schedule}", f"batch {config['batch_size']}",
+             count(config["steps"], "step")]
+    extras = {"weight_decay": "weight decay {:g}", "dropout": "dropout {:g}", "augment": "shifts {} px",
+              "rotate": "turns {:g}\N{DEGREE SIGN}"}
+    parts += [text.format(config[key]) for key, text in extras.items() if config[key]]
+    return ", ".join(parts)
 
 
 def history_up_to(history, step):

@@ -77,13 +77,17 @@ def moving_average(values, window):
     return (sums[ends] - sums[starts]) / (ends - starts)
 
 
-def loss_graph(path, steps, losses, evaluations, title="Training loss"):
+def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle=None):
     """Training loss per step (raw and smoothed) with the evaluated losses on top.
 
     steps, losses: the per-step (or sampled) training loss. evaluations: a list of
-    dicts with "step" and any of "test_loss", "val_loss".
+    dicts with "step" and any of "test_loss", "val_loss". subtitle: a second, smaller
+    title line, such as the recipe that produced the curve.
     """
-    figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, 0.93))  # room for labels such as 6 x 10^-1
+    import textwrap
+    subtitle_lines = textwrap.wrap(subtitle or "", 100)  # about what 9-point text fits in 8 inches
+    top = 0.93 - 0.04 * len(subtitle_lines)
+    figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, top))  # room for labels such as 6 x 10^-1
     window = max(1, len(losses) // 100)
     axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.6, label="training loss (per step)")
     if window > 1:
@@ -97,7 +101,10 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss"):
     axes.set_xlabel("training step")
     axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axes.set_ylabel("cross-entropy loss (log scale)")
-    axes.set_title(title)
+    axes.set_title(title, pad=6 + 13 * len(subtitle_lines))
+    if subtitle_lines:
+        axes.text(0.5, 1.015, "\n".join(subtitle_lines), transform=axes.transAxes, ha="center", va="bottom",
+                  fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     save_figure(figure, path)

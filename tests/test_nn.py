@@ -570,3 +570,15 @@ def test_help_lists_every_command_one_line_each():
     commands = result.stdout.split("commands (each has its own --help):\n")[1].splitlines()
     assert [line.split()[2] for line in commands] == ["[FLAGS]", "predict", "serve"]
     assert max(map(len, result.stdout.splitlines())) < 80
+
+
+def test_the_loss_graph_states_the_recipe_of_its_curve():
+    """The title said 'nesterov, lr 0.05, batch 128' for --preset best: no schedule, warm-up,
+    steps or regularisers, so two different curves could carry the same title."""
+    import nn
+    assert nn.recipe_text(nn.DEFAULTS) == "sgd, lr 0.1 constant, batch 64, 20,000 steps"
+    best = dict(nn.DEFAULTS, **nn.PRESETS["best"])
+    assert nn.recipe_text(best) == ("nesterov 0.9, lr 0.05 cosine (warm-up 500), batch 128, 24,000 steps, "
+                                    "dropout 0.2, shifts 2 px")
+    assert nn.recipe_text(dict(best, lr_schedule="step", warmup_steps=0, optimizer="adam", lr=0.001)).startswith(
+        "adam, lr 0.001 step, batch 128")
