@@ -2,7 +2,33 @@
 
 import shutil
 import sys
+import textwrap
 import time
+
+
+def pack(parts, width, separator=" - ", indent="  "):
+    """The texts `parts` joined by `separator` into lines of at most `width` characters,
+    a line broken only between parts (a number is never cut); a line after the first
+    starts with `indent`. A part longer than `width` alone gets a line of its own."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1] + separator + part) <= width:
+            lines[-1] += separator + part
+        else:
+            lines.append(indent + part)
+    return lines
+
+
+def evaluation_parts(evaluation, short=False):
+    """['test_loss: 0.0812', 'test_accuracy: 0.9751'] from {"test_loss": 0.0812, ...}, or
+    with short=True one part a set, ['test: loss 0.0812, acc 0.9751'], for narrow terminals."""
+    if not short:
+        return [f"{name}: {value:.4f}" for name, value in evaluation.items()]
+    sets = {}
+    for name, value in evaluation.items():
+        data_set, _, measure = name.partition("_")
+        sets.setdefault(data_set, []).append(f"{measure.replace('accuracy', 'acc')} {value:.4f}")
+    return [f"{data_set}: {', '.join(measures)}" for data_set, measures in sets.items()]
 
 
 def format_duration(seconds):
@@ -27,6 +53,9 @@ class Progress:
     The line fits the terminal's width (shutil.get_terminal_size, which reads
     $COLUMNS first), as Keras's bar does: the bar shrinks, then the ms/step, the
     bar and the ETA are left out, so that a refresh never wraps onto a new line.
+    Every other line fits too: the evaluation joins the closed line when it fits there
+    (in shorter words if need be), else takes lines of its own, broken between
+    numbers, never inside one; messages are wrapped between words.
     Elsewhere (a file, a pipe) it writes a plain line every ``log_interval`` steps:
         step  2000/20000  epoch  3/22  loss 0.1234  1620 steps/s  ETA 11s
     ``quiet`` prints nothing at all. ETA is the time left for the whole run.
@@ -89,12 +118,18 @@ class Progress:
             self.interval_loss_sum = 0.0
             self.interval_steps = 0
 
-    def _bar_line(self, step, epoch, in_epoch, suffix="", max_bar=30):
-        """The progress line, `suffix` (the evaluation) included, in fewer characters than
-        the terminal has columns (the last column makes some terminals wrap)."""
+    @staticmethod
+    def _columns():
+        """The characters a line may hold: one fewer than the terminal's columns (the last
+        column makes some terminals wrap)."""
         # A terminal that reports no size gives 0 columns on Python 3.10 (80, the fallback,
         # on later versions): take 80 then too.
-        columns = (shutil.get_terminal_size().columns or 80) - 1
+        return (shutil.get_terminal_size().columns or 80) - 1
+
+    def _bar_line(self, step, epoch, in_epoch, suffix="", max_bar=30):
+        """The progress line, `suffix` (the evaluation) included, in fewer characters than
+        the terminal has columns."""
+        columns = self._columns()
         per_step, left = self._rates(step)
         loss = f" - loss: {self.epoch_loss_sum / max(self.epoch_steps, 1):.4f}"
         eta, speed = f" - ETA {format_duration(left)}", f" - {per_step * 1000:.2f} ms/step"
@@ -115,27 +150,46 @@ class Progress:
         {"test_loss": 0.08, "test_accuracy": 0.97}, shown at the end of its line."""
         if not self.quiet:
             if self.interactive:
-                extra = "".join(f" - {name}: {value:.4f}" for name, value in (evaluation or {}).items())
                 if self.line_open:
-                    line = self._bar_line(*self.bar_position, suffix=extra)
-                    if not line.endswith(extra):  # too narrow for both: the evaluation on a line of its own
-                        line = self._bar_line(*self.bar_position) + "\x1b[K\n" + extra[len(" - "):]
-                    self._write("\r" + line + "\x1b[K\n")
+                    self._write("\r" + self._closed_line(evaluation or {}) + "\x1b[K\n")
                 self.line_open = False
             elif evaluation:
                 self.evaluation(step, evaluation)
         self.epoch_loss_sum = 0.0
         self.epoch_steps = 0
 
+    def _closed_line(self, evaluation):
+        """The epoch's last bar line with its evaluation: on the bar line when both fit, in
+        long words or short ones; else the bar line, then the evaluation on lines of their
+        own, as many as the width needs."""
+        for short in (False, True):
+            extra = "".join(" - " + part for part in evaluation_parts(evaluation, short))
+            line = self._bar_line(*self.bar_position, suffix=extra)
+            if line.endswith(extra):
+                return line
+        lines = pack(evaluation_parts(evaluation, short=True), self._columns(), indent="")
+        return self._bar_line(*self.bar_position) + "".join("\x1b[K\n" + line for line in lines)
+
     def evaluation(self, step, evaluation):
         """Show an evaluation made at ``step`` in the middle of an epoch (or in a log)."""
-        if not self.quiet:
+        if self.quiet:
+            return
+        if not self.interactive:  # a log keeps one line per evaluation
             self.message(f"  evaluation at step {step}: "
                          + "  ".join(f"{name} {value:.4f}" for name, value in evaluation.items()))
+            return
+        lines = pack([f"  evaluation at step {step}:", *evaluation_parts(evaluation, short=True)],
+                     self._columns(), separator="  ", indent="    ")
+        self.message("\n".join(lines))
 
     def message(self, text):
-        """Print a line of text, on a line of its own even in the middle of a bar."""
+        """Print text, on lines of its own even in the middle of a bar; on a terminal,
+        wrapped between words to its width."""
         if self.interactive and self.line_open:
             self._write("\n")
             self.line_open = False
+        if self.interactive:
+            text = "\n".join(wrapped for line in text.split("\n") for wrapped in
+                             textwrap.wrap(line, self._columns(), subsequent_indent="  ", break_long_words=False,
+                                           break_on_hyphens=False, drop_whitespace=True) or [""])
         self._write(text + "\n")

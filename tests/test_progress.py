@@ -26,5 +26,37 @@ def test_progress_line_fits_the_terminal_width(monkeypatch, columns):
     text = stream.getvalue()
     shown = [re.sub(r"\x1b\[K", "", piece) for line in text.split("\n") for piece in line.split("\r")]
     assert max(len(piece) for piece in shown if not piece.startswith("test_loss")) < columns, shown[-3:]
-    assert text.count("\n") <= 2 and "test_accuracy: 0.9751" in text and "loss: 0.1234" in text
+    assert text.count("\n") <= 2 and "loss: 0.1234" in text
+    assert "test_accuracy: 0.9751" in text or "test: loss 0.0812, acc 0.9751" in text  # shorter words at 40 columns
     assert "Epoch 1/22" in shown[-3] or "Epoch 1/22" in shown[-2]
+
+
+EVALUATIONS = {
+    "test only": {"test_loss": 0.0812, "test_accuracy": 0.9751},
+    "with --val-split": {"test_loss": 0.0812, "test_accuracy": 0.9751, "val_loss": 0.0934, "val_accuracy": 0.9713},
+}
+
+
+@pytest.mark.parametrize("columns", [40, 60, 80])
+@pytest.mark.parametrize("case", sorted(EVALUATIONS))
+def test_every_line_with_its_evaluation_fits_the_terminal(monkeypatch, columns, case):
+    """The evaluation wrapped at 80 columns with --val-split, and at 40 with the test set
+    alone: every line printed (refreshes, the closed epoch, its evaluation, an evaluation in
+    mid-epoch, a message) is now shorter than the terminal is wide, with every number whole."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    evaluation = EVALUATIONS[case]
+    stream = FakeTerminal()
+    progress = Progress(total_steps=20000, steps_per_epoch=937, stream=stream, refresh_per_second=1e9)
+    for step in range(1, 938):
+        progress.step(step, 0.1234)
+        if step == 500:
+            progress.evaluation(step, evaluation)
+    progress.end_epoch(937, evaluation)
+    progress.message("SIGINT at step 937: saving what was reached (send it again to quit at once: files not "
+                     "saved by then keep their old version)")
+    text = stream.getvalue()
+    shown = [re.sub(r"\x1b\[K", "", piece) for line in text.split("\n") for piece in line.split("\r")]
+    assert max(len(piece) for piece in shown) < columns, [piece for piece in shown if len(piece) >= columns]
+    for value in evaluation.values():  # each number whole, twice: in mid-epoch and at the epoch's end
+        assert text.count(f"{value:.4f}") == 2, text
+    assert "Epoch 1/22" in text and "loss: 0.1234" in text and "keep their old version" in " ".join(text.split())
