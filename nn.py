@@ -967,6 +967,7 @@ def predict_words(argv):
     images and predict's own flags with their values are kept; a training flag is
     dropped with the values it takes."""
     import predict
+    # argparse's table of option strings ("--model" -> its action, which knows its nargs)
     predict_options = predict.build_parser()._option_string_actions
     training_options = build_parser()._option_string_actions
     kept, dropped, words = [], [], list(argv)
@@ -980,7 +981,12 @@ def predict_words(argv):
         elif word.startswith("-"):
             dropped.append(name)
             action = training_options.get(name)
-            takes = 0 if action is None or "=" in word else {None: 1, "?": 1}.get(action.nargs, len(words))
+            if action is None or "=" in word or action.nargs == 0:  # unknown, value attached, or a switch
+                takes = 0
+            elif action.nargs in (None, "?"):
+                takes = 1
+            else:  # nargs "*" (--hidden 150 150): every value up to the next flag or image
+                takes = len(words)
             while takes and words and not words[0].startswith("-") and \
                     Path(words[0]).suffix.lower() not in IMAGE_SUFFIXES:
                 words.pop(0)
@@ -1040,7 +1046,9 @@ def main_quiet_on_closed_output(argv=None):
     """main(), but a reader that stops reading early (`python nn.py predict ... | head`)
     ends the program quietly, with the shell's status for SIGPIPE, 141, instead of a
     BrokenPipeError traceback: the recipe of the Python docs (signal module, "Note on
-    SIGPIPE"), which points stdout at devnull so that the final flush cannot fail again."""
+    SIGPIPE"), which points stdout at devnull so that the final flush cannot fail again.
+    A training run whose output is closed ends the same way, as any program does on a
+    closed pipe: what it had not saved is lost, earlier outputs are intact."""
     try:
         status = main(argv)
         sys.stdout.flush()  # here, where the error can be caught, not at interpreter exit
