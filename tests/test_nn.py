@@ -582,3 +582,23 @@ def test_the_loss_graph_states_the_recipe_of_its_curve():
                                     "dropout 0.2, shifts 2 px")
     assert nn.recipe_text(dict(best, lr_schedule="step", warmup_steps=0, optimizer="adam", lr=0.001)).startswith(
         "adam, lr 0.001 step, batch 128")
+
+
+def test_a_runs_folder_that_cannot_be_written_is_refused_before_the_data_loads(tmp_path, monkeypatch, capsys):
+    """An unwritable runs/ (tests run as root here, so the refusal of the system is simulated)."""
+    import tempfile
+
+    import nn
+    (tmp_path / "runs").mkdir()
+    real_temporary_file = tempfile.TemporaryFile
+
+    def refused_in_runs(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).name == "runs":
+            raise PermissionError(13, "Permission denied")
+        return real_temporary_file(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(nn.tempfile, "TemporaryFile", refused_in_runs)
+    monkeypatch.setattr(nn.data, "load_mnist", lambda *args, **kwargs: pytest.fail("the data was loaded"))
+    assert nn.main(["--dry-run", "--quiet", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"nn.py: error: {tmp_path / 'runs'}: cannot write there (Permission denied); "
+                                       f"every run copies its outputs into runs/ in --out\n")
