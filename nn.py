@@ -151,7 +151,7 @@ def build_parser():
     group.add_argument("--steps", type=int, metavar="N", help=f"training steps, total (default: {d['steps']})")
     group.add_argument("--batch-size", type=int, metavar="N", help=f"images per SGD step (default: {d['batch_size']})")
     group.add_argument("--lr", type=float, metavar="F", help="learning rate (default: by optimizer, " + ", ".join(
-        f"{name} {lr}" for name, lr in DEFAULT_LR.items()) + ")")
+        f"{name} {lr}" for name, lr in DEFAULT_LR.items()) + "; with --resume and the same optimizer, the resumed run's)")
     group.add_argument("--hidden", type=int, nargs="*", metavar="N",
                        help="sizes of the hidden layers (default: 150 150)")
     group.add_argument("--seed", type=int, metavar="N", help=f"seed of the one random generator (default: {d['seed']})")
