@@ -642,7 +642,8 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:24]
     plots.misclassified_grid(out_dir / "misclassified.png", images[worst], labels[worst], predicted[worst],
                              probabilities[worst, predicted[worst]])
-    plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W)
+    plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W,
+                              next_layer_W=model.layers[1].W if len(model.layers) > 1 else None)
     plots.show()
 
 
