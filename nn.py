@@ -79,16 +79,16 @@ DEFAULTS = {
     "early_stopping": 0,
 }
 # The learning rate each optimizer gets when --lr is not given (sgd: the original's).
-# Measured on 3,000 and 20,000 steps of the default network (README, "Optimizers"); momentum's
+# Measured on 3,000 and 20,000 steps of the default network (docs/results.md); momentum's
 # 0.01 moves as far as sgd's 0.1 once its velocity sums about 10 gradients.
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001}
 # The choices of --optimizer and --activation, spelled out so that the flags parse
 # before NumPy is imported (tests check them against optimizers.py and functions.py).
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam")
 HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
-# --preset best: chosen on a validation split (see README, "Beyond 98 %"); --preset fast:
+# --preset best: chosen on a validation split (docs/results.md, "Beyond 98 %"); --preset fast:
 # the default network trained in about a sixth of the default's time, aiming at 98 %, also
-# chosen on a validation split (benchmarks/README.md says what it reaches). Flags only.
+# chosen on a validation split (docs/results.md says what it reaches). Flags only.
 PRESETS = {
     "best": {"hidden": [800, 800], "optimizer": "nesterov", "lr": 0.05, "momentum": 0.9,
              "lr_schedule": "cosine", "warmup_steps": 500, "dropout": 0.2, "augment": 2,
@@ -224,7 +224,7 @@ def set_blas_threads(argv):
     it can be set without extra packages. The flags are read by the same parser as the
     run's, so an abbreviation such as --thread counts; a command line that does not
     parse, or a subcommand, is left to main() to report. The default, 1, was chosen by
-    measurement (README, "Speed"): on the 2-core project machine the default run took
+    measurement (benchmarks/README.md, "Threads"): on the 2-core project machine the default run took
     11-12 s on one thread every time, and 9.2-22 s on two. An OPENBLAS_NUM_THREADS
     already in the environment is kept when --threads is not given."""
     threads = None
@@ -693,7 +693,8 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:24]
     plots.misclassified_grid(out_dir / "misclassified.png", images[worst], labels[worst], predicted[worst],
                              probabilities[worst, predicted[worst]])
-    plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W)
+    plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W,
+                              next_layer_W=model.layers[1].W if len(model.layers) > 1 else None)
     plots.show()
 
 

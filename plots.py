@@ -204,52 +204,81 @@ def image_mosaic(images, columns=8, side=28, gap=6, caption=12):
     return mosaic, pitch
 
 
-def weight_mosaic(W, count=36, columns=6, side=28):
-    """The incoming weights of the first `count` hidden units as one image of side x side tiles.
+def strongest_units(next_layer_W, count=36):
+    """The `count` hidden units whose outgoing weights are largest: their indices, the
+    largest first, as an int array (min(count, n_hidden),).
+
+    next_layer_W: (n_hidden, n_next), the weights of the layer above; row k holds what
+    unit k's output is multiplied by on its way up, so its norm ||next_layer_W[k, :]||
+    measures how much the rest of the network listens to unit k. Units the network
+    hardly uses (such as units that never fire, whose outgoing weights keep their
+    small random start) come last. Ties keep the lower unit first."""
+    import numpy as np
+    norms = np.linalg.norm(next_layer_W.astype(np.float64), axis=1)
+    return np.argsort(-norms, kind="stable")[:count]
+
+
+def weight_mosaic(W, count=36, columns=6, side=28, units=None):
+    """The incoming weights of `units` (default: the first `count` hidden units) as one
+    image of side x side tiles.
 
     W: first-layer weights (side * side, n_hidden); column k holds what unit k
-    multiplies each pixel by, in the pixel order of the images. Tile k (row
-    k // columns, column k % columns) is W[:, k] as a side x side image, divided by
-    its largest |weight| so that every unit spans -1..1 with its sign kept. A line
+    multiplies each pixel by, in the pixel order of the images. Tile i (row
+    i // columns, column i % columns) is W[:, units[i]] as a side x side image, divided
+    by its largest |weight| so that every unit spans -1..1 with its sign kept. A line
     of NaN separates the tiles. Returns an array (rows * (side + 1) - 1,
-    columns * (side + 1) - 1), rows = ceil(count / columns).
+    columns * (side + 1) - 1), rows = ceil(number of tiles / columns).
     """
     import numpy as np
-    count = min(count, W.shape[1])
-    rows = -(-count // columns)
+    if units is None:
+        units = range(min(count, W.shape[1]))
+    rows = -(-len(units) // columns)
     pitch = side + 1
     mosaic = np.full((rows * pitch - 1, columns * pitch - 1), np.nan)
-    for k in range(count):
-        weights = W[:, k].astype(np.float64)
+    for i, unit in enumerate(units):
+        weights = W[:, unit].astype(np.float64)
         largest = np.abs(weights).max()
         tile = weights.reshape(side, side) / (largest if largest > 0 else 1.0)
-        row, column = divmod(k, columns)
+        row, column = divmod(i, columns)
         mosaic[row * pitch:row * pitch + side, column * pitch:column * pitch + side] = tile
     return mosaic
 
 
-def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, quantity="weight"):
-    """A figure, `width` inches wide, of the weights of the first `count` hidden units as
-    28x28 images (not saved). W: (784, n_hidden), or any array of that shape, such as the
-    change of the weights over some steps (then say so in `title`, and name it in
-    `quantity` for the colour bar).
+def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, quantity="weight", next_layer_W=None):
+    """A figure, `width` inches wide, of the incoming weights of `count` hidden units as
+    28x28 images (not saved), each tile marked with its unit's number. W: (784, n_hidden),
+    or any array of that shape, such as the change of the weights over some steps (then
+    say so in `title`, and name it in `quantity` for the colour bar).
+
+    Which units: given next_layer_W (the weights of the layer above, (n_hidden, n_next)),
+    the `count` units with the largest outgoing weights (strongest_units), the units the
+    network relies on most; otherwise units 0 to count - 1.
 
     Red pixels push a unit on, blue ones hold it off (a diverging colour map
     centred on 0); each tile is scaled to its own largest |weight| (see
     weight_mosaic). One imshow of the whole mosaic, so it is quick to draw.
     """
+    if next_layer_W is None:
+        units = list(range(min(count, W.shape[1])))
+        chosen = f"units 0-{len(units) - 1} of the first layer"
+    else:
+        units = [int(unit) for unit in strongest_units(next_layer_W, count)]
+        chosen = f"{len(units)} units with the largest outgoing weights"
     colours = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.45")
-    mosaic = weight_mosaic(W, count, columns)
+    mosaic = weight_mosaic(W, columns=columns, units=units)
     image_width = width - 1.5  # inches; the colour bar and its label take the rest
     image_height = image_width * mosaic.shape[0] / mosaic.shape[1]
     height = image_height + 0.8  # two lines of title above
     figure, axes = new_figure(width, height, margins=(0.1 / width, 0.1 / height, (0.1 + image_width) / width,
                                                       (0.1 + image_height) / height))
     image = axes.imshow(mosaic, cmap=colours, vmin=-1, vmax=1, interpolation="nearest")
+    pitch = 28 + 1  # a tile and the line between tiles, in mosaic pixels
+    for i, unit in enumerate(units):  # the unit's number in the tile's top-left corner
+        row, column = divmod(i, columns)
+        axes.text(column * pitch + 0.5, row * pitch + 0.5, str(unit), fontsize=6, color="0.25", va="top", ha="left")
     axes.axis("off")
     if title is None:
-        title = (f"What the first hidden units look for\n"
-                 f"(incoming weights of units 0-{min(count, W.shape[1]) - 1} of the first layer)")
+        title = f"What the first hidden units look for\n({chosen})"
     axes.set_title(title)
     colour_bar = figure.add_axes(((0.35 + image_width) / width, 0.1 / height + 0.1 * image_height / height,
                                   0.15 / width, 0.8 * image_height / height))
@@ -257,6 +286,7 @@ def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, qu
     return figure
 
 
-def first_layer_weights(path, W, count=36, columns=6, title=None):
-    """Write first_layer_weights_figure(W, ...) to path as PNG (weights.png of a run)."""
-    save_figure(first_layer_weights_figure(W, count, columns, title), path)
+def first_layer_weights(path, W, count=36, columns=6, title=None, next_layer_W=None):
+    """Write first_layer_weights_figure(W, ...) to path as PNG (weights.png of a run, which
+    passes the second layer's weights as next_layer_W: the units that matter most)."""
+    save_figure(first_layer_weights_figure(W, count, columns, title, next_layer_W=next_layer_W), path)

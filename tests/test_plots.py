@@ -57,6 +57,23 @@ def figures(monkeypatch):
     return drawn
 
 
+def test_weights_picture_shows_the_units_the_next_layer_weighs_most(figures, tmp_path):
+    """weights.png draws the units whose outgoing weights (rows of the next layer's W) have the
+    largest norm, largest first, each tile numbered, and its title says so: not units 0-35,
+    which may include units the network does not use."""
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((784, 5)).astype(np.float32)
+    next_layer_W = np.zeros((5, 10), np.float32)
+    next_layer_W[:, 0] = [1, 5, 0, 3, 2]  # row norms: units 1, 3, 4 weigh most, in that order
+    assert plots.strongest_units(next_layer_W, count=3).tolist() == [1, 3, 4]
+    plots.first_layer_weights(tmp_path / "w.png", W, count=3, columns=3, next_layer_W=next_layer_W)
+    axes = figures[0].axes[0]
+    drawn = np.ma.filled(axes.images[0].get_array(), np.nan)
+    assert np.array_equal(drawn, plots.weight_mosaic(W, columns=3, units=[1, 3, 4]), equal_nan=True)
+    assert [text.get_text() for text in axes.texts] == ["1", "3", "4"]
+    assert "largest outgoing weights" in axes.get_title()
+
+
 def test_misclassified_picture_says_when_there_is_no_mistake(figures, tmp_path):
     empty = np.zeros((0, 784), np.uint8)
     plots.misclassified_grid(tmp_path / "m.png", empty, [], [], [])
