@@ -61,9 +61,13 @@ def start_server(model_path):
     process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(model_path),
                                 "--port", "0"], stdout=subprocess.PIPE, text=True, preexec_fn=pin,
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    line = process.stdout.readline()
+    lines = [process.stdout.readline()]  # "Model: ...", then "Serving ... at http://127.0.0.1:PORT/ ..."
+    while lines[-1] and " at http://" not in lines[-1] and len(lines) < 5:
+        lines.append(process.stdout.readline())
+    line = lines[-1]
     if " at http://" not in line:
-        sys.exit(f"serve_latency.py: the server did not start: {line.strip()}")
+        process.kill()
+        sys.exit(f"serve_latency.py: the server did not start: {''.join(lines).strip()}")
     return process, int(line.split(" at ")[-1].split()[0].rstrip("/").rsplit(":", 1)[1])
 
 
