@@ -506,10 +506,10 @@ class Server(ThreadingHTTPServer):
                 served = load_served_model(self.model_path, number=self.served.number + 1)
             except ModelFileError as error:
                 self.served.warning = f"{error}; still serving the previous model"
-                print(f"Could not reload {self.model_path}: {self.served.warning}", flush=True)
+                print(f"Could not reload {self.served.warning}", flush=True)  # the error names the file
                 return
             self.served = served
-            print(f"Reloaded {self.model_path}: {served.description}", flush=True)
+            print(f"Reloaded the changed model file. {served.description}", flush=True)
 
     def handle_error(self, request, client_address):
         """One line for an error outside a request's own handling, instead of socketserver's

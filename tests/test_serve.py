@@ -618,7 +618,7 @@ def test_a_replaced_model_file_is_read_on_the_next_request(tmp_path, model_path)
         status, answer, _ = ask(served, "POST", "/api/predict", as_json(drawing()))
         assert status == 200 and [len(a) for a in answer["activations"]] == [30]
         line = process.stdout.readline()
-        assert line.startswith(f"Reloaded {served_path}: Model: {served_path} (") and "77 steps" in line, line
+        assert line.startswith(f"Reloaded the changed model file. Model: {served_path} (") and "77 steps" in line, line
         time.sleep(0.01)
         broken = tmp_path / "broken.npz"
         broken.write_bytes(b"PK\x03\x04 not a model")
