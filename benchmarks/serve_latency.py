@@ -155,7 +155,8 @@ def main():
                 cpu_before = cpu_seconds(process.pid)
                 times = sorted(round_trips(port, body, kind, args.repeats, args.warmup))
                 cpu_after = cpu_seconds(process.pid)
-                cpu = "-" if cpu_before is None else f"{1000 * (cpu_after - cpu_before) / (args.repeats + args.warmup):.2f}"
+                requests = args.repeats + args.warmup
+                cpu = "-" if cpu_before is None else f"{1000 * (cpu_after - cpu_before) / requests:.2f}"
                 print(f"{name:<28}{statistics.median(times):>10.2f}{times[int(0.9 * (len(times) - 1))]:>9.2f}"
                       f"{times[0]:>9.2f}{cpu:>15}")
         finally:
