@@ -362,12 +362,12 @@ def main(argv=None):
     from mlp import MLP, ModelFileError
     from runs import describe_model
     try:
-        model = MLP.load(args.model)
+        model, info = MLP.load(args.model, with_info=True)
     except ModelFileError as error:
         hint = " (train one first: python nn.py)" if not args.model.exists() else ""
         print(f"nn.py predict: error: {error}{hint}", file=sys.stderr)
         return 1
-    print(describe_model(args.model), file=sys.stderr)
+    print(describe_model(args.model, info["steps_done"]), file=sys.stderr)
     status = 0
     for path in args.images:
         try:

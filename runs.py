@@ -3,11 +3,12 @@
 A run writes its outputs where the original does (model_mnist.npz, stats.json and the
 pictures in --out) and copies them into --out/runs/2026-11-25_031500/ as well. A model
 about to be replaced that has no copy there yet (one trained before runs/ existed) is
-copied first. `describe_model` is the one-line account that predict gives of its model.
+copied first. `describe_model` is the one-line account that predict and serve give of their model.
 """
 
 import filecmp
 import json
+import math
 import os
 import shutil
 import time
@@ -42,11 +43,13 @@ def copy_atomically(source, folder):
 
 
 def read_stats(folder, stats_file="stats.json"):
-    """The stats.json of `folder` as a dict, or {} when there is none or it does not parse."""
+    """The stats.json of `folder` as a dict, or {} when there is none, it does not parse
+    or it is not a JSON object."""
     try:
-        return json.loads((folder / stats_file).read_text())
+        stats = json.loads((folder / stats_file).read_text())
     except (OSError, ValueError):
         return {}
+    return stats if isinstance(stats, dict) else {}
 
 
 def _summary(stats):
@@ -74,8 +77,33 @@ def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats
     return f"Replaced {model_path.name} ({_summary(stats)}); its copy is {copy}"
 
 
-def describe_model(model_path, stats_file="stats.json"):
+def stats_of_model(folder, steps_done, stats_file="stats.json"):
+    """The stats.json of `folder` when it describes the model whose weights come from
+    step `steps_done` (its weights_from_step, or its steps for a file that has no
+    weights_from_step, is that step), else {}: a stats.json left beside another model
+    (a copied model, one trained later elsewhere) must not lend it its accuracy."""
+    stats = read_stats(folder, stats_file)
+    weights_step = stats.get("weights_from_step", stats.get("steps"))
+    return stats if type(weights_step) is int and weights_step == steps_done else {}
+
+
+def describe_model(model_path, steps_done, stats_file="stats.json"):
     """'Model: PATH (2026-11-25 03:15, 20,000 steps, test accuracy 98.12 %)': the file's
-    date, and its figures from the stats.json beside it when there is one."""
+    date, the steps its weights come from (steps_done, read from the model file) and the
+    test accuracy of the stats.json beside it when that file describes this model."""
+    folder = Path(model_path).parent
     date = time.strftime("%Y-%m-%d %H:%M", time.localtime(Path(model_path).stat().st_mtime))
-    return f"Model: {model_path} ({date}, {_summary(read_stats(Path(model_path).parent, stats_file))})"
+    accuracy = stats_test_accuracy(stats_of_model(folder, steps_done, stats_file))
+    if accuracy is not None:
+        return f"Model: {model_path} ({date}, {steps_done:,} steps, test accuracy {100 * accuracy:.2f} %)"
+    if read_stats(folder, stats_file):
+        return f"Model: {model_path} ({date}, {steps_done:,} steps; the stats.json beside it is for another model)"
+    return f"Model: {model_path} ({date}, {steps_done:,} steps; no stats.json beside it)"
+
+
+def stats_test_accuracy(stats):
+    """The finite test_accuracy number of a stats dict, or None."""
+    accuracy = stats.get("test_accuracy")
+    if type(accuracy) in (int, float) and math.isfinite(accuracy):
+        return accuracy
+    return None

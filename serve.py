@@ -14,13 +14,21 @@ A local web server from Python's standard library. It serves the page in web/
 The drawing is turned into MNIST form by predict.to_mnist, the same code path as
 `python nn.py predict`, and read by the model's own layers. All the maths stays
 in Python; the page only draws.
+
+Every refusal is one line of JSON with its status (docs/serve.md lists them).
+Listening on this computer only (the default), it answers only requests whose
+Host is localhost, 127.0.0.1 or [::1]. A model file replaced while serving is
+read again on the next request.
 """
 
 import argparse
+import contextlib
 import errno
 import io
+import ipaddress
 import json
-import math
+import os
+import re
 import signal
 import socket
 import sys
@@ -33,6 +41,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 import predict
+import runs
 from functions import softmax
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -40,6 +49,11 @@ WEB_DIR = PROJECT_DIR / "web"
 MAX_BODY_BYTES = 2 * 1024 * 1024   # a 280x280 canvas as PNG is a few kB, as JSON grey levels under 1 MB
 MAX_DRAINED_BYTES = 16 * MAX_BODY_BYTES  # of a refused body, read and dropped so that the client sees the answer
 MAX_IMAGE_SIDE = 4096              # larger images are refused before they are decoded
+BODY_TIMEOUT_S = 10                # a body that pauses longer than this gets 408
+DECODE_SLOTS = 4                   # requests decoded and read at once; the others wait for a slot
+DECODE_WAIT_S = 10                 # seconds a request waits for a slot before it gets 503
+BODY_TYPES = ("image/png", "image/jpeg", "application/json")  # what POST /api/predict reads
+LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "[::1]")     # the Host names a local server answers to
 TOP_UNITS = 8                      # first-layer units whose weights the page shows
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png", ".svg": "image/svg+xml",
@@ -48,11 +62,13 @@ JSON_SHAPE = 'expected {"width": W, "height": H, "pixels": [W*H grey levels in [
 
 
 class BadRequest(ValueError):
-    """A request the server refuses: its HTTP status and a one-line reason."""
+    """A request the server refuses: its HTTP status, a one-line reason and any headers
+    the answer needs (Allow for 405, Retry-After for 503)."""
 
-    def __init__(self, status, reason):
+    def __init__(self, status, reason, headers=None):
         super().__init__(reason)
         self.status = status
+        self.headers = headers or {}
 
 
 # ------------------------------------------------------------------ the model
@@ -64,9 +80,12 @@ class ServedModel:
     serves any number of request threads at once.
     """
 
-    def __init__(self, model, info, model_path):
+    def __init__(self, model, info, model_path, number=1):
         self.model = model
-        self.facts = model_facts(model, info, model_path)
+        self.number = number  # 1 for the model read at start, 2 for the first reload, ...
+        self.facts = {**model_facts(model, info, model_path), "model_number": number}
+        self.description = runs.describe_model(model_path, info["steps_done"])  # "Model: PATH (...)"
+        self.warning = None  # why a newer file could not replace this model, once that happens
 
     def read(self, grey):
         """Everything the page shows for a grey image (H, W) in [0, 1].
@@ -118,19 +137,13 @@ def rounded(array, decimals):
 
 
 def model_facts(model, info, model_path):
-    """The page's "about this model": sizes, parameters, steps and, when a readable
-    stats.json lies beside the model, its test accuracy (None otherwise)."""
-    facts = {"model_file": str(model_path), "layer_sizes": model.layer_sizes,
-             "activations": model.activations, "parameters": int(model.flat_parameters.size),
-             "steps_done": info["steps_done"], "test_accuracy": None}
-    try:
-        stats = json.loads((Path(model_path).parent / "stats.json").read_text())
-        accuracy = stats.get("test_accuracy")
-        if isinstance(accuracy, (int, float)) and math.isfinite(accuracy):
-            facts["test_accuracy"] = accuracy
-    except (OSError, ValueError, AttributeError):  # no stats.json, or not one of ours
-        pass
-    return facts
+    """The page's "about this model": sizes, parameters, the steps its weights come from
+    (from the model file) and the test accuracy of the stats.json beside it when that
+    file describes this model (runs.stats_of_model; None otherwise)."""
+    stats = runs.stats_of_model(Path(model_path).parent, info["steps_done"])
+    return {"model_file": str(model_path), "layer_sizes": model.layer_sizes,
+            "activations": model.activations, "parameters": int(model.flat_parameters.size),
+            "steps_done": info["steps_done"], "test_accuracy": runs.stats_test_accuracy(stats)}
 
 
 # ------------------------------------------------------------------ request bodies
@@ -167,7 +180,7 @@ def grey_from_image(body):
     """The grey image (H, W) in [0, 1] of PNG or JPEG bytes, read by predict.load_grey."""
     from PIL import Image  # Pillow comes with matplotlib
     try:
-        with Image.open(io.BytesIO(body)) as image:
+        with Image.open(io.BytesIO(body), formats=["PNG", "JPEG"]) as image:
             width, height = image.size  # from the header: nothing is decoded yet
     except Exception:  # Pillow raises many kinds for bytes that are not an image
         raise BadRequest(400, "body: not an image (send PNG or JPEG bytes, or JSON grey levels)") from None
@@ -179,7 +192,7 @@ def grey_from_image(body):
         raise BadRequest(400, "body: not a readable image (send PNG or JPEG bytes, or JSON grey levels)") from None
 
 
-# ------------------------------------------------------------------ HTTP
+# ------------------------------------------------------------------ HTTP: request headers
 
 def static_files(folder=WEB_DIR):
     """{"/index.html": path, ...} for the files directly in the page's folder, plus "/".
@@ -194,8 +207,71 @@ def static_files(folder=WEB_DIR):
     return files
 
 
+def announced_length(headers):
+    """The body length that the Content-Length header announces, or None without one.
+
+    Only ASCII digits are a length: int() would also read '１２' (fullwidth) or ' +1_0',
+    and a second Content-Length could disagree with the first (request smuggling), so
+    both are refused with 400.
+    """
+    values = headers.get_all("Content-Length") or []
+    if len(values) > 1:
+        raise BadRequest(400, f"Content-Length given {len(values)} times: send it once")
+    if not values:
+        return None
+    text = values[0].strip()
+    if not (text.isascii() and text.isdigit()):
+        raise BadRequest(400, f"Content-Length {values[0]!r} is not a number of bytes in ASCII digits")
+    return int(text)
+
+
+def check_host(host_header, server):
+    """Refuse (403) a Host other than localhost, 127.0.0.1 or [::1] (with no port or the
+    server's) when the server listens on this computer only.
+
+    A web page on another site can make the browser send requests here under a name
+    of its own that resolves to 127.0.0.1 (DNS rebinding); such requests carry that
+    name in Host, and the check turns them away.
+    """
+    if not server.local_only:
+        return
+    parts = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*)(?::([0-9]+))?", (host_header or "").strip())  # NAME[:PORT]
+    if (parts is None or parts[1].lower() not in LOCAL_HOST_NAMES
+            or parts[2] not in (None, str(server.server_port))):
+        raise BadRequest(403, f"Host {host_header!r}: this server answers only to localhost, 127.0.0.1 "
+                              f"or [::1] on port {server.server_port}")
+
+
+def body_type(headers):
+    """The media type of a POST /api/predict body: one of BODY_TYPES, else 415.
+
+    Refusing the rest also refuses the text/plain and form posts that another web
+    site can make a browser send without asking first (CORS "simple requests").
+    """
+    kind = headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if kind not in BODY_TYPES:
+        raise BadRequest(415, f"Content-Type {kind or '(none)'}: send {', '.join(BODY_TYPES[:-1])} "
+                              f"or {BODY_TYPES[-1]}")
+    return kind
+
+
+@contextlib.contextmanager
+def decode_slot(server):
+    """Hold one of the server's DECODE_SLOTS while decoding and reading a drawing;
+    503 with Retry-After when none frees up within server.decode_wait_s seconds,
+    so that a flood of requests waits briefly instead of piling up in memory."""
+    if not server.decode_slots.acquire(timeout=server.decode_wait_s):
+        raise BadRequest(503, "busy, try again in a moment", {"Retry-After": "1"})
+    try:
+        yield
+    finally:
+        server.decode_slots.release()
+
+
+# ------------------------------------------------------------------ HTTP: the handler
+
 class Handler(BaseHTTPRequestHandler):
-    """Answers GET for the page's files and the API routes, POST for /api/predict.
+    """Answers GET and HEAD for the page's files and the API routes, POST for /api/predict.
 
     Every answer that is not a file is JSON; every refusal is {"error": one line}.
     """
@@ -212,8 +288,7 @@ class Handler(BaseHTTPRequestHandler):
         self._answer("POST")
 
     def do_HEAD(self):
-        self.close_connection = True  # the refusal carries a body, which a HEAD answer must not
-        self._answer("HEAD")
+        self._answer("HEAD")  # as GET; _send leaves the body out
 
     def do_PUT(self):
         self._answer("PUT")
@@ -228,20 +303,29 @@ class Handler(BaseHTTPRequestHandler):
         self._answer("OPTIONS")
 
     def _answer(self, method):
-        """Route the request; turn every failure into a one-line JSON refusal."""
-        self.body_read = False
+        """Check the headers, route the request; turn every failure into a one-line JSON refusal."""
+        self.unread_bytes = 0  # of the body, still on the connection
         try:
+            try:
+                self.body_length = announced_length(self.headers)
+            except BadRequest:
+                self.close_connection = True  # where this body ends is unknown: the connection cannot go on
+                raise
+            self.unread_bytes = self.body_length or 0
+            check_host(self.headers.get("Host"), self.server)
             path = urlsplit(self.path).path
-            routes = self.server.routes
-            if path in routes:
-                allowed = routes[path]
+            if path in self.server.routes:
+                self.server.reload_if_replaced()
+                allowed = self.server.routes[path]
+                if "GET" in allowed:
+                    allowed = {**allowed, "HEAD": allowed["GET"]}
                 if method not in allowed:
-                    raise BadRequest(405, f"{method} {path}: use {' or '.join(allowed)}")
+                    raise BadRequest(405, f"{method} {path}: use {' or '.join(allowed)}", {"Allow": ", ".join(allowed)})
                 self._send_json(200, allowed[method](self))
             elif path in self.server.files:
-                if method != "GET":
-                    raise BadRequest(405, f"{method} {path}: use GET")
-                self._send_file(self.server.files[path])
+                if method not in ("GET", "HEAD"):
+                    raise BadRequest(405, f"{method} {path}: use GET", {"Allow": "GET, HEAD"})
+                self._send_file(path, self.server.files[path])
             else:
                 raise BadRequest(404, f"{path}: not found")
         except BadRequest as refusal:
@@ -251,103 +335,199 @@ class Handler(BaseHTTPRequestHandler):
             self._refuse(BadRequest(500, "internal error (see the server's console)"))
 
     def read_body(self):
-        """The request body, at most MAX_BODY_BYTES (413 beyond, before reading it)."""
+        """The request body: 411 without a Content-Length, 413 over MAX_BODY_BYTES (before
+        reading it), 408 when it stops arriving for BODY_TIMEOUT_S, 400 when the client
+        closes before sending all of it. After 408 and 400 the connection is closed."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             raise BadRequest(411, "body: send a Content-Length, not chunked encoding")
-        length = self.headers.get("Content-Length")
-        if length is None or not length.strip().isdigit():
+        if self.body_length is None:
             self.close_connection = True
             raise BadRequest(411, "body: a POST needs a Content-Length")
-        if int(length) > MAX_BODY_BYTES:
-            self.close_connection = True  # the body stays unread: this connection cannot go on
-            raise BadRequest(413, f"body of {int(length)} bytes, the limit is {MAX_BODY_BYTES}")
-        self.body_read = True
-        return self.rfile.read(int(length))
+        if self.body_length > MAX_BODY_BYTES:
+            raise BadRequest(413, f"body of {self.body_length} bytes, the limit is {MAX_BODY_BYTES}")
+        self.unread_bytes = 0  # from here on, whatever happens, nothing of it is read again
+        self.connection.settimeout(BODY_TIMEOUT_S)
+        try:
+            body = self.rfile.read(self.body_length)
+        except TimeoutError:
+            self.close_connection = True
+            self.log_message("%s %s: the body stopped arriving (408)", self.command, self.path)
+            raise BadRequest(408, f"body: timed out, nothing arrived for {BODY_TIMEOUT_S} s") from None
+        finally:
+            self.connection.settimeout(self.timeout)
+        if len(body) < self.body_length:
+            self.close_connection = True
+            raise BadRequest(400, f"body: {len(body)} of the {self.body_length} bytes that Content-Length "
+                                  f"announced arrived before the client closed")
+        return body
 
-    def _send_json(self, status, value):
-        self._send(status, json.dumps(value, separators=(",", ":")).encode(), "application/json")
+    def _send_json(self, status, value, headers=None):
+        self._send(status, json.dumps(value, separators=(",", ":")).encode(), "application/json", headers=headers)
 
-    def _send_file(self, path):
-        self._send(200, path.read_bytes(), CONTENT_TYPES[path.suffix], cache="no-cache")
+    def _send_file(self, request_path, path):
+        try:
+            body = path.read_bytes()
+        except OSError:  # removed or unreadable since the server started
+            raise BadRequest(404, f"{request_path}: not found (gone from {path.parent.name}/)") from None
+        self._send(200, body, CONTENT_TYPES[path.suffix], cache="no-cache")
 
     def _refuse(self, refusal):
-        unread = not self.body_read and self.headers.get("Content-Length", "0").strip() not in ("", "0")
+        unread = self.unread_bytes
         if unread:
             self.close_connection = True  # its unread body would be taken for the next request
-        self._send_json(refusal.status, {"error": str(refusal)})
+        self._send_json(refusal.status, {"error": str(refusal)}, refusal.headers)
         if unread:
-            self._drain_body()
+            self._drain_body(unread)
 
-    def _drain_body(self):
-        """Read and drop up to MAX_DRAINED_BYTES of a refused body, waiting at most a second for
-        each piece: a client still sending it then reads the answer, not a reset connection."""
+    def _drain_body(self, length):
+        """Read and drop up to MAX_DRAINED_BYTES of a refused body of `length` bytes, waiting at
+        most a second for each piece: a client still sending it then reads the answer, not a
+        reset connection."""
         try:
-            remaining = min(int(self.headers["Content-Length"]), MAX_DRAINED_BYTES)
+            remaining = min(length, MAX_DRAINED_BYTES)
             self.connection.settimeout(1.0)
             while remaining > 0:
                 piece = self.rfile.read(min(remaining, 1 << 16))
                 if not piece:
                     break
                 remaining -= len(piece)
-        except (OSError, ValueError):  # the client gave up, paused, or sent a bad length
+        except (OSError, ValueError):  # the client gave up or paused
             pass
 
-    def _send(self, status, body, content_type, cache="no-store"):
+    def _send(self, status, body, content_type, cache="no-store", headers=None):
+        """Send the answer; to HEAD, the same headers (Content-Length included) with no body."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", cache)
         self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def send_error(self, code, message=None, explain=None):
         """Malformed requests that the standard library refuses itself: one JSON line too."""
         self.close_connection = True
         self._send_json(code, {"error": message or HTTPStatus(code).phrase})
 
+    def handle_one_request(self):
+        self.request_started = False  # set by parse_request once a request line has arrived
+        super().handle_one_request()
+
+    def parse_request(self):
+        self.request_started = True
+        return super().parse_request()
+
+    def log_error(self, format, *args):
+        """One console line per real error; a keep-alive connection closed after its idle
+        time (the standard library's "Request timed out" before any request) is none."""
+        if format.startswith("Request timed out") and not self.request_started:
+            return
+        super().log_error(format, *args)
+
     def log_request(self, code="-", size="-"):
         """Answered requests are not logged (the page sends one per pen move)."""
 
 
 def api_model(handler):
-    """GET /api/model: the model's facts."""
-    return handler.server.served.facts
+    """GET /api/model: the model's facts, and a warning when a newer file could not be read."""
+    served = handler.server.served
+    return {**served.facts, "model_warning": served.warning}
 
 
 def api_predict(handler):
-    """POST /api/predict: JSON grey levels or image bytes -> the reading (ServedModel.read)."""
+    """POST /api/predict: JSON grey levels or PNG/JPEG bytes -> the reading (ServedModel.read),
+    with model_number (which model read it: the page refreshes its facts when it changes)
+    and model_warning (see api_model)."""
+    kind = body_type(handler.headers)
     body = handler.read_body()
-    content_type = handler.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    grey = grey_from_json(body) if content_type == "application/json" else grey_from_image(body)
-    return handler.server.served.read(grey)
+    with decode_slot(handler.server):
+        grey = grey_from_json(body) if kind == "application/json" else grey_from_image(body)
+        served = handler.server.served
+        answer = served.read(grey)
+    return {**answer, "model_number": served.number, "model_warning": served.warning}
 
 
 # path -> {method: function(handler) -> JSON value}; issue 14's routes go here too.
+# HEAD is answered wherever GET is.
 ROUTES = {"/api/model": {"GET": api_model}, "/api/predict": {"POST": api_predict}}
 
 
 class Server(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that knows the model, the routes and the page's files."""
+    """A ThreadingHTTPServer that knows the model, the routes and the page's files.
+
+    served is the model in use; reload_if_replaced swaps in a new one when its file
+    changes. decode_slots bounds how many drawings are decoded and read at once.
+    """
 
     daemon_threads = True  # open keep-alive connections do not hold up Ctrl-C
     request_queue_size = 128  # the listen backlog; socketserver's 5 resets a burst of connections
 
-    def __init__(self, address, served, routes=ROUTES, files=None):
+    def __init__(self, address, served, routes=ROUTES, files=None, model_path=None):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.served = served
         self.routes = routes
         self.files = files if files is not None else static_files()
+        self.decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+        self.decode_wait_s = DECODE_WAIT_S
+        self.model_path = model_path
+        self.model_signature = file_signature(model_path) if model_path else None
+        self.model_lock = threading.Lock()
         super().__init__(address, Handler)
+        self.local_only = ipaddress.ip_address(self.server_address[0]).is_loopback
 
     @property
     def url(self):
         host, port = self.server_address[:2]
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+    def reload_if_replaced(self):
+        """Read the model file again when it changed (time, size or inode) since it was read.
+
+        The new model replaces the one in use only once it is loaded whole; a file that
+        does not load keeps the model in use, with a warning for the page. One line on
+        the console says which happened.
+        """
+        if self.model_path is None or file_signature(self.model_path) == self.model_signature:
+            return
+        from mlp import ModelFileError
+        with self.model_lock:
+            signature = file_signature(self.model_path)
+            if signature == self.model_signature:  # another thread reloaded it meanwhile
+                return
+            self.model_signature = signature
+            try:
+                served = load_served_model(self.model_path, number=self.served.number + 1)
+            except ModelFileError as error:
+                self.served.warning = f"{error}; still serving the previous model"
+                print(f"Could not reload {self.served.warning}", flush=True)  # the error names the file
+                return
+            self.served = served
+            print(f"Reloaded the changed model file. {served.description}", flush=True)
+
+    def handle_error(self, request, client_address):
+        """One line for an error outside a request's own handling, instead of socketserver's
+        traceback; nothing when the client merely went away."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            return
+        print(f"nn.py serve: error with {client_address[0]}: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)
+
+
+def file_signature(path):
+    """(modification time in ns, size, inode) of the file at path, or None when it is missing."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
 
 # ------------------------------------------------------------------ the command
@@ -364,13 +544,14 @@ def build_parser():
     return parser
 
 
-def load_served_model(path):
-    """ServedModel for the file at path; raises ModelFileError with a one-line reason."""
+def load_served_model(path, number=1):
+    """ServedModel for the file at path (the number-th read while serving); raises
+    ModelFileError with a one-line reason."""
     from mlp import MLP, ModelFileError
     model, info = MLP.load(path, with_info=True)
     if model.layer_sizes[0] != 784 or model.layer_sizes[-1] != 10:
         raise ModelFileError(f"{path}: a {model.layer_sizes} network, not one for 28x28 digits (784 in, 10 out)")
-    return ServedModel(model, info, path)
+    return ServedModel(model, info, path, number)
 
 
 def stop_on_signal(signum, frame):
@@ -390,7 +571,7 @@ def main(argv=None):
         print(f"nn.py serve: error: --port {args.port}: choose 0-65535", file=sys.stderr)
         return 1
     try:
-        server = Server((args.host, args.port), served)
+        server = Server((args.host, args.port), served, model_path=args.model)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             print(f"nn.py serve: error: port {args.port} is in use on {args.host} "
@@ -402,6 +583,7 @@ def main(argv=None):
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"nn.py serve: warning: listening on {args.host}: the page is open to others on the network",
               file=sys.stderr)
+    print(served.description, flush=True)
     print(f"Serving {args.model} at {server.url}  (Ctrl-C stops)", flush=True)
     if args.open:
         import webbrowser

@@ -9,8 +9,11 @@ core with one BLAS thread; the client sends the page's requests over one
 keep-alive connection, as the page does, after a warm-up:
   png   the canvas as PNG bytes (what the page sends while you draw)
   json  the same drawing as 78,400 grey levels in JSON
-and prints the median, 90th percentile and best round trip. It then times the
-server's steps in this process, one at a time, to show where the time goes.
+and prints the median, 90th percentile and best round trip, and (on Linux) the
+CPU time the server process spent per request: on a machine that other work
+keeps busy, the round trips wait for the CPU, while the CPU time barely changes.
+It then times the server's steps in this process, one at a time, to show where
+the time goes.
 With no model file, a model with random weights stands in (the time does not
 depend on the weights).
 """
@@ -61,10 +64,23 @@ def start_server(model_path):
     process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(model_path),
                                 "--port", "0"], stdout=subprocess.PIPE, text=True, preexec_fn=pin,
                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    line = process.stdout.readline()
+    lines = [process.stdout.readline()]  # "Model: ...", then "Serving ... at http://127.0.0.1:PORT/ ..."
+    while lines[-1] and " at http://" not in lines[-1] and len(lines) < 5:
+        lines.append(process.stdout.readline())
+    line = lines[-1]
     if " at http://" not in line:
-        sys.exit(f"serve_latency.py: the server did not start: {line.strip()}")
+        process.kill()
+        sys.exit(f"serve_latency.py: the server did not start: {''.join(lines).strip()}")
     return process, int(line.split(" at ")[-1].split()[0].rstrip("/").rsplit(":", 1)[1])
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds that process pid has used, from /proc (Linux); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
 
 
 def round_trips(port, body, content_type, repeats, warmup):
@@ -107,7 +123,7 @@ def steps_in_process(model_path, grey, png, repeats):
         ("decode PNG (predict.load_grey)", milliseconds(lambda: serve.grey_from_image(png), repeats)),
         ("parse JSON grey levels", milliseconds(lambda: serve.grey_from_json(body), repeats)),
         ("preprocess (predict.to_mnist)", milliseconds(lambda: predict.to_mnist(grey), repeats)),
-        ("network and answer (ServedModel.read)", milliseconds(lambda: served.read(grey), repeats)),
+        ("ServedModel.read (to_mnist, network, answer)", milliseconds(lambda: served.read(grey), repeats)),
         ("encode the answer as JSON", milliseconds(lambda: json.dumps(answer, separators=(",", ":")), repeats)),
     ]
 
@@ -133,12 +149,16 @@ def main():
         try:
             print(f"POST /api/predict, a 280x280 drawing, server on one core, {args.repeats} requests each "
                   f"(target: {TARGET_MS} ms)")
-            print(f"{'body':<28}{'median ms':>10}{'p90 ms':>9}{'best ms':>9}")
+            print(f"{'body':<28}{'median ms':>10}{'p90 ms':>9}{'best ms':>9}{'server CPU ms':>15}")
             for name, body, kind in ((f"png ({len(png):,} bytes)", png, "image/png"),
                                      (f"json ({len(json_body):,} bytes)", json_body, "application/json")):
+                cpu_before = cpu_seconds(process.pid)
                 times = sorted(round_trips(port, body, kind, args.repeats, args.warmup))
+                cpu_after = cpu_seconds(process.pid)
+                requests = args.repeats + args.warmup
+                cpu = "-" if cpu_before is None else f"{1000 * (cpu_after - cpu_before) / requests:.2f}"
                 print(f"{name:<28}{statistics.median(times):>10.2f}{times[int(0.9 * (len(times) - 1))]:>9.2f}"
-                      f"{times[0]:>9.2f}")
+                      f"{times[0]:>9.2f}{cpu:>15}")
         finally:
             process.terminate()
             process.wait(timeout=10)

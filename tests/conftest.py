@@ -73,8 +73,11 @@ def start_server(model_path, *args):
     process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(model_path),
                                 "--port", "0", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    line = process.stdout.readline()  # "Serving MODEL at http://127.0.0.1:PORT/  (Ctrl-C stops)"
+    process.startup_lines = []  # "Model: ..." then "Serving MODEL at http://127.0.0.1:PORT/  (Ctrl-C stops)"
+    while len(process.startup_lines) < 5 and " at http://" not in "".join(process.startup_lines[-1:]):
+        process.startup_lines.append(process.stdout.readline())
+    line = process.startup_lines[-1]
     if " at http://" not in line:
         process.kill()
-        raise AssertionError(f"the server did not start: {line}{process.stderr.read()}")
+        raise AssertionError(f"the server did not start: {''.join(process.startup_lines)}{process.stderr.read()}")
     return process, line.split(" at ")[-1].split()[0]

@@ -162,3 +162,45 @@ def test_a_chosen_image_file_is_read(page, tmp_path):
     from selenium.webdriver.support.wait import WebDriverWait
     WebDriverWait(page, 20).until(lambda driver: driver.find_element(By.ID, "prediction").text != "")
     assert reading(page) == "4"
+
+
+def test_answers_are_shown_while_the_pen_still_moves(page):
+    """The drawing changes while its request is on its way (fetch is wrapped to add a dot
+    just after sending it): that answer is still the newest, and is shown at once, not
+    dropped because the pen moved on. The next request is held back until the test
+    releases it; then the final drawing's answer is shown."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    page.find_element(By.ID, "clear").click()
+    assert reading(page) == ""
+    page.execute_script("""
+        const realFetch = window.fetch;
+        const canvas = document.getElementById("canvas");
+        const box = canvas.getBoundingClientRect();
+        const dot = (x, y) => {  // a pen touch on the canvas: one more drawing, one more request
+            for (const type of ["pointerdown", "pointerup"]) {
+                canvas.dispatchEvent(new PointerEvent(type, {pointerId: 1, isPrimary: true, pointerType: "mouse",
+                    bubbles: true, clientX: box.left + x, clientY: box.top + y}));
+            }
+        };
+        const pen = canvas.getContext("2d");  // a 7 drawn straight onto the canvas: no request yet
+        pen.strokeStyle = "#fff"; pen.lineWidth = 20; pen.lineCap = "round"; pen.lineJoin = "round";
+        pen.beginPath(); pen.moveTo(60, 40); pen.lineTo(220, 40); pen.lineTo(120, 250); pen.stroke();
+        let calls = 0;
+        window.fetch = (...args) => {
+            calls += 1;
+            if (calls === 1) {
+                const answer = realFetch(...args);
+                dot(170, 145);  // on the 7's stroke: the drawing changes while its answer is on its way
+                return answer;
+            }
+            window.fetch = realFetch;
+            return new Promise((resolve) => { window.releaseHeld = () => resolve(realFetch(...args)); });
+        };
+        dot(220, 40);  // the first request: the 7
+    """)
+    WebDriverWait(page, 20).until(lambda driver: driver.find_element(By.ID, "prediction").text != "")
+    assert page.find_element(By.ID, "prediction").text == "7"
+    assert page.execute_script("return document.body.dataset.busy") == "1"  # the held request is pending
+    page.execute_script("window.releaseHeld()")
+    assert reading(page) == "7"

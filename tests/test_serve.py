@@ -27,7 +27,7 @@ def model_path(tmp_path_factory):
     """A 784-150-150-10 model with random weights, saved with a stats.json beside it."""
     folder = tmp_path_factory.mktemp("served")
     MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(folder / "model_mnist.npz", steps_done=1234)
-    (folder / "stats.json").write_text(json.dumps({"test_accuracy": 0.9765}))
+    (folder / "stats.json").write_text(json.dumps({"test_accuracy": 0.9765, "steps": 1234, "weights_from_step": 1234}))
     return folder / "model_mnist.npz"
 
 
@@ -248,7 +248,8 @@ def test_a_client_sending_a_body_over_the_limit_reads_the_413(server):
 
 def test_a_post_without_length_is_refused(server):
     with socket.create_connection(server, timeout=30) as connection:
-        connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\r\n")
+        connection.sendall(f"POST /api/predict HTTP/1.1\r\nHost: {host(server)}\r\nContent-Type: image/png\r\n\r\n"
+                           .encode())
         head = connection.recv(4096).decode()
     assert head.startswith("HTTP/1.1 411"), head
     assert still_serving(server)
@@ -262,7 +263,7 @@ TRAVERSALS = ["/../nn.py", "/%2e%2e/nn.py", "/%2E%2E/nn.py", "/..%2fnn.py", "/%2
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_paths_out_of_the_page_folder_get_404(server, path):
     with socket.create_connection(server, timeout=30) as connection:  # the path exactly as written
-        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: {host(server)}\r\nConnection: close\r\n\r\n".encode())
         answer = b""
         while chunk := connection.recv(65536):
             answer += chunk
@@ -332,7 +333,11 @@ def test_a_port_in_use_is_one_line_naming_it_and_exit_1(model_path):
 
 
 def test_another_host_is_warned_about(model_path):
+    """Listening on every address, the page is meant to be reached under other names:
+    no Host check then (the warning says the page is open to the network)."""
     process, url = start_server(model_path, "--host", "0.0.0.0")
+    status, facts, _ = ask(("127.0.0.1", urlsplit(url).port), "GET", "/api/model", headers={"Host": "my-laptop:80"})
+    assert status == 200 and facts["steps_done"] == 1234
     process.send_signal(signal.SIGINT)
     _, errors = process.communicate(timeout=30)
     assert "open to others on the network" in errors
@@ -380,3 +385,261 @@ def test_a_refused_body_is_not_read_as_the_next_request(server):
     connection.close()
     assert first.status == 405
     assert second.status == 200, answer
+
+
+# ------------------------------------------------------------------ request parsing (issue 11 review)
+
+def raw_exchange(server, request, half_close=True, timeout=30):
+    """Send raw bytes on a fresh connection (closing our sending side when half_close),
+    and return everything the server answers until it closes the connection."""
+    with socket.create_connection(server, timeout=timeout) as connection:
+        connection.sendall(request)
+        if half_close:
+            connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def parse_answer(answer):
+    """(status, {header name lowercased: value}, body bytes) of one raw HTTP answer."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("iso-8859-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def host(server):
+    return f"{server[0]}:{server[1]}"
+
+
+def assert_one_line_refusal(answer, status, reason):
+    answer_status, headers, body = parse_answer(answer)
+    assert answer_status == status, answer[:300]
+    error = json.loads(body)["error"]
+    assert "\n" not in error and "Traceback" not in error and reason in error, error
+    return headers
+
+
+def test_a_body_shorter_than_its_length_gets_400_and_the_connection_closes(server):
+    request = (f"POST /api/predict HTTP/1.1\r\nHost: {host(server)}\r\nContent-Type: image/png\r\n"
+               f"Content-Length: 100\r\n\r\n").encode() + b"\x89PNG\r\n\x1a\n"
+    headers = assert_one_line_refusal(raw_exchange(server, request), 400, "8 of the 100 bytes")
+    assert headers.get("connection") == "close"
+    assert still_serving(server)
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "\uff11\uff12", " 12x", "-1", "+12", "1_0"],
+                         ids=["superscript two", "fullwidth digits", "trailing letter", "negative", "plus sign",
+                              "underscore"])
+def test_a_content_length_that_is_not_ascii_digits_gets_400(server, length):
+    request = (f"POST /api/predict HTTP/1.1\r\nHost: {host(server)}\r\nContent-Type: image/png\r\n"
+               f"Content-Length: {length}\r\n\r\n").encode() + b"x" * 12
+    headers = assert_one_line_refusal(raw_exchange(server, request), 400, "Content-Length")
+    assert headers.get("connection") == "close"
+    assert still_serving(server)
+
+
+def test_two_content_lengths_get_400(server):
+    body = as_png(drawing())
+    request = (f"POST /api/predict HTTP/1.1\r\nHost: {host(server)}\r\nContent-Type: image/png\r\n"
+               f"Content-Length: {len(body)}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    assert_one_line_refusal(raw_exchange(server, request), 400, "Content-Length")
+    assert still_serving(server)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          "image/gif", ""])
+def test_a_body_of_another_type_gets_415(server, content_type):
+    """Only PNG, JPEG and JSON are read; this also refuses the text/plain form posts that
+    another web site could make a browser send here."""
+    status, answer, _ = ask(server, "POST", "/api/predict", as_png(drawing()), content_type)
+    assert status == 415 and "\n" not in answer["error"] and "image/png" in answer["error"], answer
+    assert still_serving(server)
+
+
+def test_head_of_the_page_and_its_files_is_get_without_a_body(server):
+    for path in ("/", "/app.js", "/style.css"):
+        connection = http.client.HTTPConnection(*server, timeout=30)
+        connection.request("GET", path)
+        get = connection.getresponse()
+        full = get.read()
+        connection.request("HEAD", path)
+        head = connection.getresponse()
+        assert head.status == 200 and head.read() == b""
+        assert head.getheader("Content-Type") == get.getheader("Content-Type")
+        assert int(head.getheader("Content-Length")) == len(full)
+        connection.close()
+    assert still_serving(server)
+
+
+@pytest.mark.parametrize("method, path, allow", [("HEAD", "/api/predict", "POST"), ("GET", "/api/predict", "POST"),
+                                                 ("POST", "/", "GET, HEAD"), ("PUT", "/api/model", "GET, HEAD"),
+                                                 ("OPTIONS", "/app.js", "GET, HEAD")])
+def test_every_405_names_the_allowed_methods(server, method, path, allow):
+    connection = http.client.HTTPConnection(*server, timeout=30)
+    connection.request(method, path)
+    response = connection.getresponse()
+    body = response.read()
+    connection.close()
+    assert response.status == 405 and response.getheader("Allow") == allow
+    if method == "HEAD":
+        assert body == b"" and int(response.getheader("Content-Length")) > 0  # the length a GET body would have
+    else:
+        assert "use " in json.loads(body)["error"]
+    assert still_serving(server)
+
+
+@pytest.mark.parametrize("host_header", ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example:{port}",
+                                         "127.0.0.1:1", "localhost:{port}@evil.example", "", "[::1]x:{port}",
+                                         "localhost:{port}:{port}", "[::2]:{port}"])
+def test_another_host_name_gets_403_against_dns_rebinding(server, host_header):
+    request = (f"GET /api/model HTTP/1.1\r\nHost: {host_header.format(port=server[1])}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    assert_one_line_refusal(raw_exchange(server, request, half_close=False), 403, "Host")
+    assert still_serving(server)
+
+
+@pytest.mark.parametrize("host_header", ["127.0.0.1:{port}", "localhost:{port}", "LocalHost:{port}", "localhost",
+                                         "127.0.0.1", "[::1]:{port}", "[::1]"])
+def test_local_host_names_are_served(server, host_header):
+    request = (f"GET /api/model HTTP/1.1\r\nHost: {host_header.format(port=server[1])}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    assert parse_answer(raw_exchange(server, request, half_close=False))[0] == 200
+
+
+# ------------------------------------------------------------------ an in-process server, for its internals
+
+@pytest.fixture
+def local_server(model_path, monkeypatch, tmp_path):
+    """(host, port) of a server running in this process, with short timeouts (a connection
+    idle for 0.5 s is closed; a body is awaited 0.5 s), serving a copy of web/ in tmp_path."""
+    import shutil
+    import threading
+    import serve
+    monkeypatch.setattr(serve.Handler, "timeout", 0.5)
+    monkeypatch.setattr(serve, "BODY_TIMEOUT_S", 0.5, raising=False)
+    shutil.copytree(PROJECT_DIR / "web", tmp_path / "web")
+    running = serve.Server(("127.0.0.1", 0), serve.load_served_model(model_path),
+                           files=serve.static_files(tmp_path / "web"))
+    thread = threading.Thread(target=running.serve_forever, daemon=True)
+    thread.start()
+    running.web_folder = tmp_path / "web"
+    yield running
+    running.shutdown()
+    running.server_close()
+
+
+def address(running):
+    return running.server_address[:2]
+
+
+def test_a_body_that_stops_coming_gets_408_one_line(local_server, capfd):
+    request = (f"POST /api/predict HTTP/1.1\r\nHost: {host(address(local_server))}\r\nContent-Type: image/png\r\n"
+               f"Content-Length: 100\r\n\r\n").encode() + b"\x89PNG"
+    headers = assert_one_line_refusal(raw_exchange(address(local_server), request, half_close=False), 408,
+                                      "timed out")
+    assert headers.get("connection") == "close"
+    assert still_serving(address(local_server))
+    errors = capfd.readouterr().err
+    assert "Traceback" not in errors and len(errors.strip().splitlines()) <= 1, errors
+
+
+def test_idle_keep_alive_connections_close_quietly(local_server, capfd):
+    """A browser keeps connections open; the server closing one after its idle time is no
+    error and prints nothing. A request cut off half-way is one, and prints one line."""
+    import time
+    connection = http.client.HTTPConnection(*address(local_server), timeout=30)
+    connection.request("GET", "/api/model")
+    assert connection.getresponse().read()
+    time.sleep(1.5)  # three idle timeouts of 0.5 s
+    connection.close()
+    assert capfd.readouterr().err == ""
+    with socket.create_connection(address(local_server), timeout=30) as half:
+        half.sendall(b"GET /api/model HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the headers never end
+        half.recv(65536)  # the server gives up and closes
+    time.sleep(0.2)
+    errors = capfd.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "timed out" in errors[0] and "Traceback" not in errors[0], errors
+
+
+def test_a_web_file_deleted_while_serving_gets_404(local_server):
+    (local_server.web_folder / "style.css").unlink()
+    status, answer, _ = ask(address(local_server), "GET", "/style.css")
+    assert status == 404 and "style.css" in answer["error"] and "\n" not in answer["error"]
+    assert still_serving(address(local_server))
+
+
+def test_a_full_server_answers_503_with_retry_after(local_server):
+    """Every decoding slot taken (the test holds them all): the request waits briefly, then
+    gets 503 and Retry-After instead of queueing without end."""
+    import serve
+    slots = local_server.decode_slots
+    taken = 0
+    while slots.acquire(blocking=False):
+        taken += 1
+    assert taken == serve.DECODE_SLOTS
+    local_server.decode_wait_s = 0.2
+    try:
+        connection = http.client.HTTPConnection(*address(local_server), timeout=30)
+        connection.request("POST", "/api/predict", as_png(drawing()), {"Content-Type": "image/png"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        connection.close()
+        assert response.status == 503 and "busy" in answer["error"] and response.getheader("Retry-After") == "1"
+    finally:
+        for _ in range(taken):
+            slots.release()
+    status, answer, _ = ask(address(local_server), "POST", "/api/predict", as_png(drawing()), "image/png")
+    assert status == 200 and answer["digit"] is not None
+
+
+def test_a_replaced_model_file_is_read_on_the_next_request(tmp_path, model_path):
+    """A new model saved over the served one is used from the next request on, with one line
+    on the console; a broken file keeps the model in use, and the page is told so."""
+    import shutil
+    import time
+    served_path = tmp_path / "model_mnist.npz"
+    shutil.copyfile(model_path, served_path)
+    shutil.copyfile(model_path.parent / "stats.json", tmp_path / "stats.json")
+    process, url = start_server(served_path)
+    served = (urlsplit(url).hostname, urlsplit(url).port)
+    try:
+        facts = ask(served, "GET", "/api/model")[1]
+        assert facts["steps_done"] == 1234 and facts["test_accuracy"] == 0.9765
+        MLP([784, 30, 10], rng=np.random.default_rng(1)).save(served_path, steps_done=77)
+        facts = ask(served, "GET", "/api/model")[1]
+        assert facts["layer_sizes"] == [784, 30, 10] and facts["steps_done"] == 77
+        assert facts["model_warning"] is None and facts["test_accuracy"] is None  # stats.json is not for it
+        status, answer, _ = ask(served, "POST", "/api/predict", as_json(drawing()))
+        assert status == 200 and [len(a) for a in answer["activations"]] == [30]
+        line = process.stdout.readline()
+        assert line.startswith(f"Reloaded the changed model file. Model: {served_path} (") and "77 steps" in line, line
+        time.sleep(0.01)
+        broken = tmp_path / "broken.npz"
+        broken.write_bytes(b"PK\x03\x04 not a model")
+        broken.replace(served_path)
+        facts = ask(served, "GET", "/api/model")[1]
+        assert facts["steps_done"] == 77 and "still serving the previous model" in facts["model_warning"]
+        status, answer, _ = ask(served, "POST", "/api/predict", as_json(drawing()))
+        assert status == 200 and "still serving the previous model" in answer["model_warning"]
+        line = process.stdout.readline()
+        assert line.startswith(f"Could not reload {served_path}") and "\n" == line[-1], line
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert "Traceback" not in process.stderr.read()
+
+
+def test_serve_names_its_model_first(model_path):
+    """The same one-line account as predict's, and the steps from the model file."""
+    process, url = start_server(model_path)
+    process.terminate()
+    process.communicate(timeout=10)
+    assert len(process.startup_lines) == 2, process.startup_lines
+    first = process.startup_lines[0]
+    assert first.startswith(f"Model: {model_path} (") and first.endswith(", 1,234 steps, test accuracy 97.65 %)\n")

@@ -12,13 +12,16 @@ const message = document.getElementById("message");
 
 // ------------------------------------------------------------------ requests
 // At most one request in flight; a drawing that changes meanwhile is sent when it
-// returns, so the latest drawing always wins, and an answer is shown only if the
-// drawing has not changed since (nor been cleared). document.body.dataset.busy is
-// "1" while a reading is pending (tests wait for "0").
+// returns, so the latest drawing always wins. Every answer newer than the one on
+// show is shown, also while the pen still moves (the reading keeps up with it),
+// except answers for drawings made before a Clear or a new file. document.body.
+// dataset.busy is "1" while a reading is pending (tests wait for "0").
 
 let inFlight = false;
-let pending = null;  // a function that makes the next request's body, or null
-let version = 0;     // counts the changes of the drawing
+let pending = null;   // a function that makes the next request's body, or null
+let version = 0;      // counts the changes of the drawing; each request carries its count
+let shownVersion = 0; // the count of the drawing whose answer is on show
+let startVersion = 0; // the count at the last Clear or new file: answers up to it are dropped
 
 function request(makeBody) {
   version += 1;
@@ -32,14 +35,21 @@ async function sendPending() {
   const sentVersion = version;
   pending = null;
   inFlight = true;
+  let answer;
   try {
     const body = await makeBody();
     const response = await fetch("api/predict", { method: "POST", body,
       headers: { "Content-Type": body.type || "application/octet-stream" } });
-    const answer = await response.json();
-    if (sentVersion === version) show(response.ok ? answer : { error: answer.error });
+    const json = await response.json();
+    answer = response.ok ? json : { error: json.error };
   } catch (error) {
-    if (sentVersion === version) show({ error: "the server does not answer (is python nn.py serve running?)" });
+    answer = { error: "the server does not answer (is python nn.py serve running?)" };
+  }
+  if (sentVersion > shownVersion && sentVersion > startVersion) {
+    shownVersion = sentVersion;
+    show(answer);
+    if (facts && answer.model_number !== undefined && (answer.model_number !== facts.model_number
+        || answer.model_warning !== facts.model_warning)) loadFacts();  // the model file changed
   }
   inFlight = false;
   if (pending !== null) sendPending();
@@ -98,7 +108,7 @@ function stroke(from, to) {
 
 document.getElementById("clear").addEventListener("click", () => {
   clearCanvas();
-  version += 1;  // an answer still on its way is for the old drawing
+  startVersion = version;  // an answer still on its way is for the old drawing
   pending = null;
   if (!inFlight) document.body.dataset.busy = "0";
   show(null);
@@ -118,6 +128,7 @@ function readFile(file) {
     URL.revokeObjectURL(url);
   };
   image.src = url;
+  startVersion = version;  // answers on their way are for the drawing the file replaces
   request(async () => file);
 }
 
@@ -144,9 +155,9 @@ function show(answer) {
   const reading = answer && answer.digit !== undefined && answer.digit !== null ? answer : null;
   prediction.textContent = reading ? String(reading.digit) : "";
   confidence.textContent = reading ? `${(100 * reading.probabilities[reading.digit]).toFixed(1)} % sure` : "";
-  message.classList.toggle("error", Boolean(answer && answer.error));
+  message.classList.toggle("error", Boolean(answer && (answer.error || answer.model_warning)));
   message.textContent = answer === null ? "Draw a digit with the mouse, a finger or a pen."
-    : answer.error ? answer.error : answer.message || "";
+    : answer.error || answer.message || answer.model_warning || "";
   [...bars.children].forEach((row, digit) => {
     const p = reading ? reading.probabilities[digit] : 0;
     row.classList.toggle("best", reading !== null && digit === reading.digit);
@@ -250,6 +261,7 @@ async function loadFacts() {
       : `${(100 * facts.test_accuracy).toFixed(2)} % of 10,000 test images`],
     ["file", facts.model_file],
   ];
+  if (facts.model_warning) rows.push(["warning", facts.model_warning]);
   list.replaceChildren();
   for (const [name, value] of rows) {
     const term = document.createElement("dt");

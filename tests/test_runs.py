@@ -1,0 +1,61 @@
+"""runs.describe_model and runs.stats_of_model: a model's one-line account takes its steps
+from the model file, and a stats.json's test accuracy only when that file describes it."""
+
+import json
+
+import numpy as np
+import pytest
+
+import runs
+from mlp import MLP
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    """A small saved model whose weights come from step 300."""
+    path = tmp_path / "model_mnist.npz"
+    MLP([784, 10], rng=np.random.default_rng(0)).save(path, steps_done=300)
+    return path
+
+
+def write_stats(folder, **stats):
+    (folder / "stats.json").write_text(json.dumps(stats))
+
+
+def test_the_stats_of_this_model_give_its_accuracy(model_path):
+    write_stats(model_path.parent, steps=300, weights_from_step=300, test_accuracy=0.9812)
+    line = runs.describe_model(model_path, 300)
+    assert line.startswith(f"Model: {model_path} (") and line.endswith(", 300 steps, test accuracy 98.12 %)")
+
+
+def test_early_stopping_matches_on_the_step_of_the_weights(model_path):
+    """steps is the last step trained; the saved weights may come from an earlier one."""
+    write_stats(model_path.parent, steps=800, weights_from_step=300, test_accuracy=0.95)
+    assert runs.describe_model(model_path, 300).endswith(", 300 steps, test accuracy 95.00 %)")
+    assert runs.stats_of_model(model_path.parent, 800) == {}
+
+
+def test_stats_of_another_model_are_not_lent_to_this_one(model_path):
+    """A stats.json from another run (here 20,000 steps) beside a model of 300 steps: the
+    line gives the model's own steps and no accuracy, and says why."""
+    write_stats(model_path.parent, steps=20000, weights_from_step=20000, test_accuracy=0.9812)
+    line = runs.describe_model(model_path, 300)
+    assert "98.12" not in line and "20,000" not in line
+    assert line.endswith(", 300 steps; the stats.json beside it is for another model)")
+    assert runs.stats_of_model(model_path.parent, 300) == {}
+
+
+@pytest.mark.parametrize("text", ['{"test_accuracy": 0.97}', "[1, 2]", "not json", '{"steps": "300"}'])
+def test_stats_without_a_matching_step_are_not_used(model_path, text):
+    (model_path.parent / "stats.json").write_text(text)
+    assert runs.stats_of_model(model_path.parent, 300) == {}
+    assert "test accuracy" not in runs.describe_model(model_path, 300)
+
+
+def test_no_stats_file_is_said(model_path):
+    assert runs.describe_model(model_path, 300).endswith(", 300 steps; no stats.json beside it)")
+
+
+def test_an_older_stats_file_without_weights_from_step_matches_on_steps(model_path):
+    write_stats(model_path.parent, steps=300, test_accuracy=0.9)
+    assert runs.describe_model(model_path, 300).endswith("test accuracy 90.00 %)")
