@@ -53,10 +53,12 @@ def read_stats(folder, stats_file="stats.json"):
 
 
 def _summary(stats):
-    """'2,000 steps, test accuracy 93.40 %' from a stats dict, or a note that there is none."""
-    if "steps" not in stats or "test_accuracy" not in stats:
+    """'2,000 steps, test accuracy 93.40 %' from a stats dict, or a note that it has none
+    (no stats.json, or one without a whole number of steps and a finite accuracy)."""
+    steps, accuracy = stats.get("steps"), stats_test_accuracy(stats)
+    if type(steps) is not int or accuracy is None:
         return "no stats.json beside it"
-    return f"{count(stats['steps'], 'step')}, test accuracy {100 * stats['test_accuracy']:.2f} %"
+    return f"{count(steps, 'step')}, test accuracy {100 * accuracy:.2f} %"
 
 
 def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats.json"):

@@ -59,3 +59,20 @@ def test_no_stats_file_is_said(model_path):
 def test_an_older_stats_file_without_weights_from_step_matches_on_steps(model_path):
     write_stats(model_path.parent, steps=300, test_accuracy=0.9)
     assert runs.describe_model(model_path, 300).endswith("test accuracy 90.00 %)")
+
+
+@pytest.mark.parametrize("stats", [{"steps": 300, "test_accuracy": "high"}, {"steps": "300", "test_accuracy": 0.9},
+                                   {"steps": 300, "test_accuracy": float("nan")}, {"test_accuracy": 0.9}])
+def test_a_replaced_model_with_unusable_stats_is_kept_and_said_to_have_none(model_path, stats):
+    """A stats.json that is not the project's (an accuracy that is text or NaN, steps that
+    are no whole number) must not stop the run at its save: the model is still copied."""
+    write_stats(model_path.parent, **stats)
+    line = runs.keep_replaced_model(model_path.parent)
+    assert line.startswith("Replaced model_mnist.npz (no stats.json beside it); its copy is ")
+    assert list((model_path.parent / runs.RUNS_DIR).glob("*/model_mnist.npz"))
+
+
+def test_a_replaced_model_line_gives_its_stats(model_path):
+    write_stats(model_path.parent, steps=300, test_accuracy=0.9812)
+    assert runs.keep_replaced_model(model_path.parent).startswith(
+        "Replaced model_mnist.npz (300 steps, test accuracy 98.12 %); its copy is ")
