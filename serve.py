@@ -10,6 +10,11 @@ A local web server from Python's standard library. It serves the page in web/
     GET  /api/model     the model's facts: layer sizes, steps trained, test accuracy
     POST /api/predict   a drawing or an image -> digit, probabilities, the 28x28
                         input and every hidden layer's activations
+    POST /api/explain   the 28x28 input and a digit -> its saliency map (explain.py)
+    GET  /api/damage    the damage settings in force and the test accuracy (damage.py)
+    POST /api/damage    new damage settings for a copy of the model -> its test accuracy
+
+The explore views (why, break it) are explore.py's; docs/explore.md shows them.
 
 The drawing is turned into MNIST form by predict.to_mnist, the same code path as
 `python nn.py predict`, and read by the model's own layers. All the maths stays
@@ -32,6 +37,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+import explore
 import predict
 from functions import softmax
 
@@ -326,8 +332,40 @@ def api_predict(handler):
     return handler.server.served.read(grey)
 
 
-# path -> {method: function(handler) -> JSON value}; issue 14's routes go here too.
-ROUTES = {"/api/model": {"GET": api_model}, "/api/predict": {"POST": api_predict}}
+def explore_route(method):
+    """A route calling method(explorer, JSON value of the body) or, for GET, method(explorer);
+    explore.BadValue becomes 400 and explore.Unavailable 503, each with its one line."""
+    def route(handler):
+        try:
+            if handler.command == "GET":
+                return method(handler.server.explorer)
+            return method(handler.server.explorer, json_body(handler))
+        except explore.BadValue as error:
+            raise BadRequest(400, str(error)) from None
+        except explore.Unavailable as error:
+            raise BadRequest(503, str(error)) from None
+    route.__doc__ = method.__doc__
+    return route
+
+
+def json_body(handler):
+    """The JSON value of a request's body; NaN and Infinity, which are not JSON, are refused."""
+    def refuse_constant(name):
+        raise BadRequest(400, f"body: {name} is not a number")
+
+    try:
+        return json.loads(handler.read_body(), parse_constant=refuse_constant)
+    except BadRequest:
+        raise
+    except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
+        raise BadRequest(400, f"body: not JSON ({error})") from None
+
+
+# path -> {method: function(handler) -> JSON value}
+ROUTES = {"/api/model": {"GET": api_model}, "/api/predict": {"POST": api_predict},
+          "/api/explain": {"POST": explore_route(explore.Explorer.explain)},
+          "/api/damage": {"GET": explore_route(explore.Explorer.damage_state),
+                          "POST": explore_route(explore.Explorer.set_damage)}}
 
 
 class Server(ThreadingHTTPServer):
@@ -336,10 +374,11 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True  # open keep-alive connections do not hold up Ctrl-C
     request_queue_size = 128  # the listen backlog; socketserver's 5 resets a burst of connections
 
-    def __init__(self, address, served, routes=ROUTES, files=None):
+    def __init__(self, address, served, routes=ROUTES, files=None, data_dir=PROJECT_DIR / "datasets"):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.served = served
+        self.explorer = explore.Explorer(served, data_dir)
         self.routes = routes
         self.files = files if files is not None else static_files()
         super().__init__(address, Handler)
@@ -361,6 +400,9 @@ def build_parser():
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this computer only)")
     parser.add_argument("--open", action="store_true", help="also open the page in a web browser")
+    parser.add_argument("--data", type=Path, default=PROJECT_DIR / "datasets",
+                        help="folder of mnist_test.csv, for the test accuracy of a damaged model "
+                             "(default: datasets/ beside nn.py)")
     return parser
 
 
@@ -390,7 +432,7 @@ def main(argv=None):
         print(f"nn.py serve: error: --port {args.port}: choose 0-65535", file=sys.stderr)
         return 1
     try:
-        server = Server((args.host, args.port), served)
+        server = Server((args.host, args.port), served, data_dir=args.data)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             print(f"nn.py serve: error: port {args.port} is in use on {args.host} "
