@@ -1,11 +1,12 @@
-"""The server's side of the page's explore views: why (saliency), break it, and train.
+"""The server's side of the page's explore views: why (saliency) and break it.
 
 An Explorer holds what those views share: the served model (serve.ServedModel,
 whose ``model`` is what the drawing is read with), the model as loaded (the
 original, which damage never touches), the damage settings in force and the
 10,000 test images, loaded from --data on first use. Its methods take the JSON
 value a request sent, check it (BadValue: one line, answered with 400), and
-return the JSON value to answer.
+return the JSON value to answer. A training run (training_session.py) hands
+the Explorer its newest weights (use_model) and, once saved, its model (adopt).
 """
 
 import math
@@ -29,6 +30,10 @@ class Unavailable(RuntimeError):
     """What the server cannot do now (no test images, say); the message is one line."""
 
 
+class Busy(RuntimeError):
+    """A request that conflicts with a training run (answered 409); the message is one line."""
+
+
 class Explorer:
     """The state behind /api/explain and /api/damage (see serve.py)."""
 
@@ -40,6 +45,7 @@ class Explorer:
         self.lock = threading.Lock()  # one saliency or damage change at a time: they share buffers and state
         self.original_accuracy = None  # of the original model on the test images, once measured
         self._test_set = None
+        self.training = None  # the server's training_session.TrainingSession, if any
 
     # ------------------------------------------------------------ why
 
@@ -77,6 +83,8 @@ class Explorer:
             settings = damage.check_settings(value, len(self.original.layers))
         except damage.BadSetting as error:
             raise BadValue(str(error)) from None
+        if self.training is not None and self.training.status in ("loading", "running", "stopped"):
+            raise Busy("break it waits while a training run goes (or waits for save or discard)")
         self.test_set()  # before changing anything: no test images, no damage
         with self.lock:
             started = time.perf_counter()
@@ -97,6 +105,23 @@ class Explorer:
         return {"settings": self.settings, "damaged": self.served.model is not self.original,
                 "test_accuracy": accuracy, "original_test_accuracy": self.original_accuracy,
                 "test_images": int(len(labels)), "seconds": round(damage_seconds + seconds, 4)}
+
+    def use_model(self, model):
+        """Read the drawing with `model` from now on (a training run's newest weights, or the
+        original again), undamaged."""
+        with self.lock:
+            self.settings = damage.check_settings({}, len(model.layers))
+            self.served.model = model
+
+    def adopt(self, served):
+        """A training run's saved model becomes the original: served is the
+        serve.ServedModel of the new file, with its facts."""
+        with self.lock:
+            self.original = served.model
+            self.original_accuracy = None
+            self.settings = damage.check_settings({}, len(served.model.layers))
+            self.served.facts = served.facts
+            self.served.model = served.model
 
     def test_set(self):
         """(inputs (10000, 784) float32, labels (10000,)): the test images, loaded once."""

@@ -13,8 +13,11 @@ A local web server from Python's standard library. It serves the page in web/
     POST /api/explain   the 28x28 input and a digit -> its saliency map (explain.py)
     GET  /api/damage    the damage settings in force and the test accuracy (damage.py)
     POST /api/damage    new damage settings for a copy of the model -> its test accuracy
+    GET  /api/train     the training run: status, loss curve, evaluations, first-layer weights
+    POST /api/train     start a run (409 while one goes); /api/train/stop stops it, and
+                        /api/train/save saves or discards a stopped run
 
-The explore views (why, break it) are explore.py's; docs/explore.md shows them.
+The explore views are explore.py's and training_session.py's; docs/explore.md shows them.
 
 The drawing is turned into MNIST form by predict.to_mnist, the same code path as
 `python nn.py predict`, and read by the model's own layers. All the maths stays
@@ -39,6 +42,7 @@ import numpy as np
 
 import explore
 import predict
+import training_session
 from functions import softmax
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -332,16 +336,22 @@ def api_predict(handler):
     return handler.server.served.read(grey)
 
 
-def explore_route(method):
-    """A route calling method(explorer, JSON value of the body) or, for GET, method(explorer);
-    explore.BadValue becomes 400 and explore.Unavailable 503, each with its one line."""
+def explore_route(owner, method, with_body=True):
+    """A route calling method(server.OWNER, JSON value of the body), or method(server.OWNER)
+    for GET and without a body (one sent is read and dropped); explore.BadValue becomes
+    400, explore.Busy 409 and explore.Unavailable 503, each with its one line."""
     def route(handler):
         try:
             if handler.command == "GET":
-                return method(handler.server.explorer)
-            return method(handler.server.explorer, json_body(handler))
+                return method(getattr(handler.server, owner))
+            if not with_body:
+                handler.read_body()
+                return method(getattr(handler.server, owner))
+            return method(getattr(handler.server, owner), json_body(handler))
         except explore.BadValue as error:
             raise BadRequest(400, str(error)) from None
+        except explore.Busy as error:
+            raise BadRequest(409, str(error)) from None
         except explore.Unavailable as error:
             raise BadRequest(503, str(error)) from None
     route.__doc__ = method.__doc__
@@ -363,9 +373,14 @@ def json_body(handler):
 
 # path -> {method: function(handler) -> JSON value}
 ROUTES = {"/api/model": {"GET": api_model}, "/api/predict": {"POST": api_predict},
-          "/api/explain": {"POST": explore_route(explore.Explorer.explain)},
-          "/api/damage": {"GET": explore_route(explore.Explorer.damage_state),
-                          "POST": explore_route(explore.Explorer.set_damage)}}
+          "/api/explain": {"POST": explore_route("explorer", explore.Explorer.explain)},
+          "/api/damage": {"GET": explore_route("explorer", explore.Explorer.damage_state),
+                          "POST": explore_route("explorer", explore.Explorer.set_damage)},
+          "/api/train": {"GET": explore_route("training", training_session.TrainingSession.state),
+                         "POST": explore_route("training", training_session.TrainingSession.start)},
+          "/api/train/stop": {"POST": explore_route("training", training_session.TrainingSession.stop,
+                                                    with_body=False)},
+          "/api/train/save": {"POST": explore_route("training", training_session.TrainingSession.decide)}}
 
 
 class Server(ThreadingHTTPServer):
@@ -379,6 +394,9 @@ class Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.served = served
         self.explorer = explore.Explorer(served, data_dir)
+        self.training = training_session.TrainingSession(self.explorer, served.facts["model_file"], data_dir,
+                                                         reload=load_served_model)
+        self.explorer.training = self.training
         self.routes = routes
         self.files = files if files is not None else static_files()
         super().__init__(address, Handler)
@@ -401,8 +419,11 @@ def build_parser():
                         help="address to listen on (default: 127.0.0.1, this computer only)")
     parser.add_argument("--open", action="store_true", help="also open the page in a web browser")
     parser.add_argument("--data", type=Path, default=PROJECT_DIR / "datasets",
-                        help="folder of mnist_test.csv, for the test accuracy of a damaged model "
-                             "(default: datasets/ beside nn.py)")
+                        help="folder of the MNIST CSVs, for the test accuracy of a damaged model "
+                             "and for training (default: datasets/ beside nn.py)")
+    parser.add_argument("--train", action="store_true",
+                        help="start a training run of the default configuration at once; the page "
+                             "shows it, and the model file is replaced when it ends")
     return parser
 
 
@@ -449,11 +470,17 @@ def main(argv=None):
         import webbrowser
         threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
     signal.signal(signal.SIGTERM, stop_on_signal)
+    if args.train:
+        server.training.start({})
+        print("Training the default configuration; watch it on the page", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("Stopped.", flush=True)
     finally:
+        unsaved = server.training.shutdown()  # a run stops unsaved; a save under way finishes
+        if unsaved:
+            print(unsaved, flush=True)
         server.server_close()
     return 0
 

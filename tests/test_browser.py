@@ -233,3 +233,38 @@ def test_a_zeroed_output_layer_changes_the_reading_of_the_drawing(page):
     page.find_element(By.ID, "undo-damage").click()
     wait_idle(page, "damaging")
     assert reading(page) == "4"
+
+
+def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_reading(browser, default_model, tmp_path):
+    """Last in this file: it opens its own server, on a copy of the model, which the run replaces."""
+    import shutil as files
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    model_path = tmp_path / "model_mnist.npz"
+    files.copy(default_model, model_path)
+    process, url = start_server(model_path)
+    try:
+        browser.get(url)
+        draw(browser, DIGIT_STROKES[7])
+        assert reading(browser) == "7"
+        before = browser.find_element(By.ID, "confidence").text
+        steps = browser.find_element(By.ID, "train-steps")
+        steps.clear()
+        steps.send_keys("3000")
+        browser.find_element(By.ID, "train").click()
+        points = lambda d: int(d.find_element(By.ID, "loss-curve").get_attribute("data-points") or 0)  # noqa: E731
+        WebDriverWait(browser, 60).until(lambda d: points(d) > 0)
+        first = points(browser)
+        seen = set()  # the readings shown while it trains: from the random start to a trained network
+        WebDriverWait(browser, 120).until(lambda d: seen.add((d.find_element(By.ID, "prediction").text,
+                                                              d.find_element(By.ID, "confidence").text))
+                                          or d.execute_script("return document.body.dataset.training") == "saved")
+        assert points(browser) > first
+        assert any(confidence != before for _, confidence in seen)
+        assert "Saved model_mnist.npz: 3,000 steps" in browser.find_element(By.ID, "train-status").text
+        assert browser.find_element(By.ID, "train-evaluations").text.startswith("Test accuracy at step 937")
+        from mlp import MLP
+        assert MLP.load(model_path, with_info=True)[1]["steps_done"] == 3000  # the file was replaced at the end
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
