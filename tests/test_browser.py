@@ -262,7 +262,7 @@ def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_read
         assert points(browser) > first
         assert any(confidence != before for _, confidence in seen)
         assert "Saved model_mnist.npz: 3,000 steps" in browser.find_element(By.ID, "train-status").text
-        assert browser.find_element(By.ID, "train-evaluations").text.startswith("Test accuracy at step 937")
+        assert browser.find_element(By.ID, "train-evaluations").text.startswith("Test accuracy at step 937: ")
         from mlp import MLP
         assert MLP.load(model_path, with_info=True)[1]["steps_done"] == 3000  # the file was replaced at the end
     finally:

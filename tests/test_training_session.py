@@ -167,3 +167,13 @@ def test_serve_train_flag_is_in_the_help():
     result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--help"],
                             capture_output=True, text=True, timeout=60)
     assert "--train" in result.stdout and "--data" in result.stdout
+
+
+def test_the_speed_benchmark_runs_with_tiny_sizes():
+    import subprocess
+    import sys
+    from conftest import PROJECT_DIR
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "benchmarks" / "serve_training.py"), "--steps", "50",
+                             "--rounds", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "serve / nn.py = " in result.stdout and "round 1: nn.py " in result.stdout

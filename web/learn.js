@@ -63,10 +63,10 @@ function showRun(run) {
   trainStatus.textContent = run.status === "running"
     ? `Step ${run.step.toLocaleString("en")} of ${run.total_steps.toLocaleString("en")}` : run.message;
   drawCurve(run.curve);
-  const evaluations = run.evaluations.map((e) => `step ${e.step.toLocaleString("en")}: ` +
-    `${(100 * e.test_accuracy).toFixed(2)} %`);
-  document.getElementById("train-evaluations").textContent =
-    evaluations.length ? `Test accuracy at ${evaluations.join(", ")}` : "";
+  const evaluations = run.evaluations.slice(-5).map((e) => `step ${e.step.toLocaleString("en")}: ` +
+    `${(100 * e.test_accuracy).toFixed(2)} %`);  // the latest five
+  document.getElementById("train-evaluations").textContent = evaluations.length
+    ? `Test accuracy at ${run.evaluations.length > 5 ? "... " : ""}${evaluations.join(", ")}` : "";
   if (run.weights) showLiveWeights(run.weights);
   if (going && typeof lastReading !== "undefined" && lastReading !== null) request(canvasAsPng);
   if (run.status !== lastStatus && ["saved", "discarded", "failed"].includes(run.status) && lastStatus !== null) {
@@ -109,16 +109,19 @@ function drawCurve(curve) {
   context.stroke();
 }
 
-// 36 units of 784 whole numbers in [-100, 100], tiled 6 x 6 into a 168 x 168 canvas.
+// 36 units of 784 whole numbers in [-100, 100], tiled 6 x 6 with 1-pixel gaps (173 x 173 pixels).
+const TILE = 29, SIDE = 6 * TILE - 1;
 function showLiveWeights(units) {
   const canvas = document.getElementById("train-weights");
+  canvas.width = canvas.height = SIDE;
   const context = canvas.getContext("2d");
-  const image = context.createImageData(168, 168);
+  const image = context.createImageData(SIDE, SIDE);
+  image.data.fill(255);  // the gaps: white
   units.forEach((weights, unit) => {
-    const originX = 28 * (unit % 6), originY = 28 * Math.floor(unit / 6);
+    const originX = TILE * (unit % 6), originY = TILE * Math.floor(unit / 6);
     weights.forEach((w, pixel) => {
       const [r, g, b] = diverging(w / 100);
-      const offset = 4 * ((originY + Math.floor(pixel / 28)) * 168 + originX + (pixel % 28));
+      const offset = 4 * ((originY + Math.floor(pixel / 28)) * SIDE + originX + (pixel % 28));
       image.data.set([r, g, b, 255], offset);
     });
   });
