@@ -436,6 +436,13 @@ def load_served_model(path):
     return ServedModel(model, info, path)
 
 
+def untrained_served_model(path):
+    """ServedModel of an untrained network of nn.py's default configuration, for
+    `serve --train` before the model file at path exists (the run will write it)."""
+    import nn
+    return ServedModel(nn.new_model(nn.DEFAULTS, np.random.default_rng(0)), {"steps_done": 0}, path)
+
+
 def stop_on_signal(signum, frame):
     """SIGTERM stops the server as Ctrl-C does."""
     raise KeyboardInterrupt
@@ -444,8 +451,9 @@ def stop_on_signal(signum, frame):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from mlp import ModelFileError
+    untrained = args.train and not args.model.exists() and args.model.parent.is_dir()
     try:
-        served = load_served_model(args.model)
+        served = untrained_served_model(args.model) if untrained else load_served_model(args.model)
     except ModelFileError as error:
         print(f"nn.py serve: error: {error} (train one first: python nn.py)", file=sys.stderr)
         return 1
@@ -472,7 +480,9 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, stop_on_signal)
     if args.train:
         server.training.start({})
-        print("Training the default configuration; watch it on the page", flush=True)
+        print("Training the default configuration; watch it on the page"
+              + (f" (no {args.model.name} yet: untrained weights read the drawing until the run saves one)"
+                 if untrained else ""), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -177,3 +177,32 @@ def test_the_speed_benchmark_runs_with_tiny_sizes():
                              "--rounds", "1"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "serve / nn.py = " in result.stdout and "round 1: nn.py " in result.stdout
+
+
+def test_serve_train_from_a_fresh_clone_needs_no_model_file(tmp_path):
+    model_path = tmp_path / "model_mnist.npz"
+    process, url = start_server(model_path, "--train")
+    server = address_of(url)
+    try:
+        assert "untrained weights" in process.stdout.readline()
+        _, facts, _ = ask(server, "GET", "/api/model")
+        assert facts["steps_done"] == 0 and facts["layer_sizes"] == [784, 150, 150, 10]
+        wait_for(server, {"running"})
+        post(server, "/api/train/stop", {})
+        stopped = wait_for(server, {"stopped"})
+        post(server, "/api/train/save", {"save": True})
+        assert MLP.load(model_path, with_info=True)[1]["steps_done"] == stopped["step"]
+        _, facts, _ = ask(server, "GET", "/api/model")
+        assert facts["steps_done"] == stopped["step"] and facts["test_accuracy"] is not None
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_missing_model_without_train_is_still_one_line_and_exit_1(tmp_path):
+    import subprocess
+    import sys
+    from conftest import PROJECT_DIR
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(tmp_path / "no.npz"),
+                             "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "no such model file" in result.stderr
