@@ -132,18 +132,25 @@ class MLP:
             X = layer.forward(X, training)
         return X
 
-    def backward(self, dZ, weight_decay=0.0):
+    def backward(self, dZ, weight_decay=0.0, need_input_gradient=False):
         """Backpropagate dZ, the gradient of the loss with respect to the logits (B, C).
 
         Every layer stores its dW and db; nothing is updated. weight_decay adds
         the gradient of the L2 penalty (weight_decay / 2) * sum(W ** 2) to every dW
         (biases are not decayed). dZ is overwritten.
+
+        Returns None, or with need_input_gradient=True the first layer's dX
+        (B, n_inputs): the gradient with respect to the inputs X of the last
+        ``forward(X, training=True)``. Training never needs it and skips that
+        product; explain.py asks for it to show which pixels drove a decision.
+        The array is a buffer of the layer, valid until its next training pass.
         """
         for index in range(len(self.layers) - 1, -1, -1):
-            dZ = self.layers[index].backward(dZ, need_dX=index > 0)
+            dZ = self.layers[index].backward(dZ, need_dX=index > 0 or need_input_gradient)
         if weight_decay:
             for layer in self.layers:
                 layer.dW += layer.W.dtype.type(weight_decay) * layer.W
+        return dZ
 
     def parameters(self):
         """The arrays that training changes, as views: [W0, b0, W1, b1, ...]."""
@@ -153,6 +160,14 @@ class MLP:
         """Apply one step of ``optimizer`` (see optimizers.py) with the stored gradients:
         it sees the flat parameter and gradient arrays, nothing else."""
         optimizer.step([self.flat_parameters], [self.flat_gradients], learning_rate)
+
+    def copy(self):
+        """A new MLP with the same layer sizes, activations, dtype and weights, copied
+        (changing one never changes the other); no training buffers or dropout."""
+        clone = MLP(self.layer_sizes, self.activations, rng=np.random.default_rng(0),
+                    dtype=self.flat_parameters.dtype)
+        clone.flat_parameters[...] = self.flat_parameters
+        return clone
 
     def all_finite(self):
         """True when every weight and bias is a finite number."""

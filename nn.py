@@ -776,6 +776,13 @@ def prepare_data(args, config, say):
     return train_set, eval_sets
 
 
+def new_model(config, rng):
+    """The untrained MLP of a configuration: 784 inputs, config["hidden"] with
+    config["activation"], 10 outputs; initialised from rng (serve's Train button too)."""
+    return MLP([784, *config["hidden"], 10], [config["activation"]] * len(config["hidden"]) + ["softmax"],
+               rng=rng, dropout=config["dropout"])
+
+
 def run(args):
     """The training run of `python nn.py`; returns the exit status."""
     if args.threads is not None and args.threads < 1:
@@ -810,9 +817,7 @@ def run(args):
     first_step = resumed_info["steps_done"] if resumed_info else 0
     rng = np.random.default_rng([config["seed"], first_step])
 
-    model = resumed or MLP([784, *config["hidden"], 10],
-                           [config["activation"]] * len(config["hidden"]) + ["softmax"],
-                           rng=rng, dropout=config["dropout"])
+    model = resumed or new_model(config, rng)
     if resumed is not None:  # a saved model keeps no dropout rate and no generator
         for layer in model.layers[:-1]:
             layer.dropout, layer.rng = config["dropout"], rng

@@ -10,6 +10,14 @@ A local web server from Python's standard library. It serves the page in web/
     GET  /api/model     the model's facts: layer sizes, steps trained, test accuracy
     POST /api/predict   a drawing or an image -> digit, probabilities, the 28x28
                         input and every hidden layer's activations
+    POST /api/explain   the 28x28 input and a digit -> its saliency map (explain.py)
+    GET  /api/damage    the damage settings in force and the test accuracy (damage.py)
+    POST /api/damage    new damage settings for a copy of the model -> its test accuracy
+    GET  /api/train     the training run: status, loss curve, evaluations, first-layer weights
+    POST /api/train     start a run (409 while one goes); /api/train/stop stops it, and
+                        /api/train/save saves or discards a stopped run
+
+The explore views are explore.py's and training_session.py's; docs/explore.md shows them.
 
 The drawing is turned into MNIST form by predict.to_mnist, the same code path as
 `python nn.py predict`, and read by the model's own layers. All the maths stays
@@ -40,8 +48,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+import explore
 import predict
 import runs
+import training_session
 from functions import softmax
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -80,12 +90,20 @@ class ServedModel:
     serves any number of request threads at once.
     """
 
-    def __init__(self, model, info, model_path, number=1):
+    def __init__(self, model, info, model_path, number=1, description=None):
         self.model = model
         self.number = number  # 1 for the model read at start, 2 for the first reload, ...
         self.facts = {**model_facts(model, info, model_path), "model_number": number}
-        self.description = runs.describe_model(model_path, info["steps_done"])  # "Model: PATH (...)"
+        # "Model: PATH (date, steps, test accuracy)", the line predict prints too
+        self.description = description or runs.describe_model(model_path, info["steps_done"])
         self.warning = None  # why a newer file could not replace this model, once that happens
+
+    def take(self, other):
+        """Become `other` (the ServedModel of a new model file): its model, facts, number,
+        description, and no warning. The server and its explorer share this one object, so
+        both read with the new model from the next request on."""
+        self.model, self.facts, self.number = other.model, other.facts, other.number
+        self.description, self.warning = other.description, other.warning
 
     def read(self, grey):
         """Everything the page shows for a grey image (H, W) in [0, 1].
@@ -100,26 +118,28 @@ class ServedModel:
             image = predict.to_mnist(grey)
         except ValueError as error:  # predict.to_mnist found no digit
             return {"digit": None, "message": f"draw a digit: {error}"}
+        model = self.model  # one model for the whole reading, even if a training run swaps it meanwhile
         X = image.reshape(1, 784).astype(np.float32)
         activations = []
         A = X
-        for layer in self.model.layers[:-1]:
+        for layer in model.layers[:-1]:
             A = layer.forward(A)
             activations.append(A[0])
-        probabilities = softmax(self.model.layers[-1].forward(A))[0]
+        probabilities = softmax(model.layers[-1].forward(A))[0]
         return {
             "digit": int(probabilities.argmax()),
             "probabilities": rounded(probabilities, 5),
             "input": rounded(image, 3),
             "activations": [rounded(a, 3) for a in activations],
-            "top_units": self.top_units(activations[0]) if activations else [],
+            "top_units": self.top_units(activations[0], model.layers[0].W) if activations else [],
         }
 
-    def top_units(self, first_activations, count=TOP_UNITS):
+    @staticmethod
+    def top_units(first_activations, W, count=TOP_UNITS):
         """[{"unit": i, "activation": a, "weights": (28, 28)}] for the most active units
-        of the first hidden layer, most active first; weights divided by their largest
-        magnitude, so that the page can colour +1 and -1 alike for every unit."""
-        W = self.model.layers[0].W  # (784, n_hidden)
+        of the first hidden layer (whose weights are W, (784, n_hidden)), most active
+        first; weights divided by their largest magnitude, so that the page can colour
+        +1 and -1 alike for every unit."""
         units = np.argsort(-first_activations, kind="stable")[:count]
         result = []
         for unit in units:
@@ -453,9 +473,51 @@ def api_predict(handler):
     return {**answer, "model_number": served.number, "model_warning": served.warning}
 
 
-# path -> {method: function(handler) -> JSON value}; issue 14's routes go here too.
-# HEAD is answered wherever GET is.
-ROUTES = {"/api/model": {"GET": api_model}, "/api/predict": {"POST": api_predict}}
+def explore_route(owner, method, with_body=True):
+    """A route calling method(server.OWNER, JSON value of the body), or method(server.OWNER)
+    for GET and without a body (one sent is read and dropped); explore.BadValue becomes
+    400, explore.Busy 409 and explore.Unavailable 503, each with its one line."""
+    def route(handler):
+        try:
+            if handler.command == "GET":
+                return method(getattr(handler.server, owner))
+            if not with_body:
+                handler.read_body()
+                return method(getattr(handler.server, owner))
+            return method(getattr(handler.server, owner), json_body(handler))
+        except explore.BadValue as error:
+            raise BadRequest(400, str(error)) from None
+        except explore.Busy as error:
+            raise BadRequest(409, str(error)) from None
+        except explore.Unavailable as error:
+            raise BadRequest(503, str(error)) from None
+    route.__doc__ = method.__doc__
+    return route
+
+
+def json_body(handler):
+    """The JSON value of a request's body; NaN and Infinity, which are not JSON, are refused."""
+    def refuse_constant(name):
+        raise BadRequest(400, f"body: {name} is not a number")
+
+    try:
+        return json.loads(handler.read_body(), parse_constant=refuse_constant)
+    except BadRequest:
+        raise
+    except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
+        raise BadRequest(400, f"body: not JSON ({error})") from None
+
+
+# path -> {method: function(handler) -> JSON value}; HEAD is answered wherever GET is.
+ROUTES = {"/api/model": {"GET": api_model}, "/api/predict": {"POST": api_predict},
+          "/api/explain": {"POST": explore_route("explorer", explore.Explorer.explain)},
+          "/api/damage": {"GET": explore_route("explorer", explore.Explorer.damage_state),
+                          "POST": explore_route("explorer", explore.Explorer.set_damage)},
+          "/api/train": {"GET": explore_route("training", training_session.TrainingSession.state),
+                         "POST": explore_route("training", training_session.TrainingSession.start)},
+          "/api/train/stop": {"POST": explore_route("training", training_session.TrainingSession.stop,
+                                                    with_body=False)},
+          "/api/train/save": {"POST": explore_route("training", training_session.TrainingSession.decide)}}
 
 
 class Server(ThreadingHTTPServer):
@@ -468,10 +530,15 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True  # open keep-alive connections do not hold up Ctrl-C
     request_queue_size = 128  # the listen backlog; socketserver's 5 resets a burst of connections
 
-    def __init__(self, address, served, routes=ROUTES, files=None, model_path=None):
+    def __init__(self, address, served, routes=ROUTES, files=None, model_path=None,
+                 data_dir=PROJECT_DIR / "datasets"):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.served = served
+        self.explorer = explore.Explorer(served, data_dir)
+        self.training = training_session.TrainingSession(self.explorer, served.facts["model_file"], data_dir,
+                                                         reload=self.load_written_model)
+        self.explorer.training = self.training
         self.routes = routes
         self.files = files if files is not None else static_files()
         self.decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
@@ -508,8 +575,18 @@ class Server(ThreadingHTTPServer):
                 self.served.warning = f"{error}; still serving the previous model"
                 print(f"Could not reload {self.served.warning}", flush=True)  # the error names the file
                 return
-            self.served = served
+            self.explorer.adopt(served)
             print(f"Reloaded the changed model file. {served.description}", flush=True)
+
+    def load_written_model(self, path):
+        """The ServedModel of the file that a training run in this server has just
+        written, numbered after the one in use; its signature is noted, so that
+        reload_if_replaced does not read it a second time."""
+        with self.model_lock:
+            served = load_served_model(path, number=self.served.number + 1)
+            if self.model_path is not None:
+                self.model_signature = file_signature(self.model_path)
+            return served
 
     def handle_error(self, request, client_address):
         """One line for an error outside a request's own handling, instead of socketserver's
@@ -541,6 +618,12 @@ def build_parser():
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this computer only)")
     parser.add_argument("--open", action="store_true", help="also open the page in a web browser")
+    parser.add_argument("--data", type=Path, default=PROJECT_DIR / "datasets",
+                        help="folder of the MNIST CSVs, for the test accuracy of a damaged model "
+                             "and for training (default: datasets/ beside nn.py)")
+    parser.add_argument("--train", action="store_true",
+                        help="start a training run of the default configuration at once; the page "
+                             "shows it, and the model file is replaced when it ends")
     return parser
 
 
@@ -554,6 +637,14 @@ def load_served_model(path, number=1):
     return ServedModel(model, info, path, number)
 
 
+def untrained_served_model(path):
+    """ServedModel of an untrained network of nn.py's default configuration, for
+    `serve --train` before the model file at path exists (the run will write it)."""
+    import nn
+    return ServedModel(nn.new_model(nn.DEFAULTS, np.random.default_rng(0)), {"steps_done": 0}, path,
+                       description=f"Model: {path} (not written yet: an untrained network until the run saves it)")
+
+
 def stop_on_signal(signum, frame):
     """SIGTERM stops the server as Ctrl-C does."""
     raise KeyboardInterrupt
@@ -562,8 +653,9 @@ def stop_on_signal(signum, frame):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from mlp import ModelFileError
+    untrained = args.train and not args.model.exists() and args.model.parent.is_dir()
     try:
-        served = load_served_model(args.model)
+        served = untrained_served_model(args.model) if untrained else load_served_model(args.model)
     except ModelFileError as error:
         print(f"nn.py serve: error: {error} (train one first: python nn.py)", file=sys.stderr)
         return 1
@@ -571,7 +663,7 @@ def main(argv=None):
         print(f"nn.py serve: error: --port {args.port}: choose 0-65535", file=sys.stderr)
         return 1
     try:
-        server = Server((args.host, args.port), served, model_path=args.model)
+        server = Server((args.host, args.port), served, model_path=args.model, data_dir=args.data)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             print(f"nn.py serve: error: port {args.port} is in use on {args.host} "
@@ -589,11 +681,19 @@ def main(argv=None):
         import webbrowser
         threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
     signal.signal(signal.SIGTERM, stop_on_signal)
+    if args.train:
+        server.training.start({})
+        print("Training the default configuration; watch it on the page"
+              + (f" (no {args.model.name} yet: untrained weights read the drawing until the run saves one)"
+                 if untrained else ""), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("Stopped.", flush=True)
     finally:
+        unsaved = server.training.shutdown()  # a run stops unsaved; a save under way finishes
+        if unsaved:
+            print(unsaved, flush=True)
         server.server_close()
     return 0
 

@@ -86,6 +86,7 @@ def draw(driver, strokes, size=180):
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.by import By
     canvas = driver.find_element(By.ID, "canvas")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)  # after using the lower cards
     actions = ActionBuilder(driver, duration=0)
     for stroke in strokes:
         points = [(round((x - 0.5) * size), round((y - 0.5) * size)) for x, y in stroke]  # offsets from the centre
@@ -188,6 +189,7 @@ def test_answers_are_shown_while_the_pen_still_moves(page):
         pen.beginPath(); pen.moveTo(60, 40); pen.lineTo(220, 40); pen.lineTo(120, 250); pen.stroke();
         let calls = 0;
         window.fetch = (...args) => {
+            if (!String(args[0]).includes("api/predict")) return realFetch(...args);  // explore.js's own requests
             calls += 1;
             if (calls === 1) {
                 const answer = realFetch(...args);
@@ -204,3 +206,108 @@ def test_answers_are_shown_while_the_pen_still_moves(page):
     assert page.execute_script("return document.body.dataset.busy") == "1"  # the held request is pending
     page.execute_script("window.releaseHeld()")
     assert reading(page) == "7"
+
+
+# ------------------------------------------------------------------ the explore views (issue 14)
+
+def wait_idle(driver, *flags):
+    """Wait until document.body.dataset[flag] is "0" for the drawing's reading and each flag."""
+    from selenium.webdriver.support.wait import WebDriverWait
+    script = "return [" + ", ".join(f"document.body.dataset.{flag}" for flag in ("busy", *flags)) + "]"
+    WebDriverWait(driver, 20).until(lambda d: all(value == "0" for value in d.execute_script(script)))
+
+
+def saliency_colours(driver):
+    """(digit shown, number of orange pixels, number of blue pixels) of the #saliency canvas."""
+    return tuple(driver.execute_script("""
+        const canvas = document.getElementById("saliency");
+        const pixels = canvas.getContext("2d").getImageData(0, 0, 28, 28).data;
+        let orange = 0, blue = 0;
+        for (let i = 0; i < pixels.length; i += 4) {
+            if (pixels[i] > pixels[i + 2] + 60) orange += 1;
+            if (pixels[i + 2] > pixels[i] + 60) blue += 1;
+        }
+        return [canvas.dataset.digit || null, orange, blue];
+    """))
+
+
+def test_a_saliency_map_appears_for_a_drawn_digit_and_follows_the_picked_digit(page):
+    from selenium.webdriver.common.by import By
+    page.find_element(By.ID, "clear").click()
+    wait_idle(page, "explaining")
+    assert saliency_colours(page) == (None, 0, 0)  # nothing drawn, nothing explained
+    draw(page, DIGIT_STROKES[7])
+    assert reading(page) == "7"
+    wait_idle(page, "explaining")
+    digit, orange, blue = saliency_colours(page)
+    assert digit == "7" and orange > 20 and blue > 20  # pixels that push both ways
+    page.find_element(By.CSS_SELECTOR, '#digit-picker button[data-digit="3"]').click()
+    wait_idle(page, "explaining")
+    assert saliency_colours(page)[0] == "3"
+    assert "Why 3?" in page.find_element(By.ID, "saliency-note").text
+    page.find_element(By.CSS_SELECTOR, '#digit-picker button[data-digit="3"]').click()  # back to the reading
+
+
+def test_zero_all_biases_changes_the_test_accuracy_and_undo_restores_it_exactly(page):
+    from selenium.webdriver.common.by import By
+    wait_idle(page, "damaging")
+    accuracy = page.find_element(By.ID, "damaged-accuracy")
+    original = accuracy.text
+    assert original.endswith(" %")
+    page.find_element(By.ID, "zero-biases").click()
+    wait_idle(page, "damaging")
+    assert accuracy.text != original
+    assert "measured by the server in" in page.find_element(By.ID, "damage-note").text
+    page.find_element(By.ID, "undo-damage").click()
+    wait_idle(page, "damaging")
+    assert accuracy.text == original
+    assert not page.find_element(By.ID, "zero-biases").is_selected()
+
+
+def test_a_zeroed_output_layer_changes_the_reading_of_the_drawing(page):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    page.find_element(By.ID, "clear").click()
+    draw(page, DIGIT_STROKES[4])
+    assert reading(page) == "4"
+    Select(page.find_element(By.ID, "zero-layer")).select_by_value("3")
+    wait_idle(page, "damaging")
+    assert reading(page) == "0"  # every logit 0: ten equal probabilities, the first one wins
+    page.find_element(By.ID, "undo-damage").click()
+    wait_idle(page, "damaging")
+    assert reading(page) == "4"
+
+
+def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_reading(browser, default_model, tmp_path):
+    """Last in this file: it opens its own server, on a copy of the model, which the run replaces."""
+    import shutil as files
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    model_path = tmp_path / "model_mnist.npz"
+    files.copy(default_model, model_path)
+    process, url = start_server(model_path)
+    try:
+        browser.get(url)
+        draw(browser, DIGIT_STROKES[7])
+        assert reading(browser) == "7"
+        before = browser.find_element(By.ID, "confidence").text
+        steps = browser.find_element(By.ID, "train-steps")
+        steps.clear()
+        steps.send_keys("3000")
+        browser.find_element(By.ID, "train").click()
+        points = lambda d: int(d.find_element(By.ID, "loss-curve").get_attribute("data-points") or 0)  # noqa: E731
+        WebDriverWait(browser, 60).until(lambda d: points(d) > 0)
+        first = points(browser)
+        seen = set()  # the readings shown while it trains: from the random start to a trained network
+        WebDriverWait(browser, 120).until(lambda d: seen.add((d.find_element(By.ID, "prediction").text,
+                                                              d.find_element(By.ID, "confidence").text))
+                                          or d.execute_script("return document.body.dataset.training") == "saved")
+        assert points(browser) > first
+        assert any(confidence != before for _, confidence in seen)
+        assert "Saved model_mnist.npz: 3,000 steps" in browser.find_element(By.ID, "train-status").text
+        assert browser.find_element(By.ID, "train-evaluations").text.startswith("Test accuracy at step 937: ")
+        from mlp import MLP
+        assert MLP.load(model_path, with_info=True)[1]["steps_done"] == 3000  # the file was replaced at the end
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -203,7 +203,7 @@ BAD_REQUESTS = [
     ("POST on the page", "POST", "/", b"{}", "application/json", 405, "use GET"),
     ("PUT on the model route", "PUT", "/api/model", b"{}", "application/json", 405, "use GET"),
     ("DELETE on a file", "DELETE", "/app.js", None, "application/json", 405, "use GET"),
-    ("an unknown path", "GET", "/api/train", None, "application/json", 404, "not found"),
+    ("an unknown path", "GET", "/api/nothing", None, "application/json", 404, "not found"),
     ("an unknown file", "GET", "/favicon.ico", None, "application/json", 404, "not found"),
 ]
 

@@ -167,6 +167,7 @@ function show(answer) {
   paintGrid(document.getElementById("input"), reading ? reading.input : null, 28, 28, grey);
   showActivations(reading ? reading.activations : null);
   showWeights(reading ? reading.top_units : []);
+  document.dispatchEvent(new CustomEvent("reading", { detail: reading }));  // for explore.js
 }
 
 // Paint values (a 2-D list, or a flat list laid out in rows of `columns`) into a

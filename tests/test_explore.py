@@ -1,0 +1,211 @@
+"""The server's explore routes: /api/explain (why) and /api/damage (break it), and their bad input.
+
+The server runs in a subprocess on a model with random weights and random biases; its
+answers are checked against the project's own functions run here (explain.py and
+damage.py are checked on their own in test_explain.py and below).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import damage
+import data
+from conftest import EPS32, PROJECT_DIR, gamma, numerical_gradient, start_server
+from functions import log_softmax
+from mlp import MLP
+from test_serve import as_json, ask, drawing, still_serving
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """A 784-150-150-10 model with random weights and biases (so that zeroing them changes it)."""
+    model = MLP([784, 150, 150, 10], rng=np.random.default_rng(0))
+    for layer in model.layers:
+        layer.b[...] = np.random.default_rng(1).normal(0, 0.3, size=layer.b.shape)
+    path = tmp_path_factory.mktemp("explore") / "model_mnist.npz"
+    model.save(path, steps_done=10)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(model_path):
+    return MLP.load(model_path)
+
+
+@pytest.fixture(scope="module")
+def server(model_path):
+    process, url = start_server(model_path, "--data", PROJECT_DIR / "datasets")
+    host_port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    yield host_port[0], int(host_port[1])
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    images, labels, _ = data.load_csv(data.csv_path(PROJECT_DIR / "datasets", "test"))
+    return data.to_inputs(images), labels
+
+
+def post(server, path, value):
+    return ask(server, "POST", path, json.dumps(value))
+
+
+# ------------------------------------------------------------------ why
+
+def test_explain_gives_the_saliency_of_the_chosen_digit(server, model):
+    _, reading, _ = post(server, "/api/predict", json.loads(as_json(drawing())))
+    status, answer, _ = post(server, "/api/explain", {"input": reading["input"], "digit": 3})
+    assert status == 200, answer
+    # Reference apart from the backward pass: float64 central differences of log p(3) with
+    # the same weights, on the input the page sent (truncation and round-off ~1e-10).
+    reference_model = MLP(model.layer_sizes, rng=np.random.default_rng(0), dtype=np.float64)
+    reference_model.flat_parameters[...] = model.flat_parameters
+    x = np.array(reading["input"], dtype=np.float64).ravel()
+
+    def log_p_of_3():
+        return log_softmax(reference_model.forward(x[None]))[0, 3]
+
+    gradient, log_p = numerical_gradient(log_p_of_3, x), log_p_of_3()
+    assert answer["largest"] == pytest.approx(np.abs(gradient).max(), rel=1e-3)
+    # The server's float32 pass: forward and backward sums of at most 784 products, each
+    # within gamma(784) of the sums of the terms' magnitudes, here the backward pass taken
+    # through |dZ| and |W| with this input's ReLU pattern; three layers, relative to the
+    # largest value, plus the rounding of the answer to 4 decimals. (About 0.017 here; the
+    # gradient of the logit instead of log p, or a transposed product, is off by 0.1 or more.)
+    hidden = [x[None]]
+    for layer in reference_model.layers[:-1]:
+        hidden.append(layer.forward(hidden[-1]))
+    magnitude = np.abs(np.eye(10)[3] - np.exp(log_softmax(reference_model.forward(x[None]))))
+    for index in range(2, -1, -1):
+        magnitude = (magnitude @ np.abs(reference_model.layers[index].W).T) * (hidden[index] > 0 if index else 1)
+    tolerance = 3 * 2 * gamma(784) * magnitude[0] / answer["largest"] + 5e-5 + 4 * EPS32
+    error = np.abs(np.array(answer["saliency"]).ravel() - gradient / np.abs(gradient).max())
+    assert (error <= tolerance).all(), f"off by up to {(error - tolerance).max():.3g} beyond the bound"
+    assert answer["probability"] == pytest.approx(np.exp(log_p), rel=1e-3, abs=1e-9)
+
+
+BAD_EXPLAIN = [
+    ("a digit of 10", {"input": [[0] * 28] * 28, "digit": 10}, "digit"),
+    ("a digit of -1", {"input": [[0] * 28] * 28, "digit": -1}, "digit"),
+    ("a digit of true", {"input": [[0] * 28] * 28, "digit": True}, "digit"),
+    ("a digit of 3.0", {"input": [[0] * 28] * 28, "digit": 3.0}, "digit"),
+    ("a digit as text", {"input": [[0] * 28] * 28, "digit": "3"}, "digit"),
+    ("27 rows", {"input": [[0] * 28] * 27, "digit": 3}, "input"),
+    ("a grey level of 2", {"input": [[2] * 28] * 28, "digit": 3}, "input"),
+    ("a grey level as text", {"input": [["0"] * 28] * 28, "digit": 3}, "input"),
+    ("no digit", {"input": [[0] * 28] * 28}, "body"),
+    ("an extra key", {"input": [[0] * 28] * 28, "digit": 3, "layer": 1}, "body"),
+    ("a list", [3], "body"),
+]
+
+
+@pytest.mark.parametrize("value, reason", [case[1:] for case in BAD_EXPLAIN], ids=[case[0] for case in BAD_EXPLAIN])
+def test_bad_explain_values_get_400_and_one_line(server, value, reason):
+    status, answer, _ = post(server, "/api/explain", value)
+    assert status == 400
+    assert set(answer) == {"error"} and "\n" not in answer["error"] and answer["error"].startswith(reason)
+    assert still_serving(server)
+
+
+@pytest.mark.parametrize("body", [b'{"input": [NaN], "digit": 3}', b'{"input": ', b"\xff\xfe"])
+def test_explain_bodies_that_are_not_json_get_400(server, body):
+    status, answer, _ = ask(server, "POST", "/api/explain", body)
+    assert status == 400 and answer["error"].startswith("body: ")
+
+
+# ------------------------------------------------------------------ break it
+
+def test_damage_measures_the_damaged_copy_and_undo_restores_the_figure(server, model, model_path, test_set):
+    file_before = model_path.read_bytes()
+    status, original, _ = ask(server, "GET", "/api/damage")
+    assert status == 200 and original["damaged"] is False and original["test_images"] == 10000
+    settings = {"zero_biases": True, "noise": 0.3, "prune": 0.2, "units_off": 0.1, "seed": 5}
+    status, damaged, _ = post(server, "/api/damage", settings)
+    assert status == 200, damaged
+    expected, _ = damage.accuracy(damage.damaged_copy(model, damage.check_settings(settings, 3)), *test_set)
+    # The same float32 code here and in the server; another BLAS thread count adds in
+    # another order, which may flip an image whose two best logits tie within rounding.
+    assert abs(damaged["test_accuracy"] - expected) <= 2 / 10000
+    assert damaged["test_accuracy"] != original["test_accuracy"]
+    assert damaged["original_test_accuracy"] == original["test_accuracy"]
+    assert 0 < damaged["seconds"] < 5  # reported, not timed: the figure is the server's own measure
+    status, undone, _ = post(server, "/api/damage", {})
+    assert undone["damaged"] is False and undone["test_accuracy"] == original["test_accuracy"]  # exactly
+    assert model_path.read_bytes() == file_before  # never the file
+
+
+def test_the_drawing_is_read_with_the_damaged_model_until_undone(server):
+    _, before, _ = post(server, "/api/predict", json.loads(as_json(drawing())))
+    post(server, "/api/damage", {"zero_layer": 3})  # the output layer: every logit 0
+    _, broken, _ = post(server, "/api/predict", json.loads(as_json(drawing())))
+    assert broken["probabilities"] == [0.1] * 10
+    post(server, "/api/damage", {})
+    _, after, _ = post(server, "/api/predict", json.loads(as_json(drawing())))
+    assert after == before
+
+
+def test_damage_settings_apply_what_they_say(model):
+    settings = damage.check_settings({"prune": 0.5, "zero_biases": True}, 3)
+    damaged = damage.damaged_copy(model, settings)
+    n_weights = sum(layer.W.size for layer in model.layers)
+    assert sum(int(np.count_nonzero(layer.W == 0)) for layer in damaged.layers) == round(0.5 * n_weights)
+    assert all(not layer.b.any() for layer in damaged.layers)
+    assert all(layer.b.any() for layer in model.layers)  # the original is untouched
+    off = damage.damaged_copy(model, damage.check_settings({"units_off": 0.2}, 3))
+    assert [int((~off.layers[i].W.any(axis=1)).sum()) for i in (1, 2)] == [30, 30]  # 20 % of 150 units each
+    noisy = [damage.damaged_copy(model, damage.check_settings({"noise": 0.5, "seed": s}, 3)) for s in (1, 1, 2)]
+    np.testing.assert_array_equal(noisy[0].flat_parameters, noisy[1].flat_parameters)  # seeded
+    assert not np.array_equal(noisy[0].flat_parameters, noisy[2].flat_parameters)
+    ratio = float((noisy[0].layers[0].W - model.layers[0].W).std() / model.layers[0].W.std())
+    assert abs(ratio - 0.5) < 0.01  # 117,600 draws: the sample std is within 0.3 % of 0.5
+    zeroed = damage.damaged_copy(model, damage.check_settings({"zero_layer": 2}, 3))
+    assert not zeroed.layers[1].Wb.any() and zeroed.layers[0].Wb.any()
+
+
+BAD_DAMAGE = [
+    ("noise above 1", {"noise": 1.5}, "noise"),
+    ("negative prune", {"prune": -0.1}, "prune"),
+    ("units_off as text", {"units_off": "0.5"}, "units_off"),
+    ("zero_biases as 1", {"zero_biases": 1}, "zero_biases"),
+    ("zero_layer 0", {"zero_layer": 0}, "zero_layer"),
+    ("zero_layer 4 of 3", {"zero_layer": 4}, "zero_layer"),
+    ("zero_layer true", {"zero_layer": True}, "zero_layer"),
+    ("a negative seed", {"seed": -1}, "seed"),
+    ("a seed of 2**32", {"seed": 2 ** 32}, "seed"),
+    ("an unknown toggle", {"flip_signs": True}, "damage: unknown setting 'flip_signs'"),
+    ("not an object", [1, 2], "damage: expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize("value, reason", [case[1:] for case in BAD_DAMAGE], ids=[case[0] for case in BAD_DAMAGE])
+def test_bad_damage_settings_get_400_and_one_line_and_change_nothing(server, value, reason):
+    post(server, "/api/damage", {"zero_biases": True})
+    status, answer, _ = post(server, "/api/damage", value)
+    assert status == 400
+    assert set(answer) == {"error"} and "\n" not in answer["error"] and answer["error"].startswith(reason)
+    _, state, _ = ask(server, "GET", "/api/damage")
+    assert state["settings"]["zero_biases"] is True  # the refused settings changed nothing
+    post(server, "/api/damage", {})
+
+
+def test_infinite_numbers_are_refused(server):
+    status, answer, _ = ask(server, "POST", "/api/damage", b'{"noise": Infinity}')
+    assert status == 400 and answer["error"] == "body: Infinity is not a number"
+    status, answer, _ = ask(server, "POST", "/api/damage", b'{"noise": 1e400}')  # parsed as inf
+    assert status == 400 and answer["error"].startswith("noise")
+
+
+def test_without_test_images_damage_gets_503_and_one_line(model_path, tmp_path):
+    process, url = start_server(model_path, "--data", tmp_path)
+    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    try:
+        status, answer, _ = post((host, int(port)), "/api/damage", {"zero_biases": True})
+        assert status == 503 and "no test images" in answer["error"] and "\n" not in answer["error"]
+        _, reading, _ = post((host, int(port)), "/api/predict", json.loads(as_json(drawing())))
+        assert reading["digit"] is not None  # the drawing is still read, undamaged
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

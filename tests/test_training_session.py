@@ -1,0 +1,208 @@
+"""Training in the server (training_session.py): one run at a time, stop, save or discard,
+the model file replaced only when a run ends, and Ctrl-C mid-run.
+
+Each server runs in a subprocess on its own copy of a random-weight model, with the
+project's datasets/ (the runs are nn.py's default configuration, cut short by "steps").
+"""
+
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import nn
+from conftest import start_server
+from mlp import MLP
+from test_serve import as_json, ask, drawing
+from training_session import PageProgress, TrainingSession
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "model_mnist.npz"
+    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(path, steps_done=7)
+    return path
+
+
+def address_of(url):
+    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    return host, int(port)
+
+
+@pytest.fixture
+def served(model_path):
+    """(server address, model path) of a fresh server; stopped after the test."""
+    process, url = start_server(model_path)
+    yield address_of(url), model_path
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def post(server, path, value):
+    return ask(server, "POST", path, json.dumps(value))
+
+
+def wait_for(server, statuses, timeout=120):
+    """The state of the run once its status is one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, state, _ = ask(server, "GET", "/api/train")
+        if state["status"] in statuses:
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"status still {state['status']!r} after {timeout} s: {state['message']}")
+
+
+def test_a_completed_run_replaces_the_model_file_and_keeps_the_old_one(served):
+    server, model_path = served
+    old_bytes = model_path.read_bytes()
+    status, state, _ = post(server, "/api/train", {"steps": 300, "seed": 3})
+    assert status == 200 and state["status"] in ("loading", "running")
+    state = wait_for(server, {"saved", "failed"})
+    assert state["status"] == "saved", state["message"]
+    assert state["step"] == 300 and len(state["curve"]["loss"]) == 300  # one point a step below 400 steps
+    assert state["evaluations"][-1]["step"] == 300  # the last step is evaluated, as in nn.train
+    assert len(state["weights"]) == 36 and all(len(unit) == 784 for unit in state["weights"])
+    model, info = MLP.load(model_path, with_info=True)
+    assert info["steps_done"] == 300 and info["config"]["seed"] == 3
+    kept = [path for path in (model_path.parent / "runs").glob("*/model_mnist.npz") if path.read_bytes() == old_bytes]
+    assert kept, "the replaced model was not kept under runs/"
+    _, facts, _ = ask(server, "GET", "/api/model")
+    stats = json.loads((model_path.parent / "stats.json").read_text())
+    assert facts["steps_done"] == 300 and facts["test_accuracy"] == stats["test_accuracy"]
+    assert not list(model_path.parent.glob(".*.tmp"))
+
+
+def test_one_run_at_a_time_and_a_stopped_run_asks_first(served):
+    server, model_path = served
+    old_bytes = model_path.read_bytes()
+    post(server, "/api/train", {"steps": 100000})
+    wait_for(server, {"running"})
+    status, answer, _ = post(server, "/api/train", {})
+    assert status == 409 and answer == {"error": "a training run is already going: stop it first"}
+    status, answer, _ = post(server, "/api/damage", {"zero_biases": True})
+    assert status == 409 and "training run" in answer["error"]
+    _, reading_during, _ = post(server, "/api/predict", json.loads(as_json(drawing())))
+    assert reading_during["digit"] is not None  # the drawing is read with the newest weights
+    status, state, _ = ask(server, "POST", "/api/train/stop", b"")
+    assert status == 200
+    state = wait_for(server, {"stopped"})
+    assert "Save it over model_mnist.npz, or discard it?" in state["message"]
+    assert model_path.read_bytes() == old_bytes  # nothing written before the answer
+    status, answer, _ = post(server, "/api/train", {})
+    assert status == 409 and answer["error"] == "the stopped run waits: save or discard it first"
+    status, state, _ = post(server, "/api/train/save", {"save": False})
+    assert status == 200 and state["status"] == "discarded"
+    assert model_path.read_bytes() == old_bytes
+    status, answer, _ = post(server, "/api/train/save", {"save": True})
+    assert status == 409 and answer["error"] == "no stopped run waits to be saved"
+    post(server, "/api/train", {"steps": 100000})
+    wait_for(server, {"running"})
+    post(server, "/api/train/stop", {})
+    stopped = wait_for(server, {"stopped"})
+    status, state, _ = post(server, "/api/train/save", {"save": True})
+    assert status == 200 and state["status"] == "saved"
+    assert MLP.load(model_path, with_info=True)[1]["steps_done"] == stopped["step"]
+
+
+BAD_TRAINING = [
+    ("steps 0", "/api/train", {"steps": 0}, 400, "steps"),
+    ("steps above the limit", "/api/train", {"steps": 100001}, 400, "steps"),
+    ("steps 1.5", "/api/train", {"steps": 1.5}, 400, "steps"),
+    ("a seed as text", "/api/train", {"seed": "1"}, 400, "seed"),
+    ("an unknown option", "/api/train", {"lr": 1}, 400, "body"),
+    ("save as text", "/api/train/save", {"save": "yes"}, 400, "body"),
+    ("save with no run", "/api/train/save", {"save": True}, 409, "no stopped run"),
+    ("stop with no run", "/api/train/stop", {}, 409, "no training run is going"),
+]
+
+
+@pytest.mark.parametrize("path, value, status, reason", [case[1:] for case in BAD_TRAINING],
+                         ids=[case[0] for case in BAD_TRAINING])
+def test_bad_training_requests_get_one_line(served, path, value, status, reason):
+    server, _ = served
+    answer_status, answer, _ = post(server, path, value)
+    assert answer_status == status
+    assert set(answer) == {"error"} and "\n" not in answer["error"] and answer["error"].startswith(reason)
+    _, state, _ = ask(server, "GET", "/api/train")
+    assert state["status"] == "idle"  # nothing started
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_mid_run_leaves_the_model_file_whole_and_unchanged(model_path, how):
+    old_bytes = model_path.read_bytes()
+    process, url = start_server(model_path, "--train")
+    server = address_of(url)
+    wait_for(server, {"running"})
+    time.sleep(0.5)
+    process.send_signal(how)
+    output, errors = process.communicate(timeout=60)
+    assert process.returncode == 0 and errors == ""
+    assert "Stopped." in output and "was not saved; " in output
+    assert model_path.read_bytes() == old_bytes
+    assert sorted(path.name for path in model_path.parent.iterdir()) == ["model_mnist.npz"]  # no stray file
+
+
+def test_page_progress_keeps_each_loss_and_sends_block_means():
+    progress = PageProgress(model=None, total_steps=1000, publish=lambda model: None)
+    for step in range(1, 801):
+        progress.step(step, float(step))
+    curve = progress.curve(points=100)  # blocks of 10 steps
+    assert curve["window"] == 10 and curve["step"][:2] == [10, 20] and len(curve["loss"]) == 80
+    assert curve["loss"][0] == pytest.approx(5.5) and curve["loss"][-1] == pytest.approx(795.5)
+
+
+def test_the_config_is_nn_defaults_with_the_pages_steps_and_seed():
+    config = TrainingSession.checked_config({"steps": 500, "seed": 2})
+    assert config == dict(nn.DEFAULTS, steps=500, seed=2)
+    assert TrainingSession.checked_config({}) == nn.DEFAULTS
+
+
+def test_serve_train_flag_is_in_the_help():
+    import subprocess
+    import sys
+    from conftest import PROJECT_DIR
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert "--train" in result.stdout and "--data" in result.stdout
+
+
+def test_the_speed_benchmark_runs_with_tiny_sizes():
+    import subprocess
+    import sys
+    from conftest import PROJECT_DIR
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "benchmarks" / "serve_training.py"), "--steps", "50",
+                             "--rounds", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "serve / nn.py = " in result.stdout and "round 1: nn.py " in result.stdout
+
+
+def test_serve_train_from_a_fresh_clone_needs_no_model_file(tmp_path):
+    model_path = tmp_path / "model_mnist.npz"
+    process, url = start_server(model_path, "--train")
+    server = address_of(url)
+    try:
+        assert "untrained weights" in process.stdout.readline()
+        _, facts, _ = ask(server, "GET", "/api/model")
+        assert facts["steps_done"] == 0 and facts["layer_sizes"] == [784, 150, 150, 10]
+        wait_for(server, {"running"})
+        post(server, "/api/train/stop", {})
+        stopped = wait_for(server, {"stopped"})
+        post(server, "/api/train/save", {"save": True})
+        assert MLP.load(model_path, with_info=True)[1]["steps_done"] == stopped["step"]
+        _, facts, _ = ask(server, "GET", "/api/model")
+        assert facts["steps_done"] == stopped["step"] and facts["test_accuracy"] is not None
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_missing_model_without_train_is_still_one_line_and_exit_1(tmp_path):
+    import subprocess
+    import sys
+    from conftest import PROJECT_DIR
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(tmp_path / "no.npz"),
+                             "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "no such model file" in result.stderr

@@ -1,0 +1,204 @@
+// The explore views of the drawing page: why (saliency) and break it (damage).
+// Loaded after app.js, whose show() announces each reading with a "reading" event
+// and whose request(canvasAsPng) reads the drawing again. The maths is in Python
+// (explain.py, damage.py); this file only asks and paints.
+"use strict";
+
+// ------------------------------------------------------------------ one request at a time
+// latestOnly(send) returns a function ask(value): at most one request is in flight; a value
+// asked for meanwhile replaces any waiting one, so that the latest always wins.
+// busyFlag: the document.body.dataset key that is "1" while requests are pending (tests wait for "0").
+function latestOnly(send, busyFlag) {
+  let inFlight = false;
+  let waiting = null;
+  document.body.dataset[busyFlag] = "0";
+  async function next() {
+    const value = waiting;
+    waiting = null;
+    inFlight = true;
+    try {
+      await send(value);
+    } catch (error) {
+      console.error(error);
+    }
+    inFlight = false;
+    if (waiting !== null) next();
+    else document.body.dataset[busyFlag] = "0";
+  }
+  return (value) => {
+    waiting = value;
+    document.body.dataset[busyFlag] = "1";
+    if (!inFlight) next();
+  };
+}
+
+async function postJson(path, value) {
+  const response = await fetch(path, { method: "POST", body: JSON.stringify(value),
+    headers: { "Content-Type": "application/json" } });
+  return [response.ok, await response.json()];
+}
+
+// ------------------------------------------------------------------ why: saliency
+
+const saliencyCanvas = document.getElementById("saliency");
+const saliencyNote = document.getElementById("saliency-note");
+const digitPicker = document.getElementById("digit-picker");
+let lastReading = null;   // the reading shown now, or null
+let chosenDigit = null;   // the digit picked by the user, or null: the digit read
+
+for (let digit = 0; digit < 10; digit++) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = String(digit);
+  button.dataset.digit = String(digit);
+  button.addEventListener("click", () => {
+    chosenDigit = chosenDigit === digit ? null : digit;  // a second click follows the reading again
+    explainLatest();
+  });
+  digitPicker.append(button);
+}
+
+const askSaliency = latestOnly(async ({ reading, digit }) => {
+  const [ok, answer] = await postJson("api/explain", { input: reading.input, digit });
+  if (reading !== lastReading) return;  // the drawing changed meanwhile
+  if (!ok) {
+    saliencyNote.textContent = answer.error;
+    return;
+  }
+  paintSaliency(reading.input, answer.saliency);
+  saliencyCanvas.dataset.digit = String(digit);
+  const p = answer.probability;
+  saliencyNote.textContent = `Why ${digit}? p(${digit}) = ${p < 0.001 ? p.toExponential(1) : `${(100 * p).toFixed(1)} %`}. ` +
+    `Largest effect: ${answer.largest.toPrecision(2)} on log p per unit of ink.`;
+}, "explaining");
+
+function explainLatest() {
+  const digit = chosenDigit === null && lastReading ? lastReading.digit : chosenDigit;
+  for (const button of digitPicker.children) {
+    button.classList.toggle("chosen", lastReading !== null && Number(button.dataset.digit) === digit);
+    button.classList.toggle("pinned", chosenDigit !== null && Number(button.dataset.digit) === chosenDigit);
+  }
+  if (lastReading === null) {
+    paintSaliency(null, null);
+    delete saliencyCanvas.dataset.digit;
+    saliencyNote.textContent = "Draw a digit to see which pixels pushed the network towards it.";
+    return;
+  }
+  askSaliency({ reading: lastReading, digit });
+}
+
+// The input, dimmed, under the saliency: orange where ink pushes towards the digit,
+// blue where it pushes against it; the stronger, the more opaque.
+function paintSaliency(input, values) {
+  const context = saliencyCanvas.getContext("2d");
+  const image = context.createImageData(28, 28);
+  const ink = input ? input.flat() : [];
+  const effect = values ? values.flat() : [];
+  for (let i = 0; i < 28 * 28; i++) {
+    const base = 20 + 70 * (ink[i] || 0);
+    const v = effect[i] || 0;
+    const t = Math.min(Math.abs(v), 1);
+    const [r, g, b] = v >= 0 ? [255, 140, 50] : [60, 140, 255];
+    image.data.set([base + (r - base) * t, base + (g - base) * t, base + (b - base) * t, 255], 4 * i);
+  }
+  context.putImageData(image, 0, 0);
+}
+
+document.addEventListener("reading", (event) => {
+  lastReading = event.detail;
+  explainLatest();
+});
+
+// ------------------------------------------------------------------ break it: damage
+
+const damageControls = {
+  zero_biases: document.getElementById("zero-biases"),
+  noise: document.getElementById("noise"),
+  prune: document.getElementById("prune"),
+  units_off: document.getElementById("units-off"),
+  zero_layer: document.getElementById("zero-layer"),
+  seed: document.getElementById("damage-seed"),
+};
+const damageAccuracy = document.getElementById("damaged-accuracy");
+const damageNote = document.getElementById("damage-note");
+
+function damageSettings() {
+  const c = damageControls;
+  return {
+    zero_biases: c.zero_biases.checked, noise: Number(c.noise.value), prune: Number(c.prune.value),
+    units_off: Number(c.units_off.value), zero_layer: c.zero_layer.value === "" ? null : Number(c.zero_layer.value),
+    seed: Number(c.seed.value),
+  };
+}
+
+function showDamageSettings(settings) {
+  const c = damageControls;
+  c.zero_biases.checked = settings.zero_biases;
+  for (const name of ["noise", "prune", "units_off", "seed"]) c[name].value = String(settings[name]);
+  c.zero_layer.value = settings.zero_layer === null ? "" : String(settings.zero_layer);
+  for (const name of ["noise", "prune", "units_off"]) {
+    document.getElementById(`${c[name].id}-value`).textContent =
+      name === "noise" ? `${Number(settings[name]).toFixed(2)} x` : `${Math.round(100 * settings[name])} %`;
+  }
+}
+
+function showDamage(answer) {
+  damageAccuracy.textContent = `${(100 * answer.test_accuracy).toFixed(2)} %`;
+  damageAccuracy.classList.toggle("damaged", answer.damaged);
+  damageNote.textContent = `of ${answer.test_images.toLocaleString("en")} test images, ` +
+    (answer.damaged ? `damaged copy (the model: ${(100 * answer.original_test_accuracy).toFixed(2)} %)` : "the model as loaded") +
+    `; measured by the server in ${answer.seconds.toFixed(3)} s.`;
+}
+
+const askDamage = latestOnly(async (settings) => {
+  const [ok, answer] = await postJson("api/damage", settings);
+  if (!ok) {
+    damageNote.textContent = answer.error;
+    return;
+  }
+  showDamage(answer);
+  if (lastReading !== null) request(canvasAsPng);  // read the drawing again, with the damaged copy
+}, "damaging");
+
+for (const control of Object.values(damageControls)) {
+  const live = control.type === "range";  // sliders measure as they move; the others when changed
+  control.addEventListener(live ? "input" : "change", () => {
+    showDamageSettings(damageSettings());
+    askDamage(damageSettings());
+  });
+}
+
+document.getElementById("undo-damage").addEventListener("click", () => {
+  const undamaged = { zero_biases: false, noise: 0, prune: 0, units_off: 0, zero_layer: null, seed: 0 };
+  showDamageSettings(undamaged);
+  askDamage(undamaged);
+});
+
+async function loadDamage() {
+  try {
+    const response = await fetch("api/damage");
+    const answer = await response.json();
+    if (!response.ok) {
+      damageNote.textContent = answer.error;
+      return;
+    }
+    showDamageSettings(answer.settings);
+    showDamage(answer);
+  } catch (error) {
+    damageNote.textContent = "the server does not answer";
+  }
+}
+
+async function fillLayerChoices() {
+  const facts = await (await fetch("api/model")).json();
+  const sizes = facts.layer_sizes;
+  for (let layer = 1; layer < sizes.length; layer++) {
+    const option = document.createElement("option");
+    option.value = String(layer);
+    option.textContent = layer < sizes.length - 1 ? `hidden layer ${layer} (${sizes[layer]} units)` : "the output layer";
+    damageControls.zero_layer.append(option);
+  }
+}
+
+explainLatest();
+fillLayerChoices().then(loadDamage);

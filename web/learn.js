@@ -1,0 +1,134 @@
+// The "Watch it learn" view: start, follow and stop a training run in the server
+// (training_session.py). Loaded after app.js and explore.js: it calls app.js's
+// request(canvasAsPng) and loadFacts(), and explore.js's postJson, paintGrid's colours
+// (diverging) and loadDamage(). document.body.dataset.training holds the run's status.
+"use strict";
+
+const POLL_MS = 600;
+const trainButton = document.getElementById("train");
+const stopButton = document.getElementById("stop-training");
+const trainStatus = document.getElementById("train-status");
+const trainQuestion = document.getElementById("train-question");
+const lossCurve = document.getElementById("loss-curve");
+let polling = false;
+let lastStatus = null;
+
+async function trainRequest(path, value) {
+  const [ok, answer] = await postJson(path, value);
+  if (!ok) {
+    trainStatus.textContent = answer.error;
+    trainStatus.classList.add("error");
+    return;
+  }
+  showRun(answer);
+  followRun();
+}
+
+trainButton.addEventListener("click", () => trainRequest("api/train", {
+  steps: Number(document.getElementById("train-steps").value),
+  seed: Number(document.getElementById("train-seed").value),
+}));
+stopButton.addEventListener("click", () => trainRequest("api/train/stop", {}));
+document.getElementById("save-run").addEventListener("click", () => trainRequest("api/train/save", { save: true }));
+document.getElementById("discard-run").addEventListener("click", () => trainRequest("api/train/save", { save: false }));
+
+// Poll the run while it goes; each answer also reads the drawing again with the newest weights.
+async function followRun() {
+  if (polling) return;
+  polling = true;
+  while (true) {
+    let run;
+    try {
+      run = await (await fetch("api/train")).json();
+    } catch (error) {
+      trainStatus.textContent = "the server does not answer";
+      break;
+    }
+    showRun(run);
+    if (!["loading", "running"].includes(run.status)) break;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+  polling = false;
+}
+
+function showRun(run) {
+  const going = ["loading", "running"].includes(run.status);
+  document.body.dataset.training = run.status;
+  trainButton.disabled = going || run.status === "stopped";
+  stopButton.disabled = !going;
+  trainQuestion.hidden = run.status !== "stopped";
+  trainStatus.classList.toggle("error", run.status === "failed");
+  const progress = document.getElementById("train-progress");
+  progress.value = run.total_steps ? run.step / run.total_steps : 0;
+  trainStatus.textContent = run.status === "running"
+    ? `Step ${run.step.toLocaleString("en")} of ${run.total_steps.toLocaleString("en")}` : run.message;
+  drawCurve(run.curve);
+  const evaluations = run.evaluations.slice(-5).map((e) => `step ${e.step.toLocaleString("en")}: ` +
+    `${(100 * e.test_accuracy).toFixed(2)} %`);  // the latest five
+  document.getElementById("train-evaluations").textContent = evaluations.length
+    ? `Test accuracy at ${run.evaluations.length > 5 ? "... " : ""}${evaluations.join(", ")}` : "";
+  if (run.weights) showLiveWeights(run.weights);
+  if (going && typeof lastReading !== "undefined" && lastReading !== null) request(canvasAsPng);
+  if (run.status !== lastStatus && ["saved", "discarded", "failed"].includes(run.status) && lastStatus !== null) {
+    loadFacts();
+    loadDamage();
+    if (lastReading !== null) request(canvasAsPng);
+  }
+  lastStatus = run.status;
+}
+
+// The loss curve: block means of the training loss against the step, y from 0 to the largest.
+function drawCurve(curve) {
+  const context = lossCurve.getContext("2d");
+  const width = lossCurve.width, height = lossCurve.height, left = 34, bottom = 18;
+  context.clearRect(0, 0, width, height);
+  lossCurve.dataset.points = String(curve.loss.length);
+  context.fillStyle = "#5b6475";
+  context.font = "11px system-ui, sans-serif";
+  if (!curve.loss.length) {
+    context.fillText("the loss curve appears here", left, height / 2);
+    return;
+  }
+  const top = Math.max(...curve.loss) * 1.05;
+  const lastStep = curve.step[curve.step.length - 1];
+  const totalSteps = Math.max(lastStep, Number(document.getElementById("train-steps").value) || lastStep);
+  const x = (step) => left + (width - left - 6) * step / totalSteps;
+  const y = (loss) => 6 + (height - bottom - 6) * (1 - loss / top);
+  context.strokeStyle = "#e1e4ea";
+  context.beginPath();
+  context.moveTo(left, 6); context.lineTo(left, height - bottom); context.lineTo(width - 6, height - bottom);
+  context.stroke();
+  context.fillText(top.toFixed(2), 2, 14);
+  context.fillText("0", 24, height - bottom);
+  context.fillText(`step ${lastStep.toLocaleString("en")}`, width - 90, height - 4);
+  context.fillText(`loss (mean of ${curve.window})`, left + 6, 16);
+  context.strokeStyle = "#e8772e";
+  context.lineWidth = 1.5;
+  context.beginPath();
+  curve.loss.forEach((loss, i) => (i ? context.lineTo : context.moveTo).call(context, x(curve.step[i]), y(loss)));
+  context.stroke();
+}
+
+// 36 units of 784 whole numbers in [-100, 100], tiled 6 x 6 with 1-pixel gaps (173 x 173 pixels).
+const TILE = 29, SIDE = 6 * TILE - 1;
+function showLiveWeights(units) {
+  const canvas = document.getElementById("train-weights");
+  canvas.width = canvas.height = SIDE;
+  const context = canvas.getContext("2d");
+  const image = context.createImageData(SIDE, SIDE);
+  image.data.fill(255);  // the gaps: white
+  units.forEach((weights, unit) => {
+    const originX = TILE * (unit % 6), originY = TILE * Math.floor(unit / 6);
+    weights.forEach((w, pixel) => {
+      const [r, g, b] = diverging(w / 100);
+      const offset = 4 * ((originY + Math.floor(pixel / 28)) * SIDE + originX + (pixel % 28));
+      image.data.set([r, g, b, 255], offset);
+    });
+  });
+  context.putImageData(image, 0, 0);
+}
+
+fetch("api/train").then((response) => response.json()).then((run) => {
+  showRun(run);
+  if (["loading", "running"].includes(run.status)) followRun();
+}).catch(() => { trainStatus.textContent = "the server does not answer"; });
