@@ -93,8 +93,8 @@ PRESETS = {
     "best": {"hidden": [800, 800], "optimizer": "nesterov", "lr": 0.05, "momentum": 0.9,
              "lr_schedule": "cosine", "warmup_steps": 500, "dropout": 0.2, "augment": 2,
              "batch_size": 128, "steps": 24000},
-    "fast": {"optimizer": "nesterov", "lr": 0.1, "momentum": 0.9, "lr_schedule": "cosine", "warmup_steps": 100,
-             "steps": 3200, "eval_every": 0},
+    "fast": {"optimizer": "nesterov", "lr": 0.2, "momentum": 0.9, "lr_schedule": "cosine", "warmup_steps": 100,
+             "batch_size": 128, "steps": 1700, "eval_every": 0},
 }
 LR_SCHEDULES = ("constant", "step", "cosine")
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
