@@ -428,6 +428,7 @@ def report_full_runs(summary):
 
 
 def load_text(load):
+    """The 1, 5 and 15-minute load averages as "5.5 4.8 3.1"."""
     return " ".join(f"{value:.1f}" for value in load)
 
 
