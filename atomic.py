@@ -19,6 +19,7 @@ def atomic_write(path, mode="wb"):
     A run that fails, is interrupted or is killed (even with SIGKILL) therefore
     leaves the previous ``path`` intact: at worst a stray ``.NAME.*.tmp`` file
     remains. The temporary file is in the same folder, so the rename is atomic.
+    An OSError names ``path``, the file the caller asked for, not the temporary one.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -30,7 +31,9 @@ def atomic_write(path, mode="wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename in (None, temporary):
+            raise OSError(error.errno, error.strerror or str(error), path) from error
         raise

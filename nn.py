@@ -274,6 +274,7 @@ if __name__ == "__main__":
         sys.exit(f"nn.py: error: {_problem}")
     set_blas_threads(sys.argv[1:])
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -842,19 +843,8 @@ def run(args):
         timings = {"train": train_time, "data": data_time, "steps_this_run": history["last_step"] - first_step}
         stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings,
                             stop.signal)
-        stop.saving = (out_dir, folder_contents(out_dir))
-        try:
-            replaced = runs.keep_replaced_model(out_dir, MODEL_FILE, STATS_FILE)
-            run_folder = runs.new_run_folder(out_dir)
-            stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
-            write_outputs(out_dir, model, config, stats, history, test_set, probabilities, args.show)
-            write_stats(out_dir / STATS_FILE, stats, stop)
-            for name in OUTPUT_FILES:
-                if (out_dir / name).is_file():
-                    runs.copy_atomically(out_dir / name, run_folder)
-        except OSError as error:  # a full disk, a folder that changed since check_folders
-            raise SaveFailed(f"cannot save: {os.fsdecode(error.filename2 or error.filename or out_dir)}: "
-                             f"{error.strerror or error}; {saved_so_far(*stop.saving)}") from None
+        run_folder, replaced = save_run(out_dir, model, config, stats, history, test_set, probabilities, args.show,
+                                        stop)
     print(final_line(history, first_step, train_time, stop.signal)
           + f" Test accuracy {100 * test_accuracy:.2f} %, test loss {test_loss:.4f}. "
           f"Wrote {MODEL_FILE}, {STATS_FILE}, {LOSS_GRAPH_FILE} and more to {out_dir}")
@@ -864,11 +854,43 @@ def run(args):
     return 0
 
 
+def save_run(out_dir, model, config, stats, history, test_set, probabilities, show=False, stop=None):
+    """Write every output of a finished run into out_dir (the model, the pictures, then
+    stats.json, last) and copy them into a new folder under runs/, after keeping a copy
+    of the model they replace. Used by nn.py's training and by `serve --train`.
+
+    Returns (the run's folder, the "Replaced ..." line or None). stop, a StopRequest,
+    learns what is being saved, so that a second Ctrl-C can say what was written.
+    Raises SaveFailed naming the file that could not be written and what the save had
+    written by then; a run folder left empty by the failure is removed.
+    """
+    before = folder_contents(out_dir)
+    if stop is not None:
+        stop.saving = (out_dir, before)
+    run_folder = None
+    try:
+        replaced = runs.keep_replaced_model(out_dir, MODEL_FILE, STATS_FILE)
+        run_folder = runs.new_run_folder(out_dir)
+        stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
+        write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show)
+        write_stats(out_dir / STATS_FILE, stats, stop)
+        for name in OUTPUT_FILES:
+            if (out_dir / name).is_file():
+                runs.copy_atomically(out_dir / name, run_folder)
+    except OSError as error:  # a full disk, a folder that changed since check_folders
+        if run_folder is not None:
+            with contextlib.suppress(OSError):
+                run_folder.rmdir()  # only when nothing was copied into it
+        raise SaveFailed(f"cannot save: {os.fsdecode(error.filename or out_dir)}: {error.strerror or error}; "
+                         f"{saved_so_far(out_dir, before)}") from None
+    return run_folder, replaced
+
+
 def write_stats(path, stats, stop):
     """Write stats.json, the last output; write it again if a signal arrived while it was
     being written (a second signal ends the program at once, so once is enough)."""
     write_json(path, stats)
-    if stop.signal is not None and not stats["interrupted"]:
+    if stop is not None and stop.signal is not None and not stats["interrupted"]:
         stats.update(interrupted=True, signal=stop.signal.name)
         write_json(path, stats)
 

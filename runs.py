@@ -9,11 +9,11 @@ copied first. `describe_model` is the one-line account that predict and serve gi
 import filecmp
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 
+from atomic import atomic_write
 from words import count
 
 RUNS_DIR = "runs"
@@ -35,11 +35,10 @@ def new_run_folder(out_dir, when=None):
 
 
 def copy_atomically(source, folder):
-    """Copy the file `source` into `folder` under a temporary name, then rename it, so
-    that an interrupted copy never leaves a truncated file under the real name."""
-    temporary = folder / f".{source.name}.tmp"
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, folder / source.name)
+    """Copy the file `source` into `folder` (atomic_write: an interrupted copy never
+    leaves a truncated file under the real name)."""
+    with open(source, "rb") as original, atomic_write(folder / source.name) as copy:
+        shutil.copyfileobj(original, copy)
 
 
 def read_stats(folder, stats_file="stats.json"):

@@ -1,6 +1,7 @@
 """nn.py end to end on the real MNIST, and every way a run can go wrong."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -537,6 +538,28 @@ def test_an_error_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch
                             f"wrote model_mnist.npz, "), error
     assert len(error.splitlines()) == 1 and "not written: stats.json, weights.png" in error
     assert (tmp_path / "stats.json").read_bytes() == previous_stats
+
+
+def test_a_save_refused_by_the_file_system_names_the_output_and_leaves_no_empty_run_folder(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """The rename of a temporary file refused (an immutable folder, say): the message names
+    the output (weights.png), not its temporary file, and the run folder the save had made
+    is removed again rather than left empty."""
+    import atomic
+    import nn
+    real_replace = os.replace
+
+    def refuse_weights(source, target):
+        if str(target).endswith("weights.png"):
+            raise OSError(1, "Operation not permitted", str(source), str(target))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", refuse_weights)
+    assert nn.main(["--dry-run", "--steps", "20", "--quiet", "--out", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"nn.py: error: cannot save: {tmp_path / 'weights.png'}: Operation not permitted; "), error
+    assert not list((tmp_path / "runs").iterdir())  # the new run folder, still empty, was removed
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 @pytest.mark.parametrize("flags, resumed, lr", [
