@@ -5,6 +5,8 @@ import sys
 import textwrap
 import time
 
+MIN_COLUMNS = 30  # lines are fitted to no fewer characters: a narrower terminal wraps them itself
+
 
 def pack(parts, width, separator=" - ", indent="  "):
     """The texts `parts` joined by `separator` into lines of at most `width` characters,
@@ -121,10 +123,11 @@ class Progress:
     @staticmethod
     def _columns():
         """The characters a line may hold: one fewer than the terminal's columns (the last
-        column makes some terminals wrap)."""
+        column makes some terminals wrap), and at least MIN_COLUMNS: a narrower terminal
+        wraps the lines itself."""
         # A terminal that reports no size gives 0 columns on Python 3.10 (80, the fallback,
         # on later versions): take 80 then too.
-        return (shutil.get_terminal_size().columns or 80) - 1
+        return max((shutil.get_terminal_size().columns or 80) - 1, MIN_COLUMNS)
 
     def _bar_line(self, step, epoch, in_epoch, suffix="", max_bar=30):
         """The progress line, `suffix` (the evaluation) included, in fewer characters than

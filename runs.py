@@ -52,9 +52,11 @@ def read_stats(folder, stats_file="stats.json"):
 
 
 def _summary(stats):
-    """'2,000 steps, test accuracy 93.40 %' from a stats dict, or a note that it has none
-    (no stats.json, or one without a whole number of steps and a finite accuracy)."""
-    steps, accuracy = stats.get("steps"), stats_test_accuracy(stats)
+    """'2,000 steps, test accuracy 93.40 %' from a stats dict, the steps being those the
+    model's weights come from (an early-stopped run keeps earlier weights), or a note
+    that it has none (no stats.json, or one without a whole number of steps and a finite
+    accuracy)."""
+    steps, accuracy = stats.get("weights_from_step", stats.get("steps")), stats_test_accuracy(stats)
     if type(steps) is not int or accuracy is None:
         return "no stats.json beside it"
     return f"{count(steps, 'step')}, test accuracy {100 * accuracy:.2f} %"
@@ -68,7 +70,7 @@ def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats
     if not model_path.is_file():
         return None
     stats = read_stats(out_dir, stats_file)
-    copy = out_dir / stats.get("run_folder", RUNS_DIR + "/none") / model_file
+    copy = out_dir / run_folder_of(stats) / model_file
     if not (copy.is_file() and filecmp.cmp(model_path, copy, shallow=False)):
         folder = new_run_folder(out_dir, when=model_path.stat().st_mtime)
         if (out_dir / stats_file).is_file():
@@ -76,6 +78,17 @@ def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats
         copy_atomically(model_path, folder)
         copy = folder / model_file
     return f"Replaced {model_path.name} ({_summary(stats)}); its copy is {copy}"
+
+
+def run_folder_of(stats):
+    """The run folder that a stats dict names ("runs/2026-11-25_031500"), as a Path, when
+    it is one: anything else (missing, not text, ".", a path outside runs/) gives
+    runs/none, a folder that holds no copy, so that the model is copied afresh."""
+    folder = stats.get("run_folder")
+    if isinstance(folder, str) and len(Path(folder).parts) == 2 and Path(folder).parts[0] == RUNS_DIR \
+            and Path(folder).name not in ("", ".", ".."):
+        return Path(folder)
+    return Path(RUNS_DIR, "none")
 
 
 def stats_of_model(folder, steps_done, stats_file="stats.json"):

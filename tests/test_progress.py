@@ -60,3 +60,20 @@ def test_every_line_with_its_evaluation_fits_the_terminal(monkeypatch, columns, 
     for value in evaluation.values():  # each number whole, twice: in mid-epoch and at the epoch's end
         assert text.count(f"{value:.4f}") == 2, text
     assert "Epoch 1/22" in text and "loss: 0.1234" in text and "keep their old version" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("columns", [1, 2, 10])
+def test_a_terminal_a_few_columns_wide_gets_lines_of_the_smallest_width(monkeypatch, columns):
+    """A 1-column terminal stopped training with a traceback (textwrap refuses width 0):
+    lines are then fitted to MIN_COLUMNS characters, and the terminal wraps them."""
+    import progress as progress_module
+    monkeypatch.setenv("COLUMNS", str(columns))
+    stream = FakeTerminal()
+    progress = Progress(total_steps=200, steps_per_epoch=100, stream=stream, refresh_per_second=1e9)
+    for step in range(1, 101):
+        progress.step(step, 0.1234)
+    progress.end_epoch(100, EVALUATIONS["with --val-split"])
+    progress.message("SIGINT at step 100: saving what was reached")
+    shown = [re.sub(r"\x1b\[K", "", piece) for line in stream.getvalue().split("\n") for piece in line.split("\r")]
+    assert "SIGINT at step 100:" in stream.getvalue() and "0.9713" in stream.getvalue()
+    assert max(len(piece) for piece in shown) < progress_module.MIN_COLUMNS + 1

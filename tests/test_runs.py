@@ -76,3 +76,23 @@ def test_a_replaced_model_line_gives_its_stats(model_path):
     write_stats(model_path.parent, steps=300, test_accuracy=0.9812)
     assert runs.keep_replaced_model(model_path.parent).startswith(
         "Replaced model_mnist.npz (300 steps, test accuracy 98.12 %); its copy is ")
+
+
+@pytest.mark.parametrize("run_folder", [None, 3, ".", "", "runs", "runs/..", "../elsewhere", "/tmp"])
+def test_a_run_folder_in_stats_that_is_no_run_folder_never_stands_for_the_copy(model_path, run_folder):
+    """stats.json's run_folder was taken as it was: null stopped the save with a
+    traceback, and "." made the model file its own copy, so that the new run wrote over
+    the only copy of the old model. Anything but runs/NAME means: no copy yet."""
+    write_stats(model_path.parent, steps=300, test_accuracy=0.9, run_folder=run_folder)
+    line = runs.keep_replaced_model(model_path.parent)
+    copies = list((model_path.parent / runs.RUNS_DIR).glob("*/model_mnist.npz"))
+    assert len(copies) == 1 and copies[0].read_bytes() == model_path.read_bytes()
+    assert line.endswith(f"its copy is {copies[0]}")
+
+
+def test_the_replaced_line_counts_the_steps_the_weights_come_from(model_path):
+    """An early-stopped run trained 5,000 steps but kept the weights of step 3,000: the
+    line says 3,000, as the Model: line of predict and serve does."""
+    write_stats(model_path.parent, steps=5000, weights_from_step=3000, test_accuracy=0.97)
+    assert runs.keep_replaced_model(model_path.parent).startswith(
+        "Replaced model_mnist.npz (3,000 steps, test accuracy 97.00 %)")
