@@ -1076,13 +1076,18 @@ def main_quiet_on_closed_output(argv=None):
     BrokenPipeError traceback: the recipe of the Python docs (signal module, "Note on
     SIGPIPE"), which points stdout at devnull so that the final flush cannot fail again.
     A training run whose output is closed ends the same way, as any program does on a
-    closed pipe: what it had not saved is lost, earlier outputs are intact."""
+    closed pipe, but says so on stderr: what it had not saved is lost, earlier outputs
+    are intact (the output may also close after the save, at the last lines)."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
         status = main(argv)
         sys.stdout.flush()  # here, where the error can be caught, not at interpreter exit
         return status
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if not (argv and argv[0] in SUBCOMMANDS):
+            print("nn.py: stopped: its output was closed (a reader such as | head ended); a run stopped "
+                  "before its save leaves the earlier outputs as they were", file=sys.stderr)
         return EXIT_BROKEN_PIPE
 
 

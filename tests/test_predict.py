@@ -337,3 +337,7 @@ def test_a_reader_that_stops_early_ends_the_program_quietly(tmp_path, trained_mo
     process.stdout.close()
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) in (0, 141) and "Traceback" not in stderr and "Error" not in stderr, stderr
+    if command[0] != "predict" and process.returncode == 141:  # training cut short says so, in one line
+        assert stderr.startswith("nn.py: stopped: its output was closed") and len(stderr.splitlines()) == 1, stderr
+    if command[0] == "predict":
+        assert stderr.startswith("Model: ") and len(stderr.splitlines()) == 1, stderr  # its usual line, nothing more
