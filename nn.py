@@ -224,7 +224,7 @@ def set_blas_threads(argv):
     it can be set without extra packages. The flags are read by the same parser as the
     run's, so an abbreviation such as --thread counts; a command line that does not
     parse, or a subcommand, is left to main() to report. The default, 1, was chosen by
-    measurement (benchmarks/README.md, "Threads"): on the 2-core project machine the default run took
+    measurement (benchmarks/README.md, "Figures on the project machine"): on the 2-core project machine the default run took
     11-12 s on one thread every time, and 9.2-22 s on two. An OPENBLAS_NUM_THREADS
     already in the environment is kept when --threads is not given."""
     threads = None
