@@ -748,7 +748,7 @@ def build_stats(config, history, test_loss, test_accuracy, probabilities, labels
         "evaluations": history["evaluations"],
         "loss_curve": sampled_curve(history["loss_steps"], history["losses"]),
         "environment": {"python": platform.python_version(), "numpy": np.__version__,
-                        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
+                        "blas_threads": blas_threads()},
     }
 
 
@@ -798,7 +798,6 @@ def run(args):
     config = resolve_config(args, resumed_info and resumed_info["config"])
     out_dir = args.out or (PROJECT_DIR / "dry_run" if args.dry_run else PROJECT_DIR)
     say = (lambda text: None) if args.quiet else print
-    saved_state = resumed_info and resumed_info["training_state"]
     if resumed is not None:
         if resumed.layer_sizes[1:-1] != list(config["hidden"]) or resumed.activations[0] != config["activation"]:
             raise UsageError(f"--resume {args.resume}: the model has hidden layers {resumed.layer_sizes[1:-1]} "
@@ -806,8 +805,21 @@ def run(args):
         if resumed_info["steps_done"] >= config["steps"]:
             raise UsageError(f"--resume {args.resume}: already trained for {count(resumed_info['steps_done'], 'step')}; "
                              f"ask for more with --steps")
+    created = [folder for folder in (out_dir, *out_dir.absolute().parents) if not folder.exists()]  # deepest first
     check_folders(args, out_dir, say)
+    try:
+        return train_test_and_save(args, config, out_dir, say, resumed, resumed_info)
+    except BaseException:
+        for folder in created:  # a run that fails before writing anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
+
+def train_test_and_save(args, config, out_dir, say, resumed, resumed_info):
+    """The data, the training, the test and the save of run(), once the flags and the
+    folders are checked; returns the exit status."""
+    saved_state = resumed_info and resumed_info["training_state"]
     started = time.perf_counter()
     (train_images, train_labels), eval_sets = prepare_data(args, config, say)
     data_time = time.perf_counter() - started
@@ -823,9 +835,8 @@ def run(args):
         for layer in model.layers[:-1]:
             layer.dropout, layer.rng = config["dropout"], rng
     say(f"Model: MLP {' -> '.join(map(str, model.layer_sizes))} ({config['activation']} hidden, softmax out), "
-        f"{sum(p.size for p in model.parameters()):,} parameters; {config['optimizer']} lr {config['lr']}, "
-        f"batch {config['batch_size']}, steps {first_step + 1}-{config['steps']}, seed {config['seed']}"
-        + (f", resumed from {args.resume}" if resumed else ""))
+        f"{sum(p.size for p in model.parameters()):,} parameters; {recipe_text(config)}, seed {config['seed']}"
+        + (f"; resumed from {args.resume} at step {first_step:,}" if resumed else ""))
     if resumed is not None:
         say(f"Learning rate {config['lr']:g}: "
             f"{learning_rate_choice(args, resumed_info['config'], config['optimizer'])[1]}")
@@ -852,6 +863,13 @@ def run(args):
     if stop.signal is not None:
         return EXIT_INTERRUPTED[stop.signal]
     return 0
+
+
+def blas_threads():
+    """The BLAS thread count that OPENBLAS_NUM_THREADS sets (nn.py sets it from --threads),
+    as a number; the text itself when it is no whole number; None when it is not set."""
+    value = os.environ.get("OPENBLAS_NUM_THREADS")
+    return int(value) if value is not None and value.strip().isdigit() and value.isascii() else value
 
 
 def save_run(out_dir, model, config, stats, history, test_set, probabilities, show=False, stop=None):

@@ -426,7 +426,7 @@ def test_threads_flag_is_read_as_argparse_reads_it(tmp_path):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     result = run_nn("--thread", cores + 1, "--dry-run", "--quiet", "--out", tmp_path, env={"OPENBLAS_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
-    assert read_stats(tmp_path)["environment"]["blas_threads"] == str(cores + 1)
+    assert read_stats(tmp_path)["environment"]["blas_threads"] == cores + 1
     assert result.stderr.strip() == (f"nn.py: warning: --threads {cores + 1} is more than the {cores} CPU cores "
                                      f"this process may use; the extra threads only wait for a core and slow the "
                                      f"run down")
@@ -625,3 +625,22 @@ def test_a_runs_folder_that_cannot_be_written_is_refused_before_the_data_loads(t
     assert nn.main(["--dry-run", "--quiet", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"nn.py: error: {tmp_path / 'runs'}: cannot write there (Permission denied); "
                                        f"every run copies its outputs into runs/ in --out\n")
+
+
+def test_a_run_refused_after_creating_its_folder_leaves_no_folder_behind(tmp_path):
+    """--out a/b that did not exist, then a refusal that needs the data (a batch larger than
+    the images): the folders made for the outputs are removed again, not left empty."""
+    out = tmp_path / "new" / "out"
+    result = run_nn("--dry-run", "--batch-size", "100000", "--out", out)
+    assert result.returncode == 2 and "larger than the 2,000 training images" in result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_model_line_states_the_whole_recipe_and_stats_the_thread_count(tmp_path):
+    """--preset fast's Model line left out its schedule and warm-up; stats.json gave the BLAS
+    threads as the text "1"."""
+    result = run_nn("--preset", "fast", "--steps", "120", "--eval-every", "0", "--threads", "1", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    model_line = next(line for line in result.stdout.splitlines() if line.startswith("Model: "))
+    assert "nesterov 0.9, lr 0.2 cosine (warm-up 100), batch 128, 120 steps, seed 0" in model_line, model_line
+    assert json.loads((tmp_path / "stats.json").read_text())["environment"]["blas_threads"] == 1
