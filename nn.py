@@ -891,6 +891,7 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
         run_folder = runs.new_run_folder(out_dir)
         stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
         write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show)
+        stats["model_sha256"] = runs.file_sha256(out_dir / MODEL_FILE)  # which model file these stats describe
         write_stats(out_dir / STATS_FILE, stats, stop)
         for name in OUTPUT_FILES:
             if (out_dir / name).is_file():

@@ -7,6 +7,7 @@ copied first. `describe_model` is the one-line account that predict and serve gi
 """
 
 import filecmp
+import hashlib
 import json
 import math
 import shutil
@@ -77,7 +78,11 @@ def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats
             copy_atomically(out_dir / stats_file, folder)
         copy_atomically(model_path, folder)
         copy = folder / model_file
-    return f"Replaced {model_path.name} ({_summary(stats)}); its copy is {copy}"
+    if "model_sha256" in stats and stats["model_sha256"] != file_sha256(model_path):
+        summary = "the stats.json beside it is for another model"
+    else:
+        summary = _summary(stats)
+    return f"Replaced {model_path.name} ({summary}); its copy is {copy}"
 
 
 def run_folder_of(stats):
@@ -91,12 +96,25 @@ def run_folder_of(stats):
     return Path(RUNS_DIR, "none")
 
 
-def stats_of_model(folder, steps_done, stats_file="stats.json"):
-    """The stats.json of `folder` when it describes the model whose weights come from
-    step `steps_done` (its weights_from_step, or its steps for a file that has no
-    weights_from_step, is that step), else {}: a stats.json left beside another model
-    (a copied model, one trained later elsewhere) must not lend it its accuracy."""
+def file_sha256(path):
+    """The SHA-256 of the file at path, in hex: what stats.json records of its model."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def stats_of_model(folder, steps_done, stats_file="stats.json", model_path=None):
+    """The stats.json of `folder` when it describes the model at model_path, whose
+    weights come from step `steps_done`, else {}: a stats.json left beside another
+    model (a copied model, one trained later elsewhere) must not lend it its accuracy.
+    A stats.json that records its model's model_sha256 describes the file with that
+    hash; an older one, the model whose weights come from its weights_from_step (or
+    its steps, for a file that has no weights_from_step)."""
     stats = read_stats(folder, stats_file)
+    if "model_sha256" in stats and model_path is not None:
+        try:
+            return stats if stats["model_sha256"] == file_sha256(model_path) else {}
+        except OSError:
+            return {}
     weights_step = stats.get("weights_from_step", stats.get("steps"))
     return stats if type(weights_step) is int and weights_step == steps_done else {}
 
@@ -107,7 +125,7 @@ def describe_model(model_path, steps_done, stats_file="stats.json"):
     test accuracy of the stats.json beside it when that file describes this model."""
     folder = Path(model_path).parent
     date = time.strftime("%Y-%m-%d %H:%M", time.localtime(Path(model_path).stat().st_mtime))
-    accuracy = stats_test_accuracy(stats_of_model(folder, steps_done, stats_file))
+    accuracy = stats_test_accuracy(stats_of_model(folder, steps_done, stats_file, model_path))
     if accuracy is not None:
         return f"Model: {model_path} ({date}, {steps_done:,} steps, test accuracy {100 * accuracy:.2f} %)"
     if read_stats(folder, stats_file):

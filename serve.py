@@ -160,7 +160,7 @@ def model_facts(model, info, model_path):
     """The page's "about this model": sizes, parameters, the steps its weights come from
     (from the model file) and the test accuracy of the stats.json beside it when that
     file describes this model (runs.stats_of_model; None otherwise)."""
-    stats = runs.stats_of_model(Path(model_path).parent, info["steps_done"])
+    stats = runs.stats_of_model(Path(model_path).parent, info["steps_done"], model_path=model_path)
     return {"model_file": str(model_path), "layer_sizes": model.layer_sizes,
             "activations": model.activations, "parameters": int(model.flat_parameters.size),
             "steps_done": info["steps_done"], "test_accuracy": runs.stats_test_accuracy(stats)}

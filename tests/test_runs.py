@@ -96,3 +96,15 @@ def test_the_replaced_line_counts_the_steps_the_weights_come_from(model_path):
     write_stats(model_path.parent, steps=5000, weights_from_step=3000, test_accuracy=0.97)
     assert runs.keep_replaced_model(model_path.parent).startswith(
         "Replaced model_mnist.npz (3,000 steps, test accuracy 97.00 %)")
+
+
+def test_stats_that_record_another_model_file_lend_it_nothing(model_path):
+    """A stats.json of another model with the same number of steps lent its accuracy (the
+    steps were all that was compared): stats that record their model's SHA-256 describe
+    that file only."""
+    write_stats(model_path.parent, steps=300, weights_from_step=300, test_accuracy=0.5, model_sha256="0" * 64)
+    assert runs.describe_model(model_path, 300).endswith("; the stats.json beside it is for another model)")
+    assert "(the stats.json beside it is for another model)" in runs.keep_replaced_model(model_path.parent)
+    write_stats(model_path.parent, steps=300, weights_from_step=300, test_accuracy=0.5,
+                model_sha256=runs.file_sha256(model_path))
+    assert runs.describe_model(model_path, 300).endswith(", 300 steps, test accuracy 50.00 %)")
