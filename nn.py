@@ -678,23 +678,25 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
         print("--show: no display found; the pictures are in files only")
     elif not show:
         plots.use_display(False)
-    model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"],
-               history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
-    plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
-                     title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}", subtitle=recipe_text(config))
-    if history["evaluations"]:
-        plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"])
-    else:  # no evaluations: an earlier run's graph would pass for this run's
-        (out_dir / "accuracy_graph.png").unlink(missing_ok=True)
-    plots.confusion_matrix_plot(out_dir / "confusion_matrix.png", stats["confusion_matrix"])
-    images, labels = test_set
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:24]
-    plots.misclassified_grid(out_dir / "misclassified.png", images[worst], labels[worst], predicted[worst],
-                             probabilities[worst, predicted[worst]])
-    plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W,
-                              next_layer_W=model.layers[1].W if len(model.layers) > 1 else None)
+    with plots.collector_paused():  # many short-lived objects: see collector_paused
+        model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"],
+                   history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
+        plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
+                         title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}",
+                         subtitle=recipe_text(config))
+        if history["evaluations"]:
+            plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"])
+        else:  # no evaluations: an earlier run's graph would pass for this run's
+            (out_dir / "accuracy_graph.png").unlink(missing_ok=True)
+        plots.confusion_matrix_plot(out_dir / "confusion_matrix.png", stats["confusion_matrix"])
+        images, labels = test_set
+        predicted = probabilities.argmax(axis=1)
+        wrong = np.flatnonzero(predicted != labels)
+        worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:24]
+        plots.misclassified_grid(out_dir / "misclassified.png", images[worst], labels[worst], predicted[worst],
+                                 probabilities[worst, predicted[worst]])
+        plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W,
+                                  next_layer_W=model.layers[1].W if len(model.layers) > 1 else None)
     plots.show()
 
 

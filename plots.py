@@ -12,6 +12,8 @@ than being placed by measuring the tick labels; many small images are one image
 (a mosaic), not many axes; log-axis labels are plain text, not maths.
 """
 
+import contextlib
+import gc
 import math
 import os
 import sys
@@ -61,6 +63,25 @@ def save_figure(figure, path):
         figure.savefig(f, format="png", dpi=110, pil_kwargs={"compress_level": 1})  # 3x quicker than 6, 1.5x the bytes
     if not _display_wanted and "matplotlib.pyplot" in sys.modules:
         _pyplot().close(figure)
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Draw the pictures inside `with collector_paused():` to pause Python's cyclic
+    garbage collector meanwhile, and resume it after.
+
+    A figure is tens of thousands of small objects (ticks, texts, transforms), and
+    allocating them sets the collector off again and again, each time to walk the
+    objects of the process: about 160 passes and 50 ms of CPU over the pictures of a
+    run. Paused, it makes one pass when it resumes (about 25 ms), which frees the
+    figures' objects."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def show():

@@ -1,5 +1,6 @@
 """The pictures: drawn from the numbers they show."""
 
+import gc
 import re
 import subprocess
 import sys
@@ -163,3 +164,21 @@ def test_loss_graph_labels_matplotlibs_log_ticks_in_plain_text(figures, tmp_path
         assert not any("$" in label for label in labels)
         labelled += sum(1 for label in labels if label)
     assert labelled >= 2  # something was compared
+
+
+def test_collector_paused_resumes_the_collector_as_it_found_it():
+    """The garbage collector is off while the pictures are drawn, and back as it was after,
+    also when drawing fails; a collector that the caller had switched off stays off."""
+    assert gc.isenabled()
+    with pytest.raises(OSError):
+        with plots.collector_paused():
+            assert not gc.isenabled()
+            raise OSError("disk full")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with plots.collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
