@@ -679,23 +679,25 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
         print("--show: no display found; the pictures are in files only")
     elif not show:
         plots.use_display(False)
-    model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"],
-               history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
-    plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
-                     title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}", subtitle=recipe_text(config))
-    if history["evaluations"]:
-        plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"])
-    else:  # no evaluations: an earlier run's graph would pass for this run's
-        (out_dir / "accuracy_graph.png").unlink(missing_ok=True)
-    plots.confusion_matrix_plot(out_dir / "confusion_matrix.png", stats["confusion_matrix"])
-    images, labels = test_set
-    predicted = probabilities.argmax(axis=1)
-    wrong = np.flatnonzero(predicted != labels)
-    worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:24]
-    plots.misclassified_grid(out_dir / "misclassified.png", images[worst], labels[worst], predicted[worst],
-                             probabilities[worst, predicted[worst]])
-    plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W,
-                              next_layer_W=model.layers[1].W if len(model.layers) > 1 else None)
+    with plots.collector_paused():  # many short-lived objects: see collector_paused
+        model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"],
+                   history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
+        plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
+                         title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}",
+                         subtitle=recipe_text(config))
+        if history["evaluations"]:
+            plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"])
+        else:  # no evaluations: an earlier run's graph would pass for this run's
+            (out_dir / "accuracy_graph.png").unlink(missing_ok=True)
+        plots.confusion_matrix_plot(out_dir / "confusion_matrix.png", stats["confusion_matrix"])
+        images, labels = test_set
+        predicted = probabilities.argmax(axis=1)
+        wrong = np.flatnonzero(predicted != labels)
+        worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:24]
+        plots.misclassified_grid(out_dir / "misclassified.png", images[worst], labels[worst], predicted[worst],
+                                 probabilities[worst, predicted[worst]])
+        plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W,
+                                  next_layer_W=model.layers[1].W if len(model.layers) > 1 else None)
     plots.show()
 
 
@@ -1110,5 +1112,25 @@ def main_quiet_on_closed_output(argv=None):
         return EXIT_BROKEN_PIPE
 
 
+def exit_without_teardown(status):
+    """End the process with `status` at once, skipping the interpreter's teardown; for the
+    end of a training run, when every output is complete (written atomically, closed).
+
+    The teardown would free, one by one, the 70,000 objects that NumPy, Matplotlib and the
+    pictures leave, and run the exit handlers of logging, Pillow and Matplotlib, which have
+    nothing left to do (no logging handler is set, no pyplot window is open any more):
+    about 70 ms of CPU, 7 % of `python nn.py --steps 1`. predict and serve (whose request
+    threads must finish) end the usual way."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a closed pipe: what was left to say cannot be said
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main_quiet_on_closed_output())
+    _status = main_quiet_on_closed_output()
+    if not sys.argv[1:] or sys.argv[1].startswith("-"):  # a training run
+        exit_without_teardown(_status)
+    sys.exit(_status)

@@ -1,9 +1,12 @@
 """The pictures: drawn from the numbers they show."""
 
+import gc
+import re
 import subprocess
 import sys
 
 import matplotlib.image
+import matplotlib.ticker
 import numpy as np
 import pytest
 
@@ -134,3 +137,48 @@ def test_pictures_are_drawn_without_importing_pyplot(tmp_path):
 ])
 def test_a_wrong_answer_never_claims_to_be_100_percent_sure(probability, text):
     assert plots.confidence_text(probability) == text
+
+
+@pytest.mark.parametrize("lowest, highest", [(0.0002, 2.5), (0.2, 0.6)])  # 4 decades; less than one
+def test_loss_graph_labels_matplotlibs_log_ticks_in_plain_text(figures, tmp_path, lowest, highest):
+    """The log axis of the loss graph labels the ticks that matplotlib's own formatter
+    labels, with the same numbers (10⁻¹, 6 × 10⁻¹), in plain text: matplotlib's labels are
+    maths ($10^{-1}$), whose parser costs about 40 ms to set up on every run."""
+    plots.loss_graph(tmp_path / "l.png", [1, 2, 3], [highest, (lowest * highest) ** 0.5, lowest], [])
+    y_axis = figures[0].axes[0].yaxis
+    reference = matplotlib.ticker.LogFormatterSciNotation()
+    reference.set_axis(y_axis)
+    superscripts = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+    def as_plain_text(maths):  # r"$\mathdefault{6\times10^{-1}}$" -> "6 × 10⁻¹" (thin spaces)
+        text = maths.replace(r"$\mathdefault{", "").replace("}$", "").replace(r"\times", "\u2009×\u2009")
+        return re.sub(r"\^\{(-?\d+)\}", lambda power: power.group(1).translate(superscripts), text)
+
+    labelled = 0
+    for locator in (y_axis.get_major_locator(), y_axis.get_minor_locator()):
+        ticks = [tick for tick in locator() if lowest / 2 < tick < highest * 2]
+        is_major = locator is y_axis.get_major_locator()
+        formatter = y_axis.get_major_formatter() if is_major else y_axis.get_minor_formatter()
+        labels = formatter.format_ticks(ticks)
+        assert labels == [as_plain_text(label) for label in reference.format_ticks(ticks)]
+        assert not any("$" in label for label in labels)
+        labelled += sum(1 for label in labels if label)
+    assert labelled >= 2  # something was compared
+
+
+def test_collector_paused_resumes_the_collector_as_it_found_it():
+    """The garbage collector is off while the pictures are drawn, and back as it was after,
+    also when drawing fails; a collector that the caller had switched off stays off."""
+    assert gc.isenabled()
+    with pytest.raises(OSError):
+        with plots.collector_paused():
+            assert not gc.isenabled()
+            raise OSError("disk full")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with plots.collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
