@@ -278,6 +278,36 @@ def test_a_zeroed_output_layer_changes_the_reading_of_the_drawing(page):
     assert reading(page) == "4"
 
 
+def test_break_it_follows_a_model_file_replaced_on_disk(browser, tmp_path):
+    """The zero-a-layer menu offers the new model's layers, and the damage shown is the new
+    model's (none: a new file starts undamaged), not the old one's."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    from mlp import MLP
+    model_path = tmp_path / "model_mnist.npz"
+    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(model_path, steps_done=7)
+    process, url = start_server(model_path)
+    layer_choices = "return [...document.getElementById('zero-layer').options].map((o) => o.value)"
+    try:
+        browser.get(url)
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script(layer_choices) == ["", "1", "2", "3"])
+        note = browser.find_element(By.ID, "damage-note")
+        WebDriverWait(browser, 60).until(lambda d: "measured by the server" in note.text)  # the first loadDamage
+        browser.find_element(By.ID, "zero-biases").click()
+        wait_idle(browser, "damaging")
+        assert browser.find_element(By.ID, "zero-biases").is_selected()
+        MLP([784, 64, 10], rng=np.random.default_rng(1)).save(model_path, steps_done=9)  # replaced on disk
+        draw(browser, DIGIT_STROKES[7])  # the next reading finds the new file
+        reading(browser)
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script(layer_choices) == ["", "1", "2"])
+        WebDriverWait(browser, 20).until(lambda d: not d.find_element(By.ID, "zero-biases").is_selected())
+        assert "the model as loaded" in browser.find_element(By.ID, "damage-note").text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_reading(browser, default_model, tmp_path):
     """Last in this file: it opens its own server, on a copy of the model, which the run replaces."""
     import shutil as files
