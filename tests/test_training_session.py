@@ -355,3 +355,19 @@ def test_training_needs_the_served_file_to_be_named_model_mnist_npz(tmp_path):
         process.terminate()
         process.wait(timeout=30)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["experiment.npz"]
+
+
+def test_serve_train_with_a_broken_model_file_does_not_advise_training_one_first(tmp_path):
+    broken = tmp_path / "model_mnist.npz"
+    broken.write_bytes(b"not a model")
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(broken), "--port", "0",
+                             "--train"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "train one first" not in result.stderr and "--train writes a new one" in result.stderr
+    assert broken.read_bytes() == b"not a model"
+
+
+def test_a_huge_step_count_is_echoed_short():
+    with pytest.raises(explore.BadValue) as refused:
+        TrainingSession.checked_config({"steps": 10 ** 400})
+    assert str(refused.value).startswith("steps: expected a whole number") and len(str(refused.value)) < 120
