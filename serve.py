@@ -25,8 +25,10 @@ in Python; the page only draws.
 
 Every refusal is one line of JSON with its status (docs/serve.md lists them).
 Listening on this computer only (the default), it answers only requests whose
-Host is localhost, 127.0.0.1 or [::1]. A model file replaced while serving is
-read again on the next request.
+Host is localhost, 127.0.0.1 or [::1]. Every POST must be JSON (or an image, for
+/api/predict) and come from no other site's page (Origin), so that no web page
+elsewhere can start a run that replaces the model file. A model file replaced
+while serving is read again on the next request.
 """
 
 import argparse
@@ -699,6 +701,13 @@ def main(argv=None):
             print(f"nn.py serve: error: cannot listen on {args.host} port {args.port}: {error.strerror}",
                   file=sys.stderr)
         return 1
+    if args.train:
+        try:
+            server.training.check_can_save()
+        except explore.Unavailable as error:  # the model's folder cannot take the run's outputs
+            print(f"nn.py serve: error: {error}", file=sys.stderr)
+            server.server_close()
+            return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"nn.py serve: warning: listening on {args.host}: the page is open to others on the network",
               file=sys.stderr)
@@ -709,12 +718,7 @@ def main(argv=None):
         threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
     stopping = Stopping()
     if args.train:
-        try:
-            server.training.start({})
-        except explore.Unavailable as error:  # the model's folder cannot take the run's outputs
-            print(f"nn.py serve: error: {error}", file=sys.stderr)
-            server.server_close()
-            return 2
+        server.training.start({})
         print("Training the default configuration; watch it on the page"
               + (f" (no {args.model.name} yet: untrained weights read the drawing until the run saves one)"
                  if untrained else ""), flush=True)

@@ -371,3 +371,11 @@ def test_a_huge_step_count_is_echoed_short():
     with pytest.raises(explore.BadValue) as refused:
         TrainingSession.checked_config({"steps": 10 ** 400})
     assert str(refused.value).startswith("steps: expected a whole number") and len(str(refused.value)) < 120
+
+
+def test_serve_train_into_a_folder_that_cannot_take_the_outputs_is_refused_at_start(model_path):
+    (model_path.parent / "runs").write_text("in the way\n")
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(model_path), "--port",
+                             "0", "--train"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"nn.py serve: error: cannot train here: {model_path.parent / 'runs'}: not a folder")
