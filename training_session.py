@@ -298,12 +298,11 @@ class TrainingSession:
         timings = {**times, "steps_this_run": history["last_step"]}
         stats = nn.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
         out_dir = self.model_path.parent
-        watch = types.SimpleNamespace(signal=None, saving=None)  # nn.save_run's stop: notes what it saves
         try:
             with self.file_lock:
                 self.saving = (out_dir, nn.folder_contents(out_dir))
                 try:
-                    nn.save_run(out_dir, model, config, stats, history, test_set, probabilities, stop=watch)
+                    nn.save_run(out_dir, model, config, stats, history, test_set, probabilities)
                     self.explorer.adopt(self.reload(self.model_path))
                 finally:
                     self.saving = None
