@@ -369,11 +369,12 @@ def check_folders(args, out_dir, say):
     check_output_folder(out_dir, say)
 
 
-def check_output_folder(out_dir, say, label="--out"):
+def check_output_folder(out_dir, say, label="--out", elsewhere="choose another --out"):
     """Create a missing output folder (and its parents), saying so; refuse one that cannot
     be created or written, a runs/ in it that is not a writable folder, and a folder in
-    the place of an output. label names the folder in the messages: --out for nn.py,
-    "the model's folder" for `serve`'s training runs, which save beside the model."""
+    the place of an output. label names the folder in the messages and elsewhere says how
+    to choose another: --out for nn.py; for `serve`'s training runs, which save beside
+    the model, "the model's folder"."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{label} {out_dir}: not a folder")
     if not out_dir.exists():
@@ -391,7 +392,7 @@ def check_output_folder(out_dir, say, label="--out"):
     if runs_dir.exists() or runs_dir.is_symlink():
         if not runs_dir.is_dir():
             raise UsageError(f"{runs_dir}: not a folder; every run copies its outputs into {runs.RUNS_DIR}/ "
-                             f"in {label} (move the file away, or choose another {label})")
+                             f"in {label} (move the file away, or {elsewhere})")
         try:
             with tempfile.TemporaryFile(dir=runs_dir):
                 pass
@@ -401,7 +402,7 @@ def check_output_folder(out_dir, say, label="--out"):
     for name in OUTPUT_FILES:
         if (out_dir / name).is_dir():
             raise UsageError(f"{out_dir / name}: a folder where the run writes its {name} (move it away, or "
-                             f"choose another {label})")
+                             f"{elsewhere})")
 
 
 # ------------------------------------------------------------------ data

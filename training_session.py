@@ -36,6 +36,7 @@ CURVE_POINTS = 400       # the loss curve sent to the page: means of blocks of s
 WEIGHT_UNITS = 36        # first-layer units shown in the page's weight grid
 MAX_STEPS = 100_000
 OUT_LABEL = "the model's folder"  # how check_output_folder's messages name the served model's folder
+OUT_ELSEWHERE = "serve a model_mnist.npz in another folder"  # and what they advise instead of another --out
 
 
 class StopButton:
@@ -225,7 +226,8 @@ class TrainingSession:
                               f"serves {self.model_path.name}: serve a model named {nn.MODEL_FILE} to train "
                               f"(nn.py serve --model FOLDER/{nn.MODEL_FILE})")
         try:
-            nn.check_output_folder(self.model_path.parent, say=lambda text: None, label=OUT_LABEL)
+            nn.check_output_folder(self.model_path.parent, say=lambda text: None, label=OUT_LABEL,
+                                   elsewhere=OUT_ELSEWHERE)
         except nn.UsageError as error:
             raise Unavailable(f"cannot train here: {error}") from None
 
@@ -308,7 +310,8 @@ class TrainingSession:
                     self.saving = None
         except nn.SaveFailed as error:
             self.status, self.finished = "stopped", finished
-            self.message = f"Could not save: {error}. Save again, or discard the run?"
+            reason = str(error)  # "cannot save: FILE: why; wrote ...; not written: ..."
+            self.message = f"{reason[:1].upper()}{reason[1:]}. Save again, or discard the run?"
             return
         self.status, self.finished, self.saves = "saved", None, self.saves + 1
         self.message = (f"Saved {self.model_path.name}: {history['last_step']:,} steps, test accuracy "

@@ -307,7 +307,7 @@ def test_a_failed_save_keeps_the_run_so_that_save_can_be_tried_again(in_process,
     session.start({"steps": 50})
     wait_until(lambda: session.status not in ("loading", "running"))
     assert session.status == "stopped", session.message  # the run waits: Save again, or discard
-    assert session.message.startswith(f"Could not save: cannot save: {stats_path}: No space left on device; "
+    assert session.message.startswith(f"Cannot save: {stats_path}: No space left on device; "
                                       f"wrote model_mnist.npz, ")
     assert "not written: stats.json (" in session.message and session.message.endswith("Save again, or discard the run?")
     state = session.decide({"save": True})
