@@ -26,7 +26,6 @@ import numpy as np
 
 import data
 import nn
-import runs
 from damage import MAX_SEED, json_text
 from explore import BadValue, Busy, Unavailable
 from functions import softmax
