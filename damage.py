@@ -22,7 +22,6 @@ The settings, all optional (leaving one out means "off"):
 They are applied in that order: noise, prune, units_off, zero_biases, zero_layer.
 """
 
-import math
 import time
 
 import numpy as np
@@ -52,7 +51,7 @@ def check_settings(settings, n_layers):
         raise BadSetting(f"zero_biases: expected true or false, got {json_text(checked['zero_biases'])}")
     for name in FRACTIONS:
         value = checked[name]
-        if type(value) not in (int, float) or not math.isfinite(value) or not 0 <= value <= 1:
+        if type(value) not in (int, float) or not 0 <= value <= 1:  # NaN fails the range too
             raise BadSetting(f"{name}: expected a number from 0 to 1, got {json_text(value)}")
         checked[name] = float(value)
     layer = checked["zero_layer"]

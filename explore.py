@@ -9,6 +9,7 @@ return the JSON value to answer. A training run (training_session.py) hands
 the Explorer its newest weights (use_model) and, once saved, its model (adopt).
 """
 
+import contextlib
 import math
 import threading
 import time
@@ -73,6 +74,7 @@ class Explorer:
 
     def damage_state(self):
         """GET /api/damage: the settings in force and the test accuracy of the original and the damaged model."""
+        self.test_set()  # loaded (the first time, for seconds) before the lock: readings go on meanwhile
         with self.lock:
             return self._damage_answer(0.0)
 
@@ -83,26 +85,32 @@ class Explorer:
             settings = damage.check_settings(value, len(self.original.layers))
         except damage.BadSetting as error:
             raise BadValue(str(error)) from None
-        if self.training is not None and self.training.status in ("loading", "running", "stopped"):
-            raise Busy("break it waits while a training run goes (or waits for save or discard)")
         self.test_set()  # before changing anything: no test images, no damage
-        with self.lock:
-            started = time.perf_counter()
-            if damage.is_undamaged(settings):
-                self.served.model = self.original
-            else:
-                self.served.model = damage.damaged_copy(self.original, settings)
-            self.settings = settings
-            return self._damage_answer(time.perf_counter() - started)
+        training_lock = self.training.lock if self.training is not None else contextlib.nullcontext()
+        with training_lock:  # no run starts between the check and the change
+            if self.training is not None and self.training.status in ("loading", "running", "stopped"):
+                raise Busy("break it waits while a training run goes (or waits for save or discard)")
+            with self.lock:
+                started = time.perf_counter()
+                if damage.is_undamaged(settings):
+                    self.served.model = self.original
+                else:
+                    self.served.model = damage.damaged_copy(self.original, settings)
+                self.settings = settings
+                return self._damage_answer(time.perf_counter() - started)
 
     def _damage_answer(self, damage_seconds):
-        """The answer of /api/damage: settings, both test accuracies, and the seconds that
-        damaging the copy and reading the test images with it took."""
+        """The answer of /api/damage: settings, damaged (whether they change anything),
+        training_weights (the drawing is read with a training run's weights, not the
+        model file's), both test accuracies, and the seconds that damaging the copy and
+        reading the test images with it took."""
         inputs, labels = self.test_set()
         if self.original_accuracy is None:
             self.original_accuracy, _ = damage.accuracy(self.original, inputs, labels)
         accuracy, seconds = damage.accuracy(self.served.model, inputs, labels)
-        return {"settings": self.settings, "damaged": self.served.model is not self.original,
+        damaged = not damage.is_undamaged(self.settings)
+        return {"settings": self.settings, "damaged": damaged,
+                "training_weights": not damaged and self.served.model is not self.original,
                 "test_accuracy": accuracy, "original_test_accuracy": self.original_accuracy,
                 "test_images": int(len(labels)), "seconds": round(damage_seconds + seconds, 4)}
 
@@ -143,9 +151,18 @@ def grey_image(value):
         flat = rows
     if not isinstance(flat, list) or len(flat) != IMAGE_SIDE * IMAGE_SIDE:
         raise BadValue("input: expected 28 rows of 28 grey levels (or 784 of them)")
-    if not set(map(type, flat)) <= {int, float}:
-        raise BadValue("input: every grey level must be a number")
-    pixels = np.array(flat, dtype=np.float64).reshape(IMAGE_SIDE, IMAGE_SIDE)
-    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
-        raise BadValue("input: every grey level must be in [0, 1]")
-    return pixels
+    return grey_levels(flat, "input", (IMAGE_SIDE, IMAGE_SIDE))
+
+
+def grey_levels(values, name, shape):
+    """A float64 array of `shape` from a JSON list of numbers, each a grey level in [0, 1];
+    raises BadValue naming the field `name` (serve.py's drawings are checked here too)."""
+    if not set(map(type, values)) <= {int, float}:  # bool, str, list, null are refused
+        raise BadValue(f"{name}: every grey level must be a number")
+    try:
+        grey = np.array(values, dtype=np.float64).reshape(shape)
+    except OverflowError:  # a whole number too large for a float
+        grey = None
+    if grey is None or not np.isfinite(grey).all() or grey.min() < 0 or grey.max() > 1:
+        raise BadValue(f"{name}: every grey level must be in [0, 1]")
+    return grey

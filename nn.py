@@ -361,40 +361,48 @@ def check_config(config):
 
 
 def check_folders(args, out_dir, say):
-    """Refuse a --data folder that does not exist; create a missing --out folder (and its
-    parents), saying so; refuse one that cannot be created or written, a runs/ in it that
-    is not a writable folder, and a folder in the place of an output: all before the
-    data loads, so that a long run never fails at its save."""
+    """Refuse a --data folder that does not exist, then check the --out folder
+    (check_output_folder): all before the data loads, so that a long run never fails
+    at its save."""
     if not args.data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
+    check_output_folder(out_dir, say)
+
+
+def check_output_folder(out_dir, say, label="--out", elsewhere="choose another --out"):
+    """Create a missing output folder (and its parents), saying so; refuse one that cannot
+    be created or written, a runs/ in it that is not a writable folder, and a folder in
+    the place of an output. label names the folder in the messages and elsewhere says how
+    to choose another: --out for nn.py; for `serve`'s training runs, which save beside
+    the model, "the model's folder"."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir}: not a folder")
+        raise UsageError(f"{label} {out_dir}: not a folder")
     if not out_dir.exists():
         try:
             out_dir.mkdir(parents=True)
         except OSError as error:
-            raise UsageError(f"--out {out_dir}: cannot create it ({error.strerror})") from None
+            raise UsageError(f"{label} {out_dir}: cannot create it ({error.strerror})") from None
         say(f"Created the folder {out_dir} for the outputs")
     try:
         with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as error:
-        raise UsageError(f"--out {out_dir}: cannot write there ({error.strerror})") from None
+        raise UsageError(f"{label} {out_dir}: cannot write there ({error.strerror})") from None
     runs_dir = out_dir / runs.RUNS_DIR  # created by the save when missing: out_dir is writable
     if runs_dir.exists() or runs_dir.is_symlink():
         if not runs_dir.is_dir():
             raise UsageError(f"{runs_dir}: not a folder; every run copies its outputs into {runs.RUNS_DIR}/ "
-                             f"in --out (move the file away, or choose another --out)")
+                             f"in {label} (move the file away, or {elsewhere})")
         try:
             with tempfile.TemporaryFile(dir=runs_dir):
                 pass
         except OSError as error:
             raise UsageError(f"{runs_dir}: cannot write there ({error.strerror}); every run copies its "
-                             f"outputs into {runs.RUNS_DIR}/ in --out") from None
+                             f"outputs into {runs.RUNS_DIR}/ in {label}") from None
     for name in OUTPUT_FILES:
         if (out_dir / name).is_dir():
             raise UsageError(f"{out_dir / name}: a folder where the run writes its {name} (move it away, or "
-                             f"choose another --out)")
+                             f"{elsewhere})")
 
 
 # ------------------------------------------------------------------ data

@@ -25,8 +25,10 @@ in Python; the page only draws.
 
 Every refusal is one line of JSON with its status (docs/serve.md lists them).
 Listening on this computer only (the default), it answers only requests whose
-Host is localhost, 127.0.0.1 or [::1]. A model file replaced while serving is
-read again on the next request.
+Host is localhost, 127.0.0.1 or [::1]. Every POST must be JSON (or an image, for
+/api/predict) and come from no other site's page (Origin), so that no web page
+elsewhere can start a run that replaces the model file. A model file replaced
+while serving is read again on the next request.
 """
 
 import argparse
@@ -49,6 +51,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 import explore
+import nn
 import predict
 import runs
 import training_session
@@ -168,17 +171,22 @@ def model_facts(model, info, model_path):
 
 # ------------------------------------------------------------------ request bodies
 
-def grey_from_json(body):
-    """The grey image (H, W) in [0, 1] that a JSON body describes (see JSON_SHAPE)."""
+def parse_json(body):
+    """The JSON value of a request body; NaN and Infinity, which are not JSON, are refused."""
     def refuse_constant(name):
         raise BadRequest(400, f"body: {name} is not a number")
 
     try:
-        value = json.loads(body, parse_constant=refuse_constant)
+        return json.loads(body, parse_constant=refuse_constant)
     except BadRequest:
         raise
-    except ValueError as error:
+    except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
         raise BadRequest(400, f"body: not JSON ({error})") from None
+
+
+def grey_from_json(body):
+    """The grey image (H, W) in [0, 1] that a JSON body describes (see JSON_SHAPE)."""
+    value = parse_json(body)
     if not isinstance(value, dict) or set(value) != {"width", "height", "pixels"}:
         raise BadRequest(400, f"body: {JSON_SHAPE}")
     width, height, pixels = value["width"], value["height"], value["pixels"]
@@ -188,12 +196,10 @@ def grey_from_json(body):
     if not isinstance(pixels, list) or len(pixels) != width * height:
         count = len(pixels) if isinstance(pixels, list) else type(pixels).__name__
         raise BadRequest(400, f"pixels: expected {width}*{height} = {width * height} numbers, got {count}")
-    if not set(map(type, pixels)) <= {int, float}:  # bool, str, list, null are refused
-        raise BadRequest(400, "pixels: every value must be a number")
-    grey = np.array(pixels, dtype=np.float64).reshape(height, width)
-    if not np.isfinite(grey).all() or grey.min() < 0 or grey.max() > 1:
-        raise BadRequest(400, "pixels: every value must be a grey level in [0, 1]")
-    return grey
+    try:
+        return explore.grey_levels(pixels, "pixels", (height, width))
+    except explore.BadValue as error:
+        raise BadRequest(400, str(error)) from None
 
 
 def grey_from_image(body):
@@ -262,17 +268,28 @@ def check_host(host_header, server):
                               f"or [::1] on port {server.server_port}")
 
 
-def body_type(headers):
-    """The media type of a POST /api/predict body: one of BODY_TYPES, else 415.
+def body_type(headers, accepted=BODY_TYPES):
+    """The media type of a POST body: one of `accepted` (BODY_TYPES for /api/predict,
+    JSON alone for the other POST routes, a body-less stop included), else 415.
 
-    Refusing the rest also refuses the text/plain and form posts that another web
-    site can make a browser send without asking first (CORS "simple requests").
+    Refusing the rest refuses the text/plain and form posts that another web site can
+    make a browser send without asking first (CORS "simple requests"): a page elsewhere
+    could otherwise start a training run that replaces the model file. A JSON post from
+    elsewhere needs the browser to ask first (a preflight OPTIONS), which gets 405.
     """
     kind = headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if kind not in BODY_TYPES:
-        raise BadRequest(415, f"Content-Type {kind or '(none)'}: send {', '.join(BODY_TYPES[:-1])} "
-                              f"or {BODY_TYPES[-1]}")
+    if kind not in accepted:
+        names = f"{', '.join(accepted[:-1])} or {accepted[-1]}" if len(accepted) > 1 else accepted[0]
+        raise BadRequest(415, f"Content-Type {kind or '(none)'}: send {names}")
     return kind
+
+
+def check_origin(origin_header, host_header):
+    """Refuse (403) a POST whose Origin is another site's: a browser names the page that
+    sends a request in Origin, and the server's own page is http://HOST (the Host the
+    request was sent to). Requests without Origin (curl, scripts) are not from a page."""
+    if origin_header is not None and origin_header.strip().lower() != f"http://{host_header or ''}".strip().lower():
+        raise BadRequest(403, f"Origin {origin_header!r}: only this server's own page may send requests here")
 
 
 @contextlib.contextmanager
@@ -333,6 +350,11 @@ class Handler(BaseHTTPRequestHandler):
                 raise
             self.unread_bytes = self.body_length or 0
             check_host(self.headers.get("Host"), self.server)
+            if method in ("GET", "HEAD") and (self.unread_bytes or "Transfer-Encoding" in self.headers):
+                self.close_connection = True  # the body could be taken for the next request
+                raise BadRequest(400, f"{method} with a body: send none")
+            if method not in ("GET", "HEAD", "OPTIONS"):
+                check_origin(self.headers.get("Origin"), self.headers.get("Host"))
             path = urlsplit(self.path).path
             if path in self.server.routes:
                 self.server.reload_if_replaced()
@@ -475,16 +497,18 @@ def api_predict(handler):
 
 def explore_route(owner, method, with_body=True):
     """A route calling method(server.OWNER, JSON value of the body), or method(server.OWNER)
-    for GET and without a body (one sent is read and dropped); explore.BadValue becomes
-    400, explore.Busy 409 and explore.Unavailable 503, each with its one line."""
+    for GET and HEAD and without a body (one sent is read and dropped); a POST must say
+    its body is JSON (body_type), even an empty one. explore.BadValue becomes 400,
+    explore.Busy 409 and explore.Unavailable 503, each with its one line."""
     def route(handler):
         try:
-            if handler.command == "GET":
+            if handler.command in ("GET", "HEAD"):
                 return method(getattr(handler.server, owner))
+            body_type(handler.headers, accepted=("application/json",))
             if not with_body:
                 handler.read_body()
                 return method(getattr(handler.server, owner))
-            return method(getattr(handler.server, owner), json_body(handler))
+            return method(getattr(handler.server, owner), parse_json(handler.read_body()))
         except explore.BadValue as error:
             raise BadRequest(400, str(error)) from None
         except explore.Busy as error:
@@ -493,19 +517,6 @@ def explore_route(owner, method, with_body=True):
             raise BadRequest(503, str(error)) from None
     route.__doc__ = method.__doc__
     return route
-
-
-def json_body(handler):
-    """The JSON value of a request's body; NaN and Infinity, which are not JSON, are refused."""
-    def refuse_constant(name):
-        raise BadRequest(400, f"body: {name} is not a number")
-
-    try:
-        return json.loads(handler.read_body(), parse_constant=refuse_constant)
-    except BadRequest:
-        raise
-    except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
-        raise BadRequest(400, f"body: not JSON ({error})") from None
 
 
 # path -> {method: function(handler) -> JSON value}; HEAD is answered wherever GET is.
@@ -536,8 +547,9 @@ class Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.served = served
         self.explorer = explore.Explorer(served, data_dir)
+        self.model_lock = threading.RLock()  # the model file: a reload, or a training run's save and its reload
         self.training = training_session.TrainingSession(self.explorer, served.facts["model_file"], data_dir,
-                                                         reload=self.load_written_model)
+                                                         reload=self.load_written_model, file_lock=self.model_lock)
         self.explorer.training = self.training
         self.routes = routes
         self.files = files if files is not None else static_files()
@@ -545,7 +557,6 @@ class Server(ThreadingHTTPServer):
         self.decode_wait_s = DECODE_WAIT_S
         self.model_path = model_path
         self.model_signature = file_signature(model_path) if model_path else None
-        self.model_lock = threading.Lock()
         super().__init__(address, Handler)
         self.local_only = ipaddress.ip_address(self.server_address[0]).is_loopback
 
@@ -564,7 +575,9 @@ class Server(ThreadingHTTPServer):
         if self.model_path is None or file_signature(self.model_path) == self.model_signature:
             return
         from mlp import ModelFileError
-        with self.model_lock:
+        if not self.model_lock.acquire(blocking=False):
+            return  # a training run is saving and reloading the file, or another request reloads it
+        try:
             signature = file_signature(self.model_path)
             if signature == self.model_signature:  # another thread reloaded it meanwhile
                 return
@@ -577,11 +590,14 @@ class Server(ThreadingHTTPServer):
                 return
             self.explorer.adopt(served)
             print(f"Reloaded the changed model file. {served.description}", flush=True)
+        finally:
+            self.model_lock.release()
 
     def load_written_model(self, path):
         """The ServedModel of the file that a training run in this server has just
         written, numbered after the one in use; its signature is noted, so that
-        reload_if_replaced does not read it a second time."""
+        reload_if_replaced does not read it a second time. The run holds model_lock
+        from the save's start to here (TrainingSession's file_lock)."""
         with self.model_lock:
             served = load_served_model(path, number=self.served.number + 1)
             if self.model_path is not None:
@@ -640,24 +656,37 @@ def load_served_model(path, number=1):
 def untrained_served_model(path):
     """ServedModel of an untrained network of nn.py's default configuration, for
     `serve --train` before the model file at path exists (the run will write it)."""
-    import nn
     return ServedModel(nn.new_model(nn.DEFAULTS, np.random.default_rng(0)), {"steps_done": 0}, path,
                        description=f"Model: {path} (not written yet: an untrained network until the run saves it)")
 
 
-def stop_on_signal(signum, frame):
-    """SIGTERM stops the server as Ctrl-C does."""
-    raise KeyboardInterrupt
+class Stopping:
+    """SIGINT (Ctrl-C) and SIGTERM stop the server: each raises KeyboardInterrupt in the
+    main thread, and ``signal`` remembers the last one, for the exit status."""
+
+    def __init__(self):
+        self.signal = None
+        for number in nn.EXIT_INTERRUPTED:
+            signal.signal(number, self._handle)
+
+    def _handle(self, number, frame):
+        self.signal = number
+        raise KeyboardInterrupt
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from mlp import ModelFileError
+    if args.train and args.model.name != nn.MODEL_FILE:
+        print(f"nn.py serve: error: --train saves {nn.MODEL_FILE} (with its stats.json and pictures), and --model "
+              f"names {args.model.name}: serve FOLDER/{nn.MODEL_FILE} to train", file=sys.stderr)
+        return 2
     untrained = args.train and not args.model.exists() and args.model.parent.is_dir()
     try:
         served = untrained_served_model(args.model) if untrained else load_served_model(args.model)
     except ModelFileError as error:
-        print(f"nn.py serve: error: {error} (train one first: python nn.py)", file=sys.stderr)
+        advice = "remove or move it, and --train writes a new one" if args.train else "train one first: python nn.py"
+        print(f"nn.py serve: error: {error} ({advice})", file=sys.stderr)
         return 1
     if not 0 <= args.port <= 65535:
         print(f"nn.py serve: error: --port {args.port}: choose 0-65535", file=sys.stderr)
@@ -672,6 +701,13 @@ def main(argv=None):
             print(f"nn.py serve: error: cannot listen on {args.host} port {args.port}: {error.strerror}",
                   file=sys.stderr)
         return 1
+    if args.train:
+        try:
+            server.training.check_can_save()
+        except explore.Unavailable as error:  # the model's folder cannot take the run's outputs
+            print(f"nn.py serve: error: {error}", file=sys.stderr)
+            server.server_close()
+            return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"nn.py serve: warning: listening on {args.host}: the page is open to others on the network",
               file=sys.stderr)
@@ -680,7 +716,7 @@ def main(argv=None):
     if args.open:
         import webbrowser
         threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
-    signal.signal(signal.SIGTERM, stop_on_signal)
+    stopping = Stopping()
     if args.train:
         server.training.start({})
         print("Training the default configuration; watch it on the page"
@@ -690,11 +726,15 @@ def main(argv=None):
         server.serve_forever()
     except KeyboardInterrupt:
         print("Stopped.", flush=True)
+    try:
+        outcome = server.training.shutdown(say=lambda line: print(line, flush=True))  # a save under way finishes
+    except KeyboardInterrupt:  # a second Ctrl-C: quit now, saying what the save had written
+        print(server.training.quit_message(), file=sys.stderr, flush=True)
+        return nn.EXIT_INTERRUPTED.get(stopping.signal, 130)
     finally:
-        unsaved = server.training.shutdown()  # a run stops unsaved; a save under way finishes
-        if unsaved:
-            print(unsaved, flush=True)
         server.server_close()
+    if outcome:
+        print(outcome, flush=True)
     return 0
 
 

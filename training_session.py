@@ -9,8 +9,12 @@ read with the newest weights), and a StopButton.
 
 The served model file is replaced only when a run ends: at once when it completes,
 after the page says yes when it was stopped (a stopped run waits for save or
-discard). The file is written atomically (MLP.save, nn.write_json), its previous
-version kept under runs/ first (runs.keep_replaced_model), as `python nn.py` does.
+discard). The save is nn.save_run, the one of `python nn.py`: model_mnist.npz, the
+pictures and stats.json beside it, each written atomically, the replaced model kept
+under runs/ and a copy of the new outputs in a new run folder. So a session trains
+only when the served file is named model_mnist.npz (its folder is the run's --out);
+the folder is checked before a run starts, and a save that fails keeps the run, so
+that Save can be tried again.
 """
 
 import threading
@@ -22,15 +26,16 @@ import numpy as np
 
 import data
 import nn
-import runs
-from explore import BadValue, Busy
+from damage import MAX_SEED, json_text
+from explore import BadValue, Busy, Unavailable
 from functions import softmax
 
 SNAPSHOT_SECONDS = 0.5   # how often the page's reading gets the newest weights
 CURVE_POINTS = 400       # the loss curve sent to the page: means of blocks of steps
 WEIGHT_UNITS = 36        # first-layer units shown in the page's weight grid
 MAX_STEPS = 100_000
-MAX_SEED = 2 ** 32 - 1
+OUT_LABEL = "the model's folder"  # how check_output_folder's messages name the served model's folder
+OUT_ELSEWHERE = "serve a model_mnist.npz in another folder"  # and what they advise instead of another --out
 
 
 class StopButton:
@@ -92,14 +97,19 @@ class TrainingSession:
 
     explorer: the explore.Explorer whose served model the page reads with; model_path:
     the served model file; data_dir: the MNIST CSVs; reload(path): a fresh
-    serve.ServedModel for a saved file (its facts: steps, test accuracy).
+    serve.ServedModel for a saved file (its facts: steps, test accuracy); file_lock:
+    the server's lock on the model file, held from the first byte saved to the reload,
+    so that the server never takes the half-saved folder for a file replaced by hand.
+
+    Locks are taken in this order only: self.lock, file_lock, the explorer's lock.
     """
 
-    def __init__(self, explorer, model_path, data_dir, reload):
+    def __init__(self, explorer, model_path, data_dir, reload, file_lock=None):
         self.explorer = explorer
         self.model_path = Path(model_path)
         self.data_dir = Path(data_dir)
         self.reload = reload
+        self.file_lock = file_lock or threading.RLock()
         self.lock = threading.Lock()
         self.thread = None
         self.status = "idle"     # idle, loading, running, stopped (waiting: save or discard), saved, discarded, failed
@@ -108,6 +118,8 @@ class TrainingSession:
         self.stop_button = StopButton()
         self.finished = None     # what saving a stopped run needs
         self.snapshot = None     # the latest copy of the weights, for the weight grid
+        self.saving = None       # (out_dir, its contents before) while a save is being written (nn.saved_so_far)
+        self.saves = 0           # saves finished, so that shutdown can say whether one finished while it waited
 
     # ------------------------------------------------------------ requests
 
@@ -115,6 +127,7 @@ class TrainingSession:
         """POST /api/train {"steps": N, "seed": S} (both optional): start a run of
         nn.py's default configuration. Busy while a run goes or waits for save or discard."""
         config = self.checked_config(value)
+        self.check_can_save()
         with self.lock:
             if self.status in ("loading", "running"):
                 raise Busy("a training run is already going: stop it first")
@@ -143,17 +156,13 @@ class TrainingSession:
             if self.status != "stopped":
                 raise Busy("no stopped run waits to be saved")
             if value["save"]:
-                try:
-                    self._save(*self.finished)
-                except OSError as error:
-                    self.status, self.message = "failed", f"Could not save: {error}; the file is as it was"
-                    self.explorer.use_model(self.explorer.original)
+                self._save(self.finished)
             else:
                 self.status = "discarded"
                 self.message = f"Discarded the run stopped at step {self.finished[2]['last_step']:,}; " \
                                f"the drawing is read with {self.model_path.name} again."
                 self.explorer.use_model(self.explorer.original)
-            self.finished = None
+                self.finished = None
         return self.state()
 
     def state(self, value=None):
@@ -174,18 +183,52 @@ class TrainingSession:
             answer["weights"] = np.round(scaled.T).astype(np.int64).tolist()
         return answer
 
-    def shutdown(self, timeout=60):
+    def shutdown(self, say):
         """The server stops (Ctrl-C): stop a run and wait for it; a stopped run is not saved,
-        and a save under way finishes (each file is whole, or not written). Returns a line
-        saying so, or None when no run was left unsaved."""
+        and a save under way finishes (the page's Save, or a completed run's). say(line)
+        tells the console what it waits for. Returns a line saying what became of the run,
+        or None when there was none. A second Ctrl-C meanwhile raises KeyboardInterrupt
+        here; quit_message then says what was written."""
+        saves_before = self.saves
         self.stop_button.press()
         thread = self.thread
+        if self.saving is not None:
+            say("Saving the training run; Ctrl-C again quits at once")
+        elif thread is not None and thread.is_alive():
+            say("Waiting for the training run to stop; Ctrl-C again quits at once")
         if thread is not None:
-            thread.join(timeout)
-        if self.status == "stopped":
-            return (f"The training run stopped at step {self.finished[2]['last_step']:,} was not saved; "
-                    f"{self.model_path} is unchanged.")
+            thread.join()
+        with self.lock:  # a Save that the page asked for holds it until the files are written
+            if self.status == "stopped":
+                return (f"The training run stopped at step {self.finished[2]['last_step']:,} was not saved; "
+                        f"{self.model_path} is unchanged.")
+            if self.saves != saves_before:
+                return self.message
         return None
+
+    def quit_message(self):
+        """The line said when a second Ctrl-C ends the server at once: what was written."""
+        saving = self.saving
+        if saving is not None:
+            return f"nn.py serve: quit during the save: {nn.saved_so_far(*saving)}"
+        if self.status in ("loading", "running", "stopped"):
+            return f"nn.py serve: quit at once: the training run was not saved; {self.model_path} is unchanged"
+        return "nn.py serve: quit at once"
+
+    def check_can_save(self):
+        """Refuse a run whose save could not work, before it starts: the served file must
+        be named model_mnist.npz (nn.save_run writes that name, and the pictures and
+        stats.json beside it describe it), and its folder must take the outputs
+        (nn.check_output_folder). Raises Unavailable with the reason."""
+        if self.model_path.name != nn.MODEL_FILE:
+            raise Unavailable(f"training saves {nn.MODEL_FILE} with its stats.json and pictures, and this server "
+                              f"serves {self.model_path.name}: serve a model named {nn.MODEL_FILE} to train "
+                              f"(nn.py serve --model FOLDER/{nn.MODEL_FILE})")
+        try:
+            nn.check_output_folder(self.model_path.parent, say=lambda text: None, label=OUT_LABEL,
+                                   elsewhere=OUT_ELSEWHERE)
+        except nn.UsageError as error:
+            raise Unavailable(f"cannot train here: {error}") from None
 
     @staticmethod
     def checked_config(value):
@@ -194,9 +237,9 @@ class TrainingSession:
             raise BadValue('body: expected {"steps": 1-100000, "seed": 0-4294967295}, both optional')
         config = dict(nn.DEFAULTS, **value)
         if type(config["steps"]) is not int or not 1 <= config["steps"] <= MAX_STEPS:
-            raise BadValue(f"steps: expected a whole number from 1 to {MAX_STEPS}, got {config['steps']!r}")
+            raise BadValue(f"steps: expected a whole number from 1 to {MAX_STEPS}, got {json_text(config['steps'])}")
         if type(config["seed"]) is not int or not 0 <= config["seed"] <= MAX_SEED:
-            raise BadValue(f"seed: expected a whole number from 0 to {MAX_SEED}, got {config['seed']!r}")
+            raise BadValue(f"seed: expected a whole number from 0 to {MAX_SEED}, got {json_text(config['seed'])}")
         return config
 
     # ------------------------------------------------------------ the run, in its thread
@@ -211,7 +254,9 @@ class TrainingSession:
         """Train as `python nn.py` does; then save, or wait for the page when stopped."""
         try:
             args = types.SimpleNamespace(data=self.data_dir, dry_run=False)
+            started = time.perf_counter()
             train_set, eval_sets = nn.prepare_data(args, config, say=lambda text: None)
+            data_time = time.perf_counter() - started
             rng = np.random.default_rng([config["seed"], 0])  # as nn.run for a new run
             model = nn.new_model(config, rng)
             self.progress = PageProgress(model, config["steps"], self.publish)
@@ -223,14 +268,14 @@ class TrainingSession:
             history = nn.train(model, config, train_set, eval_sets, rng, self.progress, stop_button)
             train_time = time.perf_counter() - started
             self.publish(model)
-            finished = (model, config, history, eval_sets["test"], train_time)
+            finished = (model, config, history, eval_sets["test"], {"train": train_time, "data": data_time})
             with self.lock:
                 if history["ended"] == "interrupted":
                     self.status, self.finished = "stopped", finished
                     self.message = (f"Stopped at step {history['last_step']:,} of {config['steps']:,}. "
                                     f"Save it over {self.model_path.name}, or discard it?")
                 else:
-                    self._save(*finished)
+                    self._save(finished)
         except (nn.Diverged, nn.UsageError, data.DataError, OSError, MemoryError) as error:
             self._fail(f"The run failed: {error}")
         except Exception as error:  # a bug: say so on the page and the console, never leave "running"
@@ -243,24 +288,30 @@ class TrainingSession:
             self.status, self.message, self.finished = "failed", message, None
             self.explorer.use_model(self.explorer.original)
 
-    def _save(self, model, config, history, test_set, train_time):
-        """Write the model and stats.json over the served files, atomically, keeping the
-        replaced model under runs/ and a copy of the new one in a new run folder (as
-        nn.run does); then read the drawing with it. Called with self.lock held."""
+    def _save(self, finished):
+        """Save a finished run with nn.save_run (model, pictures, stats.json, the replaced
+        model kept under runs/, a copy in a new run folder), then read the drawing with
+        it. A save that fails leaves the run waiting ("stopped"), so that Save can be
+        tried again; the message says what was written. Called with self.lock held."""
+        model, config, history, test_set, times = finished
         test_loss, test_accuracy, logits = nn.evaluate(model, *test_set)
-        timings = {"train": train_time, "data": 0.0, "steps_this_run": history["last_step"]}
-        stats = nn.build_stats(config, history, test_loss, test_accuracy, softmax(logits), test_set[1], timings)
+        probabilities = softmax(logits)
+        timings = {**times, "steps_this_run": history["last_step"]}
+        stats = nn.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
         out_dir = self.model_path.parent
-        runs.keep_replaced_model(out_dir, self.model_path.name, nn.STATS_FILE)
-        run_folder = runs.new_run_folder(out_dir)
-        stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
-        model.save(self.model_path, config=config, steps_done=history["steps_done"],
-                   history=nn.history_up_to(history, history["steps_done"]),
-                   training_state=history["training_state"])
-        nn.write_json(out_dir / nn.STATS_FILE, stats)
-        for path in (self.model_path, out_dir / nn.STATS_FILE):
-            runs.copy_atomically(path, run_folder)
-        self.explorer.adopt(self.reload(self.model_path))
-        self.status = "saved"
+        try:
+            with self.file_lock:
+                self.saving = (out_dir, nn.folder_contents(out_dir))
+                try:
+                    nn.save_run(out_dir, model, config, stats, history, test_set, probabilities)
+                    self.explorer.adopt(self.reload(self.model_path))
+                finally:
+                    self.saving = None
+        except nn.SaveFailed as error:
+            self.status, self.finished = "stopped", finished
+            reason = str(error)  # "cannot save: FILE: why; wrote ...; not written: ..."
+            self.message = f"{reason[:1].upper()}{reason[1:]}. Save again, or discard the run?"
+            return
+        self.status, self.finished, self.saves = "saved", None, self.saves + 1
         self.message = (f"Saved {self.model_path.name}: {history['last_step']:,} steps, test accuracy "
                         f"{100 * test_accuracy:.2f} % (a copy in {stats['run_folder']}).")

@@ -67,10 +67,11 @@ def run_nn(*args, timeout=600, env=None):
                           capture_output=True, text=True, timeout=timeout, env=environment)
 
 
-def start_server(model_path, *args):
+def start_server(model_path, *args, program=(PROJECT_DIR / "nn.py",)):
     """Start `python nn.py serve --model model_path --port 0 ARGS`; returns (process, base URL)
-    once it listens. The caller stops it (process.terminate(), or SIGINT)."""
-    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(model_path),
+    once it listens. The caller stops it (process.terminate(), or SIGINT). program: what
+    runs instead of nn.py (a hooked copy, with its own arguments first)."""
+    process = subprocess.Popen([sys.executable, *map(str, program), "serve", "--model", str(model_path),
                                 "--port", "0", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     process.startup_lines = []  # "Model: ..." then "Serving MODEL at http://127.0.0.1:PORT/  (Ctrl-C stops)"

@@ -8,6 +8,7 @@ In CI (the CI environment variable set) a missing browser fails the test; elsewh
 import math
 import os
 import shutil
+import time
 
 import pytest
 
@@ -276,6 +277,73 @@ def test_a_zeroed_output_layer_changes_the_reading_of_the_drawing(page):
     page.find_element(By.ID, "undo-damage").click()
     wait_idle(page, "damaging")
     assert reading(page) == "4"
+
+
+def test_break_it_follows_a_model_file_replaced_on_disk(browser, tmp_path):
+    """The zero-a-layer menu offers the new model's layers, and the damage shown is the new
+    model's (none: a new file starts undamaged), not the old one's."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    from mlp import MLP
+    model_path = tmp_path / "model_mnist.npz"
+    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(model_path, steps_done=7)
+    process, url = start_server(model_path)
+    layer_choices = "return [...document.getElementById('zero-layer').options].map((o) => o.value)"
+    try:
+        browser.get(url)
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script(layer_choices) == ["", "1", "2", "3"])
+        note = browser.find_element(By.ID, "damage-note")
+        WebDriverWait(browser, 60).until(lambda d: "measured by the server" in note.text)  # the first loadDamage
+        browser.find_element(By.ID, "zero-biases").click()
+        wait_idle(browser, "damaging")
+        assert browser.find_element(By.ID, "zero-biases").is_selected()
+        MLP([784, 64, 10], rng=np.random.default_rng(1)).save(model_path, steps_done=9)  # replaced on disk
+        draw(browser, DIGIT_STROKES[7])  # the next reading finds the new file
+        reading(browser)
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script(layer_choices) == ["", "1", "2"])
+        WebDriverWait(browser, 20).until(lambda d: not d.find_element(By.ID, "zero-biases").is_selected())
+        assert "the model as loaded" in browser.find_element(By.ID, "damage-note").text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_a_page_on_another_site_cannot_start_a_training_run(browser, tmp_path):
+    """Issue 14's cross-site post: another site's page sends the simple request a browser
+    allows without asking (text/plain, no-cors) and a JSON one (which needs a preflight)."""
+    import http.server
+    import threading
+    import numpy as np
+    from selenium.webdriver.support.wait import WebDriverWait
+    from mlp import MLP
+    from test_serve import ask
+    model_path = tmp_path / "model_mnist.npz"
+    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(model_path, steps_done=7)
+    process, url = start_server(model_path)
+    other_site = tmp_path / "other"
+    other_site.mkdir()
+    (other_site / "index.html").write_text(f"""<script>
+      const api = "{url}api/train";
+      Promise.allSettled([
+        fetch(api, {{method: "POST", mode: "no-cors", body: '{{"steps": 50}}'}}),
+        fetch(api, {{method: "POST", body: '{{"steps": 50}}', headers: {{"Content-Type": "application/json"}}}}),
+      ]).then(() => {{ document.title = "sent"; }});
+    </script>""")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(other_site))  # noqa: E731
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as site:
+        threading.Thread(target=site.serve_forever, daemon=True).start()
+        try:
+            browser.get(f"http://localhost:{site.server_address[1]}/")
+            WebDriverWait(browser, 20).until(lambda d: d.title == "sent")
+            time.sleep(1)
+            host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+            assert ask((host, int(port)), "GET", "/api/train")[1]["status"] == "idle"
+        finally:
+            site.shutdown()
+            process.terminate()
+            process.wait(timeout=10)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model_mnist.npz", "other"]
 
 
 def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_reading(browser, default_model, tmp_path):

@@ -643,3 +643,66 @@ def test_serve_names_its_model_first(model_path):
     assert len(process.startup_lines) == 2, process.startup_lines
     first = process.startup_lines[0]
     assert first.startswith(f"Model: {model_path} (") and first.endswith(", 1,234 steps, test accuracy 97.65 %)\n")
+
+
+# ------------------------------------------------------------------ requests from other sites (issue 14, item 1)
+
+@pytest.mark.parametrize("path", ["/api/train", "/api/train/stop", "/api/train/save", "/api/damage", "/api/explain"])
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_a_post_that_is_not_json_gets_415_so_other_sites_cannot_send_one(server, path, content_type):
+    # a page elsewhere may send these types without asking the browser first (CORS simple requests)
+    status, answer, _ = ask(server, "POST", path, b'{"steps": 50}', content_type)
+    assert status == 415 and "application/json" in answer["error"] and "\n" not in answer["error"]
+    assert ask(server, "GET", "/api/train")[1]["status"] == "idle"  # no run started
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "http://127.0.0.1:1", "null"])
+def test_a_post_from_another_origin_gets_403(server, origin):
+    status, answer, _ = ask(server, "POST", "/api/train", b'{"steps": 50}', headers={"Origin": origin})
+    assert status == 403 and answer["error"].startswith(f"Origin {origin!r}") and "\n" not in answer["error"]
+    assert ask(server, "GET", "/api/train")[1]["status"] == "idle"
+
+
+def test_a_post_from_the_servers_own_page_is_answered(server):
+    host = f"{server[0]}:{server[1]}"
+    body = json.dumps({"input": [[0] * 28] * 28, "digit": 3})
+    status, answer, _ = ask(server, "POST", "/api/explain", body, headers={"Origin": f"http://{host}"})
+    assert status == 200 and answer["digit"] == 3
+
+
+# ------------------------------------------------------------------ HEAD, bodies of GET, huge numbers (items 6, 7, 11)
+
+@pytest.mark.parametrize("path", ["/api/train", "/api/damage"])
+def test_head_of_an_api_route_is_its_get_without_a_body(server, path):
+    connection = http.client.HTTPConnection(*server, timeout=30)
+    connection.request("HEAD", path)
+    response = connection.getresponse()
+    assert response.status == 200 and response.read() == b"" and int(response.getheader("Content-Length")) > 0
+    connection.close()
+
+
+def test_a_get_with_a_body_is_refused_and_its_body_never_read_as_a_request(server):
+    smuggled = b'POST /api/train HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n' \
+               b'Content-Length: 13\r\n\r\n{"steps": 50}'
+    with socket.create_connection(server, timeout=30) as connection:
+        connection.sendall(f"GET /api/model HTTP/1.1\r\nHost: {server[0]}:{server[1]}\r\n"
+                           f"Content-Length: {len(smuggled)}\r\n\r\n".encode() + smuggled)
+        answer = b""
+        while chunk := connection.recv(65536):  # the server closes the connection after its answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1
+    assert b"GET with a body: send none" in answer
+    assert ask(server, "GET", "/api/train")[1]["status"] == "idle"  # the body started no run
+
+
+HUGE = "1" + "0" * 400  # a whole number that JSON allows and no float holds
+
+
+@pytest.mark.parametrize("path, body, reason", [
+    ("/api/predict", '{"width": 2, "height": 2, "pixels": [0, %s, 0, 0]}' % HUGE, "pixels"),
+    ("/api/explain", '{"input": [%s], "digit": 3}' % ", ".join([HUGE] + ["0"] * 783), "input"),
+    ("/api/damage", '{"noise": %s}' % HUGE, "noise")])
+def test_a_number_too_large_for_a_float_gets_400_not_500(server, path, body, reason):
+    status, answer, _ = ask(server, "POST", path, body.encode())
+    assert status == 400 and answer["error"].startswith(reason) and len(answer["error"]) < 200, answer
+    assert still_serving(server)

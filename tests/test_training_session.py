@@ -5,15 +5,21 @@ Each server runs in a subprocess on its own copy of a random-weight model, with 
 project's datasets/ (the runs are nn.py's default configuration, cut short by "steps").
 """
 
+import errno
 import json
 import signal
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
+import explore
 import nn
-from conftest import start_server
+import serve
+from conftest import PROJECT_DIR, start_server
 from mlp import MLP
 from test_serve import as_json, ask, drawing
 from training_session import PageProgress, TrainingSession
@@ -73,6 +79,8 @@ def test_a_completed_run_replaces_the_model_file_and_keeps_the_old_one(served):
     stats = json.loads((model_path.parent / "stats.json").read_text())
     assert facts["steps_done"] == 300 and facts["test_accuracy"] == stats["test_accuracy"]
     assert not list(model_path.parent.glob(".*.tmp"))
+    for name in nn.OUTPUT_FILES:  # nn.save_run's outputs, pictures included, beside the model and in the run's copy
+        assert (model_path.parent / name).is_file() and (model_path.parent / stats["run_folder"] / name).is_file()
 
 
 def test_one_run_at_a_time_and_a_stopped_run_asks_first(served):
@@ -86,6 +94,8 @@ def test_one_run_at_a_time_and_a_stopped_run_asks_first(served):
     assert status == 409 and "training run" in answer["error"]
     _, reading_during, _ = post(server, "/api/predict", json.loads(as_json(drawing())))
     assert reading_during["digit"] is not None  # the drawing is read with the newest weights
+    _, damage_during, _ = ask(server, "GET", "/api/damage")
+    assert damage_during["damaged"] is False and damage_during["training_weights"] is True
     status, state, _ = ask(server, "POST", "/api/train/stop", b"")
     assert status == 200
     state = wait_for(server, {"stopped"})
@@ -206,3 +216,166 @@ def test_a_missing_model_without_train_is_still_one_line_and_exit_1(tmp_path):
     result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(tmp_path / "no.npz"),
                              "--port", "0"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "no such model file" in result.stderr
+
+
+# ------------------------------------------------------------------ saving: signals, failures, folders
+
+SLOW_SAVE = PROJECT_DIR / "tests" / "slow_save_nn.py"
+
+
+def wait_until(condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{condition} still false after {timeout} s"
+        time.sleep(0.05)
+
+
+def post_quietly(server, path, value):
+    """post, for a thread whose server may end before it answers."""
+    try:
+        post(server, path, value)
+    except OSError:
+        pass
+
+
+def test_ctrl_c_while_the_page_saves_a_stopped_run_lets_the_save_finish_and_says_so(model_path, tmp_path):
+    marker = tmp_path.parent / f"{tmp_path.name}.saving"  # created when stats.json, the last output, is due
+    process, url = start_server(model_path, program=(SLOW_SAVE, marker))
+    server = address_of(url)
+    post(server, "/api/train", {"steps": 100000})
+    wait_for(server, {"running"})
+    post(server, "/api/train/stop", {})
+    stopped = wait_for(server, {"stopped"})
+    threading.Thread(target=post_quietly, args=(server, "/api/train/save", {"save": True}), daemon=True).start()
+    wait_until(marker.exists)
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=120)
+    assert process.returncode == 0 and errors == ""
+    assert "Saving the training run" in output and f"Saved model_mnist.npz: {stopped['step']:,} steps" in output
+    assert "was not saved" not in output
+    stats = json.loads((model_path.parent / "stats.json").read_text())
+    assert stats["steps"] == stopped["step"] == MLP.load(model_path, with_info=True)[1]["steps_done"]
+    copied = {path.name for path in (model_path.parent / stats["run_folder"]).iterdir()}
+    beside = {path.name for path in model_path.parent.iterdir() if path.name in nn.OUTPUT_FILES}
+    assert copied == beside >= set(nn.OUTPUT_FILES) - {"accuracy_graph.png"}  # none without evaluations
+
+
+def test_a_second_ctrl_c_during_a_save_quits_at_once_saying_what_was_written(model_path, tmp_path):
+    old_bytes = model_path.read_bytes()
+    marker = tmp_path.parent / f"{tmp_path.name}.saving"
+    process, url = start_server(model_path, program=(SLOW_SAVE, marker))
+    post(address_of(url), "/api/train", {"steps": 50})  # it completes, and its save begins at once
+    wait_until(marker.exists)
+    process.send_signal(signal.SIGINT)
+    lines = []
+    while not lines or (lines[-1] and "Saving the training run" not in lines[-1]):
+        lines.append(process.stdout.readline())
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=60)
+    assert lines[-1] == "Saving the training run; Ctrl-C again quits at once\n", lines
+    assert process.returncode == 130 and "Traceback" not in errors and errors.count("\n") == 1, errors
+    assert errors.startswith(f"nn.py serve: quit during the save: wrote model_mnist.npz, training_loss_graph.png")
+    assert f"to {model_path.parent}; not written: stats.json (" in errors
+    assert MLP.load(model_path, with_info=True)[1]["steps_done"] == 50  # whole: the new model
+    kept = [path for path in (model_path.parent / "runs").glob("*/model_mnist.npz") if path.read_bytes() == old_bytes]
+    assert kept and not (model_path.parent / "stats.json").exists()
+
+
+@pytest.fixture
+def in_process(model_path):
+    """A serve.Server in this process (not listening to requests), for tests that patch nn."""
+    server = serve.Server(("127.0.0.1", 0), serve.load_served_model(model_path), model_path=model_path,
+                          data_dir=PROJECT_DIR / "datasets")
+    yield server
+    server.training.stop_button.press()
+    if server.training.thread is not None:
+        server.training.thread.join(60)
+    server.server_close()
+
+
+def test_a_failed_save_keeps_the_run_so_that_save_can_be_tried_again(in_process, model_path, monkeypatch):
+    session, stats_path = in_process.training, model_path.parent / "stats.json"
+    write_json = nn.write_json
+    failures = [OSError(errno.ENOSPC, "No space left on device", str(stats_path))]
+
+    def full_disk_once(path, value):
+        if failures:
+            raise failures.pop()
+        write_json(path, value)
+
+    monkeypatch.setattr(nn, "write_json", full_disk_once)
+    session.start({"steps": 50})
+    wait_until(lambda: session.status not in ("loading", "running"))
+    assert session.status == "stopped", session.message  # the run waits: Save again, or discard
+    assert session.message.startswith(f"Cannot save: {stats_path}: No space left on device; "
+                                      f"wrote model_mnist.npz, ")
+    assert "not written: stats.json (" in session.message and session.message.endswith("Save again, or discard the run?")
+    state = session.decide({"save": True})
+    assert state["status"] == "saved", state["message"]
+    assert json.loads(stats_path.read_text())["steps"] == 50 == MLP.load(model_path, with_info=True)[1]["steps_done"]
+    assert in_process.served.facts["steps_done"] == 50 and in_process.served.facts["test_accuracy"] is not None
+
+
+def test_the_server_reads_the_file_its_run_saved_once(in_process, monkeypatch):
+    write_json = nn.write_json
+
+    def slow_write_json(path, value):  # the page's requests land while the save is under way
+        time.sleep(0.7)
+        write_json(path, value)
+
+    monkeypatch.setattr(nn, "write_json", slow_write_json)
+    session = in_process.training
+    session.start({"steps": 50})
+    while session.status in ("loading", "running"):
+        in_process.reload_if_replaced()  # what every request does first
+        time.sleep(0.05)
+    assert session.status == "saved", session.message
+    assert in_process.served.number == 2 and in_process.served.facts["test_accuracy"] is not None
+
+
+def test_a_run_that_could_not_be_saved_is_refused_before_it_starts(in_process, model_path):
+    (model_path.parent / "runs").write_text("in the way\n")
+    with pytest.raises(explore.Unavailable, match=r"^cannot train here: .*runs: not a folder; every run copies"):
+        in_process.training.start({"steps": 50})
+    assert in_process.training.status == "idle" and in_process.training.thread is None
+
+
+def test_training_needs_the_served_file_to_be_named_model_mnist_npz(tmp_path):
+    other = tmp_path / "experiment.npz"
+    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(other, steps_done=7)
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(other), "--port", "0",
+                             "--train"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stdout == ""
+    assert "--train saves model_mnist.npz" in result.stderr and "experiment.npz" in result.stderr
+    process, url = start_server(other)  # the page's Train button: 503, one line
+    try:
+        status, answer, _ = post(address_of(url), "/api/train", {"steps": 50})
+        assert status == 503 and answer["error"].startswith("training saves model_mnist.npz")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["experiment.npz"]
+
+
+def test_serve_train_with_a_broken_model_file_does_not_advise_training_one_first(tmp_path):
+    broken = tmp_path / "model_mnist.npz"
+    broken.write_bytes(b"not a model")
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(broken), "--port", "0",
+                             "--train"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "train one first" not in result.stderr and "--train writes a new one" in result.stderr
+    assert broken.read_bytes() == b"not a model"
+
+
+def test_a_huge_step_count_is_echoed_short():
+    with pytest.raises(explore.BadValue) as refused:
+        TrainingSession.checked_config({"steps": 10 ** 400})
+    assert str(refused.value).startswith("steps: expected a whole number") and len(str(refused.value)) < 120
+
+
+def test_serve_train_into_a_folder_that_cannot_take_the_outputs_is_refused_at_start(model_path):
+    (model_path.parent / "runs").write_text("in the way\n")
+    result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(model_path), "--port",
+                             "0", "--train"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"nn.py serve: error: cannot train here: {model_path.parent / 'runs'}: not a folder")

@@ -49,7 +49,11 @@ async function sendPending() {
     shownVersion = sentVersion;
     show(answer);
     if (facts && answer.model_number !== undefined && (answer.model_number !== facts.model_number
-        || answer.model_warning !== facts.model_warning)) loadFacts();  // the model file changed
+        || answer.model_warning !== facts.model_warning)) {  // the model file changed
+      const newModel = answer.model_number !== facts.model_number;
+      loadFacts();
+      if (newModel && typeof refreshDamage === "function") refreshDamage();  // explore.js: its layers, its settings
+    }
   }
   inFlight = false;
   if (pending !== null) sendPending();

@@ -146,7 +146,8 @@ function showDamage(answer) {
   damageAccuracy.textContent = `${(100 * answer.test_accuracy).toFixed(2)} %`;
   damageAccuracy.classList.toggle("damaged", answer.damaged);
   damageNote.textContent = `of ${answer.test_images.toLocaleString("en")} test images, ` +
-    (answer.damaged ? `damaged copy (the model: ${(100 * answer.original_test_accuracy).toFixed(2)} %)` : "the model as loaded") +
+    (answer.damaged ? `damaged copy (the model: ${(100 * answer.original_test_accuracy).toFixed(2)} %)`
+      : answer.training_weights ? "the training run's weights" : "the model as loaded") +
     `; measured by the server in ${answer.seconds.toFixed(3)} s.`;
 }
 
@@ -189,9 +190,11 @@ async function loadDamage() {
   }
 }
 
+// The zero-a-layer menu: "none" and the served model's layers (rebuilt when the model file changes).
 async function fillLayerChoices() {
   const facts = await (await fetch("api/model")).json();
   const sizes = facts.layer_sizes;
+  damageControls.zero_layer.replaceChildren(damageControls.zero_layer.options[0]);
   for (let layer = 1; layer < sizes.length; layer++) {
     const option = document.createElement("option");
     option.value = String(layer);
@@ -200,5 +203,10 @@ async function fillLayerChoices() {
   }
 }
 
+// A new model file (replaced on disk, or saved by a training run): its layers, and the damage in force.
+function refreshDamage() {
+  return fillLayerChoices().then(loadDamage).catch(() => { damageNote.textContent = "the server does not answer"; });
+}
+
 explainLatest();
-fillLayerChoices().then(loadDamage);
+refreshDamage();

@@ -1,7 +1,7 @@
 // The "Watch it learn" view: start, follow and stop a training run in the server
 // (training_session.py). Loaded after app.js and explore.js: it calls app.js's
 // request(canvasAsPng) and loadFacts(), and explore.js's postJson, paintGrid's colours
-// (diverging) and loadDamage(). document.body.dataset.training holds the run's status.
+// (diverging) and refreshDamage(). document.body.dataset.training holds the run's status.
 "use strict";
 
 const POLL_MS = 600;
@@ -14,7 +14,12 @@ let polling = false;
 let lastStatus = null;
 
 async function trainRequest(path, value) {
-  const [ok, answer] = await postJson(path, value);
+  let ok, answer;
+  try {
+    [ok, answer] = await postJson(path, value);
+  } catch (error) {
+    [ok, answer] = [false, { error: "the server does not answer" }];
+  }
   if (!ok) {
     trainStatus.textContent = answer.error;
     trainStatus.classList.add("error");
@@ -62,7 +67,7 @@ function showRun(run) {
   progress.value = run.total_steps ? run.step / run.total_steps : 0;
   trainStatus.textContent = run.status === "running"
     ? `Step ${run.step.toLocaleString("en")} of ${run.total_steps.toLocaleString("en")}` : run.message;
-  drawCurve(run.curve);
+  drawCurve(run.curve, run.total_steps);
   const evaluations = run.evaluations.slice(-5).map((e) => `step ${e.step.toLocaleString("en")}: ` +
     `${(100 * e.test_accuracy).toFixed(2)} %`);  // the latest five
   document.getElementById("train-evaluations").textContent = evaluations.length
@@ -71,14 +76,14 @@ function showRun(run) {
   if (going && typeof lastReading !== "undefined" && lastReading !== null) request(canvasAsPng);
   if (run.status !== lastStatus && ["saved", "discarded", "failed"].includes(run.status) && lastStatus !== null) {
     loadFacts();
-    loadDamage();
+    refreshDamage();
     if (lastReading !== null) request(canvasAsPng);
   }
   lastStatus = run.status;
 }
 
 // The loss curve: block means of the training loss against the step, y from 0 to the largest.
-function drawCurve(curve) {
+function drawCurve(curve, runSteps) {
   const context = lossCurve.getContext("2d");
   const width = lossCurve.width, height = lossCurve.height, left = 34, bottom = 18;
   context.clearRect(0, 0, width, height);
@@ -91,7 +96,7 @@ function drawCurve(curve) {
   }
   const top = Math.max(...curve.loss) * 1.05;
   const lastStep = curve.step[curve.step.length - 1];
-  const totalSteps = Math.max(lastStep, Number(document.getElementById("train-steps").value) || lastStep);
+  const totalSteps = Math.max(lastStep, runSteps || lastStep);  // the run's steps, not the field's (edited since)
   const x = (step) => left + (width - left - 6) * step / totalSteps;
   const y = (loss) => 6 + (height - bottom - 6) * (1 - loss / top);
   context.strokeStyle = "#e1e4ea";
