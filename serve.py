@@ -549,7 +549,8 @@ class Server(ThreadingHTTPServer):
         self.explorer = explore.Explorer(served, data_dir)
         self.model_lock = threading.RLock()  # the model file: a reload, or a training run's save and its reload
         self.training = training_session.TrainingSession(self.explorer, served.facts["model_file"], data_dir,
-                                                         reload=self.load_written_model, file_lock=self.model_lock)
+                                                         reload=self.load_written_model, file_lock=self.model_lock,
+                                                         say=lambda line: print(line, flush=True))
         self.explorer.training = self.training
         self.routes = routes
         self.files = files if files is not None else static_files()
@@ -625,12 +626,24 @@ def file_signature(path):
 
 # ------------------------------------------------------------------ the command
 
+def port_number(text):
+    """--port: a whole number from 0 to 65535 (argparse makes a wrong one a one-line error)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port}: choose 0-65535; 0 picks a free one")
+    return port
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="nn.py serve",
-                                     description="Draw digits in a browser and watch the trained network read them.")
+    """nn.py's parser class: a bad flag is one line and exit status 2, as for nn.py's own flags."""
+    parser = nn._Parser(prog="nn.py serve",
+                        description="Draw digits in a browser and watch the trained network read them.")
     parser.add_argument("--model", type=Path, default=PROJECT_DIR / "model_mnist.npz",
                         help="the model file (default: model_mnist.npz beside nn.py)")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port to listen on; 0 picks a free one (default: 8000)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this computer only)")
     parser.add_argument("--open", action="store_true", help="also open the page in a web browser")
@@ -675,12 +688,17 @@ class Stopping:
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from mlp import ModelFileError
+    if args.model.is_dir():
+        parser.error(f"--model {args.model}: a folder; name the model file (--model {args.model / nn.MODEL_FILE})")
     if args.train and args.model.name != nn.MODEL_FILE:
         print(f"nn.py serve: error: --train saves {nn.MODEL_FILE} (with its stats.json and pictures), and --model "
               f"names {args.model.name}: serve FOLDER/{nn.MODEL_FILE} to train", file=sys.stderr)
         return 2
+    if args.train and not args.model.parent.is_dir():
+        parser.error(f"--model {args.model}: no folder {args.model.parent} for the run's outputs")
     untrained = args.train and not args.model.exists() and args.model.parent.is_dir()
     try:
         served = untrained_served_model(args.model) if untrained else load_served_model(args.model)
@@ -688,19 +706,16 @@ def main(argv=None):
         advice = "remove or move it, and --train writes a new one" if args.train else "train one first: python nn.py"
         print(f"nn.py serve: error: {error} ({advice})", file=sys.stderr)
         return 1
-    if not 0 <= args.port <= 65535:
-        print(f"nn.py serve: error: --port {args.port}: choose 0-65535", file=sys.stderr)
-        return 1
     try:
         server = Server((args.host, args.port), served, model_path=args.model, data_dir=args.data)
-    except OSError as error:
+    except OSError as error:  # in use: 1, as a busy resource; any other (a bad --host or --port): 2
         if error.errno == errno.EADDRINUSE:
             print(f"nn.py serve: error: port {args.port} is in use on {args.host} "
                   f"(choose another with --port, or --port 0 for a free one)", file=sys.stderr)
-        else:
-            print(f"nn.py serve: error: cannot listen on {args.host} port {args.port}: {error.strerror}",
-                  file=sys.stderr)
-        return 1
+            return 1
+        print(f"nn.py serve: error: cannot listen on --host {args.host} --port {args.port}: {error.strerror} "
+              f"(see python nn.py serve --help)", file=sys.stderr)
+        return 2
     if args.train:
         try:
             server.training.check_can_save()
@@ -722,10 +737,8 @@ def main(argv=None):
         print("Training the default configuration; watch it on the page"
               + (f" (no {args.model.name} yet: untrained weights read the drawing until the run saves one)"
                  if untrained else ""), flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        print("Stopped.", flush=True)
     try:
         outcome = server.training.shutdown(say=lambda line: print(line, flush=True))  # a save under way finishes
     except KeyboardInterrupt:  # a second Ctrl-C: quit now, saying what the save had written
@@ -734,7 +747,8 @@ def main(argv=None):
     finally:
         server.server_close()
     if outcome:
-        print(outcome, flush=True)
+        print(outcome, flush=True)  # what became of the run, before the server's last line
+    print("Stopped.", flush=True)
     return 0
 
 

@@ -99,18 +99,21 @@ class TrainingSession:
     the served model file; data_dir: the MNIST CSVs; reload(path): a fresh
     serve.ServedModel for a saved file (its facts: steps, test accuracy); file_lock:
     the server's lock on the model file, held from the first byte saved to the reload,
-    so that the server never takes the half-saved folder for a file replaced by hand.
+    so that the server never takes the half-saved folder for a file replaced by hand;
+    say(line): the server's console, told one line when a run is saved, fails or is
+    discarded.
 
     Locks are taken in this order only: self.lock, file_lock, the explorer's lock.
     """
 
-    def __init__(self, explorer, model_path, data_dir, reload, file_lock=None):
+    def __init__(self, explorer, model_path, data_dir, reload, file_lock=None, say=lambda line: None):
         self.explorer = explorer
         self.model_path = Path(model_path)
         self.data_dir = Path(data_dir)
         self.reload = reload
         self.file_lock = file_lock or threading.RLock()
         self.lock = threading.Lock()
+        self.say = say
         self.thread = None
         self.status = "idle"     # idle, loading, running, stopped (waiting: save or discard), saved, discarded, failed
         self.message = "No run yet."
@@ -119,7 +122,6 @@ class TrainingSession:
         self.finished = None     # what saving a stopped run needs
         self.snapshot = None     # the latest copy of the weights, for the weight grid
         self.saving = None       # (out_dir, its contents before) while a save is being written (nn.saved_so_far)
-        self.saves = 0           # saves finished, so that shutdown can say whether one finished while it waited
 
     # ------------------------------------------------------------ requests
 
@@ -163,6 +165,7 @@ class TrainingSession:
                                f"the drawing is read with {self.model_path.name} again."
                 self.explorer.use_model(self.explorer.original)
                 self.finished = None
+                self.say(self.message)
         return self.state()
 
     def state(self, value=None):
@@ -185,11 +188,10 @@ class TrainingSession:
 
     def shutdown(self, say):
         """The server stops (Ctrl-C): stop a run and wait for it; a stopped run is not saved,
-        and a save under way finishes (the page's Save, or a completed run's). say(line)
-        tells the console what it waits for. Returns a line saying what became of the run,
-        or None when there was none. A second Ctrl-C meanwhile raises KeyboardInterrupt
-        here; quit_message then says what was written."""
-        saves_before = self.saves
+        and a save under way finishes (the page's Save, or a completed run's; it says its
+        own line). say(line) tells the console what it waits for. Returns the line about a
+        stopped run left unsaved, or None. A second Ctrl-C meanwhile raises
+        KeyboardInterrupt here; quit_message then says what was written."""
         self.stop_button.press()
         thread = self.thread
         if self.saving is not None:
@@ -201,10 +203,13 @@ class TrainingSession:
         with self.lock:  # a Save that the page asked for holds it until the files are written
             if self.status == "stopped":
                 return (f"The training run stopped at step {self.finished[2]['last_step']:,} was not saved; "
-                        f"{self.model_path} is unchanged.")
-            if self.saves != saves_before:
-                return self.message
+                        f"{self.model_file_left()}.")
         return None
+
+    def model_file_left(self):
+        """What an unsaved run leaves of the served file: "PATH is unchanged", or "PATH was
+        not written" when there was none (serve --train from a fresh clone)."""
+        return f"{self.model_path} {'is unchanged' if self.model_path.exists() else 'was not written'}"
 
     def quit_message(self):
         """The line said when a second Ctrl-C ends the server at once: what was written."""
@@ -212,7 +217,7 @@ class TrainingSession:
         if saving is not None:
             return f"nn.py serve: quit during the save: {nn.saved_so_far(*saving)}"
         if self.status in ("loading", "running", "stopped"):
-            return f"nn.py serve: quit at once: the training run was not saved; {self.model_path} is unchanged"
+            return f"nn.py serve: quit at once: the training run was not saved; {self.model_file_left()}"
         return "nn.py serve: quit at once"
 
     def check_can_save(self):
@@ -279,14 +284,16 @@ class TrainingSession:
         except (nn.Diverged, nn.UsageError, data.DataError, OSError, MemoryError) as error:
             self._fail(f"The run failed: {error}")
         except Exception as error:  # a bug: say so on the page and the console, never leave "running"
-            print(f"nn.py serve: training failed: {type(error).__name__}: {error}", flush=True)
-            self._fail(f"The run failed: {type(error).__name__}: {error} (see the server's console)")
+            self._fail(f"The run failed: {type(error).__name__}: {error} (see the server's console)",
+                       console_line=f"nn.py serve: training failed: {type(error).__name__}: {error}")
 
-    def _fail(self, message):
-        """End a run that failed: the page says why, the drawing is read with the served file's model."""
+    def _fail(self, message, console_line=None):
+        """End a run that failed: the page says why (the console too: console_line, or the
+        message), the drawing is read with the served file's model."""
         with self.lock:
             self.status, self.message, self.finished = "failed", message, None
             self.explorer.use_model(self.explorer.original)
+        self.say(console_line or message)
 
     def _save(self, finished):
         """Save a finished run with nn.save_run (model, pictures, stats.json, the replaced
@@ -311,7 +318,9 @@ class TrainingSession:
             self.status, self.finished = "stopped", finished
             reason = str(error)  # "cannot save: FILE: why; wrote ...; not written: ..."
             self.message = f"{reason[:1].upper()}{reason[1:]}. Save again, or discard the run?"
+            self.say(self.message)
             return
-        self.status, self.finished, self.saves = "saved", None, self.saves + 1
+        self.status, self.finished = "saved", None
         self.message = (f"Saved {self.model_path.name}: {history['last_step']:,} steps, test accuracy "
                         f"{100 * test_accuracy:.2f} % (a copy in {stats['run_folder']}).")
+        self.say(self.message)

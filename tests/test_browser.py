@@ -346,6 +346,22 @@ def test_a_page_on_another_site_cannot_start_a_training_run(browser, tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model_mnist.npz", "other"]
 
 
+def test_before_any_run_stop_looks_disabled_and_the_weights_area_is_an_empty_light_frame(browser, default_model):
+    """A disabled Stop must not look like Train, and no black square waits for the weights.
+    Its own server: tests before it take the shared browser to other pages."""
+    process, url = start_server(default_model)
+    try:
+        browser.get(url)
+        style = lambda element_id, name: browser.execute_script(  # noqa: E731
+            f"return getComputedStyle(document.getElementById('{element_id}'))['{name}']")
+        assert browser.execute_script("return document.getElementById('stop-training').disabled")
+        assert style("stop-training", "opacity") != style("train", "opacity")
+        assert style("train-weights", "background-color") not in ("rgb(0, 0, 0)", "rgba(0, 0, 0, 0)")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_reading(browser, default_model, tmp_path):
     """Last in this file: it opens its own server, on a copy of the model, which the run replaces."""
     import shutil as files

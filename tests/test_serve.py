@@ -332,6 +332,26 @@ def test_a_port_in_use_is_one_line_naming_it_and_exit_1(model_path):
     assert f"port {port} is in use" in line
 
 
+BAD_FLAGS = [
+    ("a port above 65535", ["--port", 99999], "--port: 99999: choose 0-65535"),
+    ("a negative port", ["--port", -1], "--port: -1: choose 0-65535"),
+    ("a port as text", ["--port", "abc"], "--port: expected a whole number"),
+    ("a host with no address", ["--host", "nosuch.invalid"], "--host nosuch.invalid"),
+    ("a host not of this machine", ["--host", "192.0.2.1"], "--host 192.0.2.1"),  # TEST-NET-1: never local
+    ("a folder as the model", ["--model", PROJECT_DIR / "docs"], "a folder; name the model file"),
+    ("an unknown flag", ["--bogus"], "unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize("flags, expected", [case[1:] for case in BAD_FLAGS], ids=[case[0] for case in BAD_FLAGS])
+def test_a_bad_flag_value_is_one_line_and_exit_2(model_path, flags, expected):
+    """As nn.py's own flags: exit 2 and one line (not argparse's usage block), the flag named."""
+    result = run_nn("serve", "--model", model_path, "--port", 0, *flags, timeout=60)
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result)
+    assert line.startswith("nn.py serve: error: ") and expected in line, line
+
+
 def test_another_host_is_warned_about(model_path):
     """Listening on every address, the page is meant to be reached under other names:
     no Host check then (the warning says the page is open to the network)."""

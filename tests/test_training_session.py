@@ -150,9 +150,43 @@ def test_ctrl_c_mid_run_leaves_the_model_file_whole_and_unchanged(model_path, ho
     process.send_signal(how)
     output, errors = process.communicate(timeout=60)
     assert process.returncode == 0 and errors == ""
-    assert "Stopped." in output and "was not saved; " in output
+    lines = output.splitlines()
+    assert lines[-1] == "Stopped."  # the server's last line, after what became of the run
+    assert lines[-2].startswith("The training run stopped at step ") and lines[-2].endswith(
+        f"was not saved; {model_path} is unchanged.")
     assert model_path.read_bytes() == old_bytes
     assert sorted(path.name for path in model_path.parent.iterdir()) == ["model_mnist.npz"]  # no stray file
+
+
+def test_ctrl_c_mid_run_from_a_fresh_clone_says_the_model_was_not_written(tmp_path):
+    model_path = tmp_path / "model_mnist.npz"
+    process, url = start_server(model_path, "--train")
+    wait_for(address_of(url), {"running"})
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=60)
+    assert process.returncode == 0 and errors == ""
+    assert output.splitlines()[-2:] == [output.splitlines()[-2], "Stopped."]
+    assert output.splitlines()[-2].endswith(f"was not saved; {model_path} was not written.")
+    assert not model_path.exists()
+
+
+def test_the_console_says_one_line_when_a_run_is_saved_and_when_one_is_discarded(model_path):
+    process, url = start_server(model_path)
+    server = address_of(url)
+    post(server, "/api/train", {"steps": 50})
+    saved = wait_for(server, {"saved", "failed"})
+    post(server, "/api/train", {"steps": 100000})
+    wait_for(server, {"running"})
+    post(server, "/api/train/stop", {})
+    wait_for(server, {"stopped"})
+    _, discarded, _ = post(server, "/api/train/save", {"save": False})
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=60)
+    assert process.returncode == 0 and errors == ""
+    lines = output.splitlines()  # after the startup lines, which start_server read
+    assert lines == [saved["message"], discarded["message"], "Stopped."]
+    assert saved["message"].startswith("Saved model_mnist.npz: 50 steps, test accuracy ")
+    assert discarded["message"].startswith("Discarded the run stopped at step ")
 
 
 def test_page_progress_keeps_each_loss_and_sends_block_means():

@@ -91,7 +91,9 @@ function drawCurve(curve, runSteps) {
   context.fillStyle = "#5b6475";
   context.font = "11px system-ui, sans-serif";
   if (!curve.loss.length) {
-    context.fillText("the loss curve appears here", left, height / 2);
+    context.textAlign = "center";
+    context.fillText("the loss curve appears here", width / 2, height / 2);
+    context.textAlign = "start";
     return;
   }
   const top = Math.max(...curve.loss) * 1.05;
@@ -116,8 +118,23 @@ function drawCurve(curve, runSteps) {
 
 // 36 units of 784 whole numbers in [-100, 100], tiled 6 x 6 with 1-pixel gaps (173 x 173 pixels).
 const TILE = 29, SIDE = 6 * TILE - 1;
+const liveWeights = document.getElementById("train-weights");
+
+// Before the first weights: a light empty frame (style.css's .empty) with one line in it.
+function showWeightsPlaceholder() {
+  liveWeights.classList.add("empty");
+  liveWeights.width = liveWeights.height = 2 * SIDE;  // twice the pixels: sharp text where it is shown larger
+  const context = liveWeights.getContext("2d");
+  context.fillStyle = "#5b6475";
+  context.font = "16px system-ui, sans-serif";
+  context.textAlign = "center";
+  context.fillText("the weights appear here", liveWeights.width / 2, liveWeights.height / 2);
+}
+showWeightsPlaceholder();
+
 function showLiveWeights(units) {
-  const canvas = document.getElementById("train-weights");
+  const canvas = liveWeights;
+  canvas.classList.remove("empty");
   canvas.width = canvas.height = SIDE;
   const context = canvas.getContext("2d");
   const image = context.createImageData(SIDE, SIDE);
