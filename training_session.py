@@ -120,6 +120,7 @@ class TrainingSession:
         self.progress = None
         self.stop_button = StopButton()
         self.finished = None     # what saving a stopped run needs
+        self.save_failure = None  # why the save of the waiting run failed, and what it wrote
         self.snapshot = None     # the latest copy of the weights, for the weight grid
         self.saving = None       # (out_dir, its contents before) while a save is being written (nn.saved_so_far)
 
@@ -137,6 +138,7 @@ class TrainingSession:
                 raise Busy("the stopped run waits: save or discard it first")
             self.status, self.message = "loading", "Loading the training images ..."
             self.progress, self.finished, self.stop_button = None, None, StopButton()
+            self.save_failure = None
             self.config = config
             self.thread = threading.Thread(target=self._run, args=(config, self.stop_button), daemon=True)
             self.thread.start()
@@ -161,10 +163,15 @@ class TrainingSession:
                 self._save(self.finished)
             else:
                 self.status = "discarded"
-                self.message = f"Discarded the run stopped at step {self.finished[2]['last_step']:,}; " \
-                               f"the drawing is read with {self.model_path.name} again."
+                if self.save_failure is not None:
+                    self.message = (f"Discarded the run that ended at step {self.finished[2]['last_step']:,}; "
+                                    f"the files are as its failed save left them ({self.save_failure})")
+                else:
+                    reads_with = self.model_path.name if self.model_path.exists() else "the untrained network"
+                    self.message = (f"Discarded the run stopped at step {self.finished[2]['last_step']:,}; "
+                                    f"the drawing is read with {reads_with} again.")
                 self.explorer.use_model(self.explorer.original)
-                self.finished = None
+                self.finished, self.save_failure = None, None
                 self.say(self.message)
         return self.state()
 
@@ -202,9 +209,16 @@ class TrainingSession:
             thread.join()
         with self.lock:  # a Save that the page asked for holds it until the files are written
             if self.status == "stopped":
-                return (f"The training run stopped at step {self.finished[2]['last_step']:,} was not saved; "
-                        f"{self.model_file_left()}.")
+                return f"{self.unsaved_run_text()}."
         return None
+
+    def unsaved_run_text(self):
+        """What became of a run that waits for save or discard: not saved, the served file
+        unchanged (or never written); or, after a failed save, what that save wrote."""
+        step = f"{self.finished[2]['last_step']:,}"
+        if self.save_failure is not None:
+            return f"The training run that ended at step {step} could not be saved: {self.save_failure}"
+        return f"The training run stopped at step {step} was not saved; {self.model_file_left()}"
 
     def model_file_left(self):
         """What an unsaved run leaves of the served file: "PATH is unchanged", or "PATH was
@@ -216,6 +230,8 @@ class TrainingSession:
         saving = self.saving
         if saving is not None:
             return f"nn.py serve: quit during the save: {nn.saved_so_far(*saving)}"
+        if self.status == "stopped" and self.finished is not None:
+            return f"nn.py serve: quit at once: {self.unsaved_run_text()}"
         if self.status in ("loading", "running", "stopped"):
             return f"nn.py serve: quit at once: the training run was not saved; {self.model_file_left()}"
         return "nn.py serve: quit at once"
@@ -306,21 +322,26 @@ class TrainingSession:
         timings = {**times, "steps_this_run": history["last_step"]}
         stats = nn.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
         out_dir = self.model_path.parent
-        try:
-            with self.file_lock:
-                self.saving = (out_dir, nn.folder_contents(out_dir))
-                try:
-                    nn.save_run(out_dir, model, config, stats, history, test_set, probabilities)
-                    self.explorer.adopt(self.reload(self.model_path))
-                finally:
-                    self.saving = None
-        except nn.SaveFailed as error:
-            self.status, self.finished = "stopped", finished
-            reason = str(error)  # "cannot save: FILE: why; wrote ...; not written: ..."
-            self.message = f"{reason[:1].upper()}{reason[1:]}. Save again, or discard the run?"
+        with self.file_lock:
+            before = nn.folder_contents(out_dir)
+            self.saving = (out_dir, before)
+            try:
+                nn.save_run(out_dir, model, config, stats, history, test_set, probabilities)
+                failure = None
+            except nn.SaveFailed as error:
+                failure = str(error)  # "cannot save: FILE: why; wrote ...; not written: ..."
+            finally:
+                self.saving = None
+            if failure is None or nn.folder_contents(out_dir).get(nn.MODEL_FILE) != before.get(nn.MODEL_FILE):
+                # the file now holds this run's model (also when a later output failed): read with it,
+                # through the server, which notes the file so that it does not reload it a second time
+                self.explorer.adopt(self.reload(self.model_path))
+        if failure is not None:
+            self.status, self.finished, self.save_failure = "stopped", finished, failure
+            self.message = f"{failure[:1].upper()}{failure[1:]}. Save again, or discard the run?"
             self.say(self.message)
             return
-        self.status, self.finished = "saved", None
+        self.status, self.finished, self.save_failure = "saved", None, None
         self.message = (f"Saved {self.model_path.name}: {history['last_step']:,} steps, test accuracy "
                         f"{100 * test_accuracy:.2f} % (a copy in {stats['run_folder']}).")
         self.say(self.message)

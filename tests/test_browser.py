@@ -374,6 +374,10 @@ def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_read
         browser.get(url)
         draw(browser, DIGIT_STROKES[7])
         assert reading(browser) == "7"
+        zero_biases = browser.find_element(By.ID, "zero-biases")
+        zero_biases.click()  # damaged before the run: the run's weights are then read undamaged
+        WebDriverWait(browser, 30).until(lambda d: "damaged copy" in d.find_element(By.ID, "damage-note").text)
+        wait_idle(browser)
         before = browser.find_element(By.ID, "confidence").text
         steps = browser.find_element(By.ID, "train-steps")
         steps.clear()
@@ -382,6 +386,9 @@ def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_read
         points = lambda d: int(d.find_element(By.ID, "loss-curve").get_attribute("data-points") or 0)  # noqa: E731
         WebDriverWait(browser, 60).until(lambda d: points(d) > 0)
         first = points(browser)
+        # break it waits while the run goes: its controls off, the panel no longer saying "damaged copy"
+        WebDriverWait(browser, 30).until(lambda d: "the training run's weights" in d.find_element(By.ID, "damage-note").text)
+        assert not zero_biases.is_selected() and not zero_biases.is_enabled()
         seen = set()  # the readings shown while it trains: from the random start to a trained network
         WebDriverWait(browser, 120).until(lambda d: seen.add((d.find_element(By.ID, "prediction").text,
                                                               d.find_element(By.ID, "confidence").text))

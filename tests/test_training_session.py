@@ -350,6 +350,30 @@ def test_a_failed_save_keeps_the_run_so_that_save_can_be_tried_again(in_process,
     assert in_process.served.facts["steps_done"] == 50 and in_process.served.facts["test_accuracy"] is not None
 
 
+def test_a_save_that_failed_after_writing_the_model_is_told_as_it_is(in_process, model_path, monkeypatch):
+    """The save wrote model_mnist.npz, then failed at stats.json: the server reads with the
+    file's new model at once, and does not 'reload' it again at the next request; Ctrl-C
+    and Discard then say what that save wrote, not that the file is unchanged."""
+    session, stats_path = in_process.training, model_path.parent / "stats.json"
+
+    def full_disk(path, value):
+        raise OSError(errno.ENOSPC, "No space left on device", str(stats_path))
+
+    monkeypatch.setattr(nn, "write_json", full_disk)
+    session.start({"steps": 50})
+    wait_until(lambda: session.status not in ("loading", "running"))
+    assert session.status == "stopped" and MLP.load(model_path, with_info=True)[1]["steps_done"] == 50
+    assert in_process.served.number == 2  # read once, by the save itself
+    in_process.reload_if_replaced()  # what every request does first: nothing new to read
+    assert in_process.served.number == 2 and in_process.served.facts["steps_done"] == 50
+    line = session.shutdown(say=lambda text: None)
+    assert line.startswith("The training run that ended at step 50 could not be saved: cannot save: "), line
+    assert "wrote model_mnist.npz, " in line and "is unchanged" not in line
+    assert "the training run was not saved" not in session.quit_message()
+    state = session.decide({"save": False})
+    assert state["status"] == "discarded" and "the files are as its failed save left them" in state["message"]
+
+
 def test_the_server_reads_the_file_its_run_saved_once(in_process, monkeypatch):
     write_json = nn.write_json
 

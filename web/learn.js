@@ -74,6 +74,12 @@ function showRun(run) {
     ? `Test accuracy at ${run.evaluations.length > 5 ? "... " : ""}${evaluations.join(", ")}` : "";
   if (run.weights) showLiveWeights(run.weights);
   if (going && typeof lastReading !== "undefined" && lastReading !== null) request(canvasAsPng);
+  // Break it waits while a run goes or waits for save or discard: its controls are off, and the
+  // panel says that the drawing is read with the run's weights (the server undid the damage).
+  const breakItWaits = going || run.status === "stopped";
+  for (const control of Object.values(damageControls)) control.disabled = breakItWaits;
+  document.getElementById("undo-damage").disabled = breakItWaits;
+  if (breakItWaits && run.status !== lastStatus) refreshDamage();  // running: the run's first weights are read
   if (run.status !== lastStatus && ["saved", "discarded", "failed"].includes(run.status) && lastStatus !== null) {
     loadFacts();
     refreshDamage();
