@@ -103,6 +103,10 @@ SUBCOMMANDS_HELP = """commands (each has its own --help):
   python nn.py predict IMAGE ...  read digits in images with a saved model
   python nn.py serve              draw a digit in a browser and see it read"""
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# A SIGTERM again within this many seconds is the same request, not a second one: GNU
+# timeout, for one, sends SIGTERM to the process and then to its whole process group. (A
+# second Ctrl-C, however quick, is a person asking to quit at once.)
+SAME_SIGNAL_S = 0.5
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE's number, what a shell reports for a program ended by it
 
 
@@ -437,9 +441,11 @@ class StopRequest:
 
     def _handle(self, number, frame):
         if self.signal is not None:
+            if number == self.signal == signal.SIGTERM and time.monotonic() - self.signal_time < SAME_SIGNAL_S:
+                return  # the first SIGTERM again (see SAME_SIGNAL_S)
             os.write(2, (self.quit_message() + "\n").encode())  # os.write: print may be mid-write
             os._exit(EXIT_INTERRUPTED.get(number, 1))
-        self.signal = signal.Signals(number)
+        self.signal, self.signal_time = signal.Signals(number), time.monotonic()
 
     def quit_message(self):
         """The line said when a second signal ends the program: what was saved and what not."""

@@ -37,12 +37,14 @@ import errno
 import io
 import ipaddress
 import json
+import math
 import os
 import re
 import signal
 import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -678,12 +680,14 @@ class Stopping:
     main thread, and ``signal`` remembers the last one, for the exit status."""
 
     def __init__(self):
-        self.signal = None
+        self.signal, self.signal_time = None, -math.inf
         for number in nn.EXIT_INTERRUPTED:
             signal.signal(number, self._handle)
 
     def _handle(self, number, frame):
-        self.signal = number
+        if number == self.signal == signal.SIGTERM and time.monotonic() - self.signal_time < nn.SAME_SIGNAL_S:
+            return  # the same SIGTERM again (timeout signals the process, then its group)
+        self.signal, self.signal_time = number, time.monotonic()
         raise KeyboardInterrupt
 
 

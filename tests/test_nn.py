@@ -644,3 +644,21 @@ def test_the_model_line_states_the_whole_recipe_and_stats_the_thread_count(tmp_p
     model_line = next(line for line in result.stdout.splitlines() if line.startswith("Model: "))
     assert "nesterov 0.9, lr 0.2 cosine (warm-up 100), batch 128, 120 steps, seed 0" in model_line, model_line
     assert json.loads((tmp_path / "stats.json").read_text())["environment"]["blas_threads"] == 1
+
+
+def test_one_sigterm_sent_twice_as_gnu_timeout_does_is_one_request(tmp_path):
+    """GNU timeout sends SIGTERM to the process and then to its process group: the run
+    must take the two as one request (save, exit 143), not as a second signal that quits
+    at once without saving."""
+    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "--dry-run", "--steps", "100000",
+                                "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    while "Model: " not in process.stdout.readline():
+        pass
+    time.sleep(0.5)  # training
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.05)  # timeout's two are a few microseconds apart; 50 ms lets Python handle the first one first
+    process.send_signal(signal.SIGTERM)
+    output, errors = process.communicate(timeout=120)
+    assert process.returncode == 143 and "quit at once" not in errors, errors
+    assert json.loads((tmp_path / "stats.json").read_text())["signal"] == "SIGTERM"
