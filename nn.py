@@ -12,6 +12,7 @@ run's own folder, --out/runs/DATE_TIME/ (see runs.py).
 """
 
 import argparse
+import gc
 import os
 import re
 import signal
@@ -1127,4 +1128,11 @@ def main_quiet_on_closed_output(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main_quiet_on_closed_output())
+    status = main_quiet_on_closed_output()
+    # The program ends here. On the way out the interpreter runs the garbage collector,
+    # which would walk every object still alive (some 70,000 once matplotlib has drawn):
+    # about 0.1 s of every run. gc.freeze() leaves every object alive now out of those
+    # passes; the ones only a reference cycle holds are then never freed one by one,
+    # which costs nothing: the operating system takes back the whole process's memory.
+    gc.freeze()
+    sys.exit(status)
