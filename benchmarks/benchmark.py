@@ -20,6 +20,13 @@ alternating (wall time, training time, peak memory): what is not training as a
 ratio of the training time, the time to 98 % of each, and (if torch imports) the
 time PyTorch takes to run the `fast` recipe on the same network. Results go to the
 console and to a JSON file.
+
+    python benchmarks/benchmark.py --threads 1 --no-full-run --against main
+
+--against REV also times another git revision's own training loop and matrix
+products (REV's files exported to a temporary folder, REV's own workers), in the
+same alternating repeats: loop / products differs from one CPU to another, so a
+change is judged against the code before it on the same machine, in the same run.
 """
 
 import argparse
@@ -27,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -292,14 +300,97 @@ WORKERS = {"numpy": worker_numpy, "flat": worker_flat, "matmul": worker_matmul, 
 
 # ------------------------------------------------------------------ the orchestra
 
-def run_worker(name, threads, steps, warmup):
+def start_worker(name, threads, steps, warmup, project_dir=PROJECT_DIR):
+    """The finished process of `benchmarks/benchmark.py --worker NAME` of the project in
+    project_dir (this tree, or the revision exported for --against), run with its own
+    code on its import path and `threads` BLAS threads."""
     environment = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-                       MKL_NUM_THREADS=str(threads), PYTHONPATH=str(PROJECT_DIR))
-    result = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(steps),
-                             "--warmup", str(warmup)], capture_output=True, text=True, env=environment)
+                       MKL_NUM_THREADS=str(threads), PYTHONPATH=str(project_dir))
+    return subprocess.run([sys.executable, str(project_dir / "benchmarks" / "benchmark.py"), "--worker", name,
+                           "--steps", str(steps), "--warmup", str(warmup)],
+                          capture_output=True, text=True, env=environment, cwd=project_dir)
+
+
+def run_worker(name, threads, steps, warmup, project_dir=PROJECT_DIR):
+    """The value a worker prints: seconds per step for the loop contenders."""
+    result = start_worker(name, threads, steps, warmup, project_dir)
     if result.returncode != 0:
-        raise RuntimeError(f"worker {name} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["value"]
+        raise RuntimeError(f"worker {name} of {project_dir} failed:\n{result.stderr}")
+    printed = json.loads(result.stdout.strip().splitlines()[-1])
+    return printed.get("value", printed.get("seconds_per_step"))  # the key before b6dafef
+
+
+# ------------------------------------------------------------------ --against: another revision's own loop
+
+class RevisionError(Exception):
+    """A revision given to --against that cannot be benchmarked; the message is one line."""
+
+
+def git(*arguments):
+    """The finished `git -C PROJECT_DIR ARGUMENTS` (RevisionError if git is not installed)."""
+    try:
+        return subprocess.run(["git", "-C", str(PROJECT_DIR), *arguments], capture_output=True)
+    except FileNotFoundError:
+        raise RevisionError("git is not installed") from None
+
+
+def resolve_revision(revision):
+    """The full commit hash that `revision` (a branch, tag, hash, HEAD~5, ...) names in the
+    project's git repository; RevisionError if the project is not a git checkout or the
+    revision names no commit."""
+    top = git("rev-parse", "--show-toplevel")
+    if top.returncode != 0 or Path(top.stdout.decode().strip()).resolve() != PROJECT_DIR:
+        raise RevisionError(f"{PROJECT_DIR} is not a git checkout")
+    found = None if revision.startswith("-") else git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    if found is None or found.returncode != 0:
+        raise RevisionError(f"unknown revision in {PROJECT_DIR}")
+    return found.stdout.decode().strip()
+
+
+def export_revision(commit, folder):
+    """Write the files of `commit` into folder (`git archive | tar -x`), with this tree's
+    MNIST CSVs linked into its datasets/ and their caches copied there.
+
+    A symbolic link keeps the CSV's cache valid: the cache key is the CSV's device,
+    inode, size and times (data._source_key), which os.stat reads through the link. The
+    caches are copies, so that whatever the revision's code writes into its own never
+    touches this tree's."""
+    archive = subprocess.Popen(["git", "-C", str(PROJECT_DIR), "archive", commit], stdout=subprocess.PIPE)
+    unpacked = subprocess.run(["tar", "-x", "-C", str(folder)], stdin=archive.stdout, capture_output=True)
+    archive.stdout.close()
+    if archive.wait() != 0 or unpacked.returncode != 0:
+        raise RevisionError(f"cannot export it: {unpacked.stderr.decode().strip() or 'git archive failed'}")
+    sys.path.insert(0, str(PROJECT_DIR))
+    import data
+    try:
+        load_training_set()  # make sure this tree's CSVs and caches exist
+    except data.DataError as error:
+        raise RevisionError(f"this tree's data: {error}") from None
+    for split in ("train", "test"):
+        ours, theirs = data.csv_path(PROJECT_DIR / "datasets", split), data.csv_path(folder / "datasets", split)
+        theirs.parent.mkdir(exist_ok=True)
+        theirs.symlink_to(ours)
+        shutil.copyfile(data.cache_path_for(ours), data.cache_path_for(theirs))
+
+
+def check_revision(folder):
+    """Run the exported revision's own `--worker matmul` once (RevisionError if it has
+    none: too old) and load its training CSV once with its own data module: True if its
+    cache was used, False if that load parsed the CSV (and cached it for the workers),
+    None if the revision's data.load_csv does not say."""
+    if not (folder / "benchmarks" / "benchmark.py").is_file():
+        raise RevisionError("too old: it has no benchmarks/benchmark.py")
+    probe = start_worker("matmul", 1, 1, 0, folder)
+    if probe.returncode != 0:
+        last_line = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        if "invalid choice" in last_line:
+            raise RevisionError("too old: its benchmarks/benchmark.py has no --worker matmul")
+        raise RevisionError(f"its --worker matmul failed: {last_line}")
+    code = ("import sys, data; loaded = data.load_csv(sys.argv[1]); "
+            "print(loaded[2] if isinstance(loaded, tuple) and len(loaded) == 3 else None)")
+    loaded = subprocess.run([sys.executable, "-c", code, str(folder / "datasets" / "mnist_train.csv")],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(folder)), cwd=folder)
+    return {"True": True, "False": False}.get(loaded.stdout.strip())
 
 
 def torch_available():
@@ -444,25 +535,60 @@ def main():
                         help="whole runs of `python nn.py` and of `--preset fast`, alternating (default: 3)")
     parser.add_argument("--json", type=Path, default=PROJECT_DIR / "benchmarks" / "results" / "latest.json",
                         help="where to write the results (default: benchmarks/results/latest.json)")
+    parser.add_argument("--against", metavar="REV",
+                        help="also time the training loop and matrix products of git revision REV (main, "
+                             "HEAD~5, e22ae49), with REV's own code, in the same alternating repeats")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps({"value": WORKERS[args.worker](args.steps, args.warmup)}))
         return 0
+    if args.against is None:
+        return benchmark(args, None)
+    with tempfile.TemporaryDirectory(prefix="benchmark-against-") as folder:  # removed however the run ends
+        try:
+            commit = resolve_revision(args.against)
+            export_revision(commit, Path(folder))
+            cache_used = check_revision(Path(folder))
+        except RevisionError as error:
+            print(f"{Path(__file__).name}: error: --against {args.against}: {error}", file=sys.stderr)
+            return 2
+        return benchmark(args, {"revision": args.against, "commit": commit, "folder": Path(folder),
+                                "cache_used": cache_used})
+
+
+def benchmark(args, against):
+    """Run every measurement, print the tables and write the JSON file. against: None,
+    or the revision of --against ({"revision", "commit", "folder", "cache_used"})."""
 
     contenders = ["numpy", "flat", "matmul", "matmul_alloc"] + (["torch"] if not args.no_torch and torch_available() else [])
+    # The contenders of --against, named rev_WORKER, run REV's own worker WORKER.
+    contenders += ["rev_numpy", "rev_matmul"] if against else []
     print(f"Benchmark: {args.repeats} x {args.steps} steps after {args.warmup} warm-up steps; "
           f"contenders {', '.join(contenders)}; BLAS threads {args.threads}; {os.cpu_count()} CPUs")
     results = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                            "processor": platform.processor() or platform.machine(),
                            "load_average_at_start": os.getloadavg()},
                "settings": vars(args) | {"json": str(args.json)}, "loop": {}}
+    if against:
+        cache_text = {True: "its data module used the CSV cache",
+                      False: "its data module did not accept the CSV cache (another format): it parsed the CSV "
+                             "once and cached it for its workers",
+                      None: "its data module does not say whether it used the CSV cache"}[against["cache_used"]]
+        print(f"against {against['revision']}: commit {against['commit'][:12]}, exported to a temporary folder "
+              f"({cache_text}); its rows run its own benchmarks/benchmark.py --worker numpy and matmul")
+        results["against"] = {"revision": against["revision"], "commit": against["commit"],
+                              "cache_used": against["cache_used"]}
     for threads in args.threads:
         samples = {name: [] for name in contenders}
         for repeat in range(args.repeats):
             order = contenders if repeat % 2 == 0 else contenders[::-1]  # alternate
             for name in order:
-                samples[name].append(run_worker(name, threads, args.steps, args.warmup))
+                if name.startswith("rev_"):
+                    value = run_worker(name[len("rev_"):], threads, args.steps, args.warmup, against["folder"])
+                else:
+                    value = run_worker(name, threads, args.steps, args.warmup)
+                samples[name].append(value)
         results["loop"][str(threads)] = {name: {"median_s_per_step": statistics.median(values),
                                                 "samples": values} for name, values in samples.items()}
 
@@ -472,6 +598,8 @@ def main():
         for name, label in (("numpy", "project training loop (NumPy)"), ("flat", "the same step as one flat function"),
                             ("matmul", "the 8 matrix products alone"),
                             ("matmul_alloc", "the same, allocating (X @ W)"),
+                            ("rev_numpy", f"{args.against}: its training loop"),
+                            ("rev_matmul", f"{args.against}: its 8 matrix products"),
                             ("torch", "PyTorch, same network and loop")):
             if name not in table:
                 continue
@@ -488,7 +616,18 @@ def main():
                 if "torch" in table:
                     table["torch_over_numpy"] = table["torch"]["median_s_per_step"] / median
                     ratio += f"; {table['torch_over_numpy']:.2f}x faster than PyTorch"
+            if name == "rev_numpy":
+                table["rev_numpy_over_rev_matmul"] = median / table["rev_matmul"]["median_s_per_step"]
+                ratio = f"{table['rev_numpy_over_rev_matmul']:.2f}x its matrix products"
             print(f"{threads:>7}  {label:<34} {median * 1e6:9.0f} {1 / median:8.0f} {spread:7.0%}  {ratio}")
+    for threads, table in results["loop"].items():
+        if against:
+            table["numpy_over_rev_numpy"] = (table["numpy"]["median_s_per_step"]
+                                             / table["rev_numpy"]["median_s_per_step"])
+            print(f"loop/products, {threads} thread{'s' if threads != '1' else ''}: "
+                  f"this tree {table['numpy_over_matmul']:.2f}x, {args.against} "
+                  f"{table['rev_numpy_over_rev_matmul']:.2f}x (same run); this tree's loop takes "
+                  f"{table['numpy_over_rev_numpy']:.2f}x the time of {args.against}'s")
 
     parse, cache = measure_data(max(1, min(args.repeats, 3)))
     results["data"] = {"csv_parse_s": parse, "cache_load_s": cache}

@@ -357,15 +357,72 @@ def test_progress_on_a_terminal_is_one_updating_line_per_epoch(tmp_path):
     assert len([line for line in closed if "test_accuracy:" in line]) == 3  # one closed line per epoch
 
 
+def git_output(*arguments):
+    """What `git -C PROJECT_DIR ARGUMENTS` prints, or None if it fails or git is missing."""
+    try:
+        result = subprocess.run(["git", "-C", str(PROJECT_DIR), *arguments], capture_output=True, text=True)
+    except FileNotFoundError:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+needs_git_checkout = pytest.mark.skipif(git_output("rev-parse", "--show-toplevel") is None,
+                                        reason="benchmark.py --against compares git revisions")
+
+
+def run_benchmark(*flags, script=PROJECT_DIR / "benchmarks" / "benchmark.py"):
+    return subprocess.run([sys.executable, str(script), *map(str, flags)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@needs_git_checkout
 def test_benchmark_script_runs_with_tiny_sizes(tmp_path):
-    result = subprocess.run([sys.executable, str(PROJECT_DIR / "benchmarks" / "benchmark.py"), "--steps", "20",
-                             "--warmup", "5", "--repeats", "1", "--threads", "1", "--no-torch", "--no-full-run",
-                             "--json", str(tmp_path / "b.json")], capture_output=True, text=True, timeout=300)
+    """The whole benchmark, tiny, with --against HEAD: HEAD's own workers, exported, run in
+    the same repeats and get their rows and ratios."""
+    result = run_benchmark("--steps", 20, "--warmup", 5, "--repeats", 1, "--threads", 1, "--no-torch",
+                           "--no-full-run", "--json", tmp_path / "b.json", "--against", "HEAD")
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "b.json").read_text())
-    assert results["loop"]["1"]["numpy_over_matmul"] > 0.5 and results["loop"]["1"]["flat_over_matmul"] > 0.5
+    loop = results["loop"]["1"]
+    assert loop["numpy_over_matmul"] > 0.5 and loop["flat_over_matmul"] > 0.5
     assert results["data"]["cache_load_s"] < results["data"]["csv_parse_s"]
     assert "project training loop" in result.stdout
+    assert results["against"]["commit"] == git_output("rev-parse", "HEAD")
+    assert results["against"]["cache_used"] is True  # the CSV linked, its cache copied: still valid
+    assert loop["rev_numpy_over_rev_matmul"] > 0.5 and len(loop["rev_numpy"]["samples"]) == 1
+    ratio = loop["numpy"]["median_s_per_step"] / loop["rev_numpy"]["median_s_per_step"]
+    assert loop["numpy_over_rev_numpy"] == ratio
+    assert "HEAD: its training loop" in result.stdout and "HEAD: its 8 matrix products" in result.stdout
+    assert (f"loop/products, 1 thread: this tree {loop['numpy_over_matmul']:.2f}x, HEAD "
+            f"{loop['rev_numpy_over_rev_matmul']:.2f}x (same run); this tree's loop takes {ratio:.2f}x the time "
+            "of HEAD's") in result.stdout
+
+
+@needs_git_checkout
+@pytest.mark.parametrize("revision, reason", [
+    ("no-such-revision", f"unknown revision in {PROJECT_DIR}"),
+    ("HEAD:nn.py", f"unknown revision in {PROJECT_DIR}"),  # a file, not a commit
+    ("ROOT", "too old: it has no benchmarks/benchmark.py"),  # the first commit
+])
+def test_benchmark_against_a_bad_revision_stops_before_timing(tmp_path, revision, reason):
+    if revision == "ROOT":
+        revision = git_output("rev-list", "--max-parents=0", "HEAD").split()[0]
+        if git_output("cat-file", "-e", f"{revision}:benchmarks/benchmark.py") is not None:
+            pytest.skip("a shallow clone: its oldest commit has a benchmark")
+    result = run_benchmark("--json", tmp_path / "b.json", "--against", revision)
+    assert result.returncode == 2
+    assert result.stderr == f"benchmark.py: error: --against {revision}: {reason}\n"
+    assert result.stdout == "" and not (tmp_path / "b.json").exists()
+
+
+def test_benchmark_against_outside_a_git_checkout_says_so(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    script = tmp_path / "benchmarks" / "benchmark.py"
+    script.write_bytes((PROJECT_DIR / "benchmarks" / "benchmark.py").read_bytes())
+    result = run_benchmark("--against", "HEAD", script=script)
+    assert result.returncode == 2
+    assert result.stderr in (f"benchmark.py: error: --against HEAD: {tmp_path.resolve()} is not a git checkout\n",
+                             "benchmark.py: error: --against HEAD: git is not installed\n")
 
 
 def test_two_runs_at_once_in_one_folder_do_not_corrupt_anything(tmp_path):
