@@ -7,9 +7,9 @@
 
 An image is turned into MNIST form first, with NumPy alone: read upright (EXIF) as
 grey levels, the ink measured against its local background (so a desk around the
-sheet and uneven light do not matter), specks away from the digit dropped, cropped
-to the digit, scaled into a 20x20 box and centred by its centre of mass in 28x28,
-as the MNIST images were made.
+sheet and uneven light do not matter), specks away from the digit dropped, a fine
+pen's strokes widened to MNIST's, cropped to the digit, scaled into a 20x20 box and
+centred by its centre of mass in 28x28, as the MNIST images were made.
 """
 
 import argparse
@@ -112,16 +112,18 @@ BLANK_CONTRAST = 0.05  # less ink contrast than this is an empty page
 INK_FLOOR = 0.25  # ink lighter than this fraction of the darkest is paper texture or shadow
 NEAR = 0.25  # ink regions this close to the digit (times its longer side) belong to it
 MIN_PART = 0.02  # a region near the digit with less ink than this share of it is a speck
+MNIST_STROKE = 0.1  # the median stroke width of the 10,000 MNIST test digits (stroke_width), as a share of their longer side
 
 
 def to_mnist(grey):
     """A (28, 28) float array in [0, 1], white digit on black, from a grey image (H, W) in [0, 1].
 
-    28x28 images with a dark border are taken as MNIST already. Anything else, in four steps:
+    28x28 images with a dark border are taken as MNIST already. Anything else, in steps:
     find_ink (the ink against its local background: a desk around the paper and uneven light
     do not matter), keep_digit (the largest connected ink region and its near neighbours:
-    specks elsewhere are dropped), then crop to the digit, scale its longer side to 20 pixels
-    and put its centre of mass at pixel (14, 14) of 28x28, as the MNIST images were made.
+    specks elsewhere are dropped), thicken_strokes (a fine pen's lines made as wide as
+    MNIST's), then crop to the digit, scale its longer side to 20 pixels and put its centre of
+    mass at pixel (14, 14) of 28x28, as the MNIST images were made.
     Raises ValueError("no digit found ...") for an empty image, black or white.
     """
     border = np.median(_border(grey))
@@ -129,7 +131,7 @@ def to_mnist(grey):
         if grey.max() - border <= BLANK_CONTRAST:
             raise ValueError("no digit found (the image is blank)")
         return np.clip(grey, 0, 1)
-    return centre_in_mnist_box(keep_digit(find_ink(grey)))
+    return centre_in_mnist_box(thicken_strokes(keep_digit(find_ink(grey))))
 
 
 def _border(image):
@@ -301,6 +303,34 @@ def keep_digit(ink):
     kept = (gap <= reach) & (mass >= MIN_PART * mass[main])
     kept[0] = False
     return np.where(kept[labels], ink, 0)
+
+
+def stroke_width(ink):
+    """(stroke width, longer side) of the ink (h, w), in pixels. The width is estimated from
+    the pixels of more than half the darkest ink as 2 x area / boundary length: a stroke of
+    width w and length L has an area of w L and a boundary of about 2 L. The boundary counts
+    the sides where an ink pixel meets paper or the image's edge; the side is the longer side
+    of the box around those pixels."""
+    mask = ink > 0.5 * ink.max()
+    padded = np.pad(mask, 1)
+    boundary = (np.count_nonzero(padded[1:] != padded[:-1])
+                + np.count_nonzero(padded[:, 1:] != padded[:, :-1]))
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    side = max(rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1)
+    return 2 * np.count_nonzero(mask) / boundary, int(side)
+
+
+def thicken_strokes(ink):
+    """ink (h, w) whose strokes are at least MNIST_STROKE times the digit's longer side wide.
+
+    The MNIST digits were written with thick pens. A digit written with a fine pen and scaled
+    into 20x20 pixels becomes lines a pixel wide or less, which the network reads less surely
+    (a 3-pixel pen on a 600-pixel photo: 9 of 10 test digits, against 10 of 10 from 6 pixels
+    up). A maximum filter of size k widens every stroke by k - 1 pixels; strokes as wide as
+    MNIST's, or wider, are left as they are."""
+    width, side = stroke_width(ink)
+    size = int(round(MNIST_STROKE * side - width)) + 1
+    return _filter(ink, size, np.max) if size > 1 else ink
 
 
 def centre_in_mnist_box(ink):
