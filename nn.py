@@ -82,6 +82,8 @@ DEFAULTS = {
 # Measured on 3,000 and 20,000 steps of the default network (docs/results.md); momentum's
 # 0.01 moves as far as sgd's 0.1 once its velocity sums about 10 gradients.
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001}
+# The optimizers that use --momentum; the others' is recorded as null (recorded_config).
+MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
 # The choices of --optimizer and --activation, spelled out so that the flags parse
 # before NumPy is imported (tests check them against optimizers.py and functions.py).
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam")
@@ -312,6 +314,11 @@ def resolve_config(args, resumed_config=None):
         if value is not None:
             config[key] = value
     config["lr"] = learning_rate_choice(args, resumed_config, config["optimizer"])[0]
+    if args.momentum is not None and config["optimizer"] not in MOMENTUM_OPTIMIZERS:
+        raise UsageError(f"--momentum is for --optimizer {' or '.join(MOMENTUM_OPTIMIZERS)}; "
+                         f"{config['optimizer']} uses no momentum")
+    if config["momentum"] is None:  # resumed from a run without momentum (recorded_config)
+        config["momentum"] = DEFAULTS["momentum"]
     if args.dry_run and args.steps is None and not resumed_config:  # a resumed run keeps its steps
         config["steps"] = 50
     check_config(config)  # eval_every None means once an epoch, set when the data size is known
@@ -352,7 +359,8 @@ def check_config(config):
     need(0 <= config["dropout"] < 1, f"--dropout must be in [0, 1), got {config['dropout']}")
     need(math.isfinite(config["weight_decay"]) and config["weight_decay"] >= 0,
          f"--weight-decay must be a number, 0 or more, got {config['weight_decay']}")
-    need(0 <= config["momentum"] < 1, f"--momentum must be in [0, 1), got {config['momentum']}")
+    need(config["momentum"] is None or 0 <= config["momentum"] < 1,  # None: recorded without momentum
+         f"--momentum must be in [0, 1), got {config['momentum']}")
     need(config["warmup_steps"] >= 0, f"--warmup-steps must be 0 or more, got {config['warmup_steps']}")
     need(config["warmup_steps"] < config["steps"], f"--warmup-steps {config['warmup_steps']} is not shorter than "
          f"--steps {config['steps']}: the learning rate would never reach --lr")
@@ -694,7 +702,7 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     elif not show:
         plots.use_display(False)
     with plots.collector_paused():  # many short-lived objects: see collector_paused
-        model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"],
+        model.save(out_dir / MODEL_FILE, config=recorded_config(config), steps_done=history["steps_done"],
                    history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
         plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
                          title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}",
@@ -715,12 +723,21 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     plots.show()
 
 
+def recorded_config(config):
+    """The configuration as stats.json and the model file record it: config with momentum
+    null for an optimizer that uses none (sgd, adam), where DEFAULTS' 0.9 would suggest
+    that the run used momentum. A resumed run reads null back as DEFAULTS' momentum."""
+    if config["optimizer"] in MOMENTUM_OPTIMIZERS:
+        return config
+    return dict(config, momentum=None)
+
+
 def recipe_text(config):
     """The recipe behind a loss curve, short: 'sgd, lr 0.1 constant, batch 64, 20,000 steps',
     or 'nesterov 0.9, lr 0.05 cosine (warm-up 500), batch 128, 24,000 steps, dropout 0.2,
     shifts 2 px': the optimizer (with its momentum), the learning rate and its schedule,
     the batch and the steps, then the regularisers that are on."""
-    optimizer = config["optimizer"] + (f" {config['momentum']:g}" if config["optimizer"] in ("momentum", "nesterov")
+    optimizer = config["optimizer"] + (f" {config['momentum']:g}" if config["optimizer"] in MOMENTUM_OPTIMIZERS
                                        else "")
     schedule = config["lr_schedule"] + (f" (warm-up {config['warmup_steps']:,})" if config["warmup_steps"] else "")
     parts = [optimizer, f"lr {config['lr']:g} {schedule}", f"batch {config['batch_size']}",
@@ -755,7 +772,7 @@ def build_stats(config, history, test_loss, test_accuracy, probabilities, labels
         "interrupted": signal_seen is not None,
         "signal": signal_seen and signal_seen.name,
         "seed": config["seed"],
-        "config": config,
+        "config": recorded_config(config),
         "train_time_s": round(timings["train"], 3),
         "data_load_time_s": round(timings["data"], 3),
         "steps_per_s": round(timings["steps_this_run"] / max(timings["train"], 1e-9), 1),
@@ -974,9 +991,10 @@ _WHOLE = (lambda v: type(v) is int, "a whole number")
 _NUMBER = (lambda v: type(v) in (int, float), "a number")
 CONFIG_TYPES = {
     "steps": _WHOLE, "batch_size": _WHOLE, "seed": _WHOLE, "warmup_steps": _WHOLE, "augment": _WHOLE,
-    "early_stopping": _WHOLE, "lr": _NUMBER, "momentum": _NUMBER, "weight_decay": _NUMBER, "dropout": _NUMBER,
+    "early_stopping": _WHOLE, "lr": _NUMBER, "weight_decay": _NUMBER, "dropout": _NUMBER,
     "rotate": _NUMBER, "val_split": _NUMBER,
     "eval_every": (lambda v: v is None or type(v) is int, "a whole number or null (once an epoch)"),
+    "momentum": (lambda v: v is None or type(v) in (int, float), "a number or null (no momentum)"),
     "hidden": (lambda v: type(v) is list and all(type(n) is int for n in v), "a list of whole numbers"),
     "activation": (lambda v: type(v) is str and v in ACTIVATIONS and v != "linear", "an activation name"),
     "optimizer": (lambda v: type(v) is str and v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),

@@ -88,6 +88,10 @@ def test_same_seed_same_model(tmp_path):
     (["--hidden", "100000000"], "out of memory"),
     (["--warmup-steps", "500", "--steps", "100"], "--warmup-steps 500 is not shorter than --steps 100"),
     (["--val-split", "1e-9"], "--val-split 1e-09 holds out no image of the 60000 training images"),
+    (["--dry-run", "--momentum", "0.5"],  # sgd ran without it, not a word said
+     "--momentum is for --optimizer momentum or nesterov; sgd uses no momentum"),
+    (["--dry-run", "--steps", "200", "--preset", "fast", "--optimizer", "adam", "--momentum", "0.8"],
+     "adam uses no momentum"),
 ])
 def test_bad_flags_are_refused_at_once(tmp_path, flags, message):
     result = run_nn(*flags, "--out", tmp_path) if "--out" not in flags else run_nn(*flags)
@@ -310,6 +314,21 @@ def test_a_bad_saved_configuration_is_refused_before_loading_data(tmp_path, chan
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"nn.py: error: {path}: bad saved configuration: ") and message in lines[0]
     assert "Data:" not in result.stdout
+
+
+def test_momentum_is_recorded_as_null_for_an_optimizer_without_it(tmp_path):
+    """stats.json and the model said "momentum": 0.9 for sgd, which uses none. An older
+    model that says 0.9 still resumes; null reads back as 0.9 when a resume turns to momentum."""
+    old = tmp_path / "old.npz"  # as saved before: momentum 0.9 beside sgd
+    MLP([784, 150, 150, 10]).save(old, config=dict(nn_defaults(), momentum=0.9, steps=10), steps_done=10)
+    result = run_nn("--dry-run", "--resume", old, "--steps", 20, "--quiet", "--out", tmp_path / "sgd")
+    assert result.returncode == 0, result.stderr
+    _, info = MLP.load(tmp_path / "sgd" / "model_mnist.npz", with_info=True)
+    assert info["config"]["momentum"] is None and read_stats(tmp_path / "sgd")["config"]["momentum"] is None
+    result = run_nn("--dry-run", "--resume", tmp_path / "sgd" / "model_mnist.npz", "--steps", 30,
+                    "--optimizer", "momentum", "--quiet", "--out", tmp_path / "momentum")
+    assert result.returncode == 0, result.stderr
+    assert read_stats(tmp_path / "momentum")["config"]["momentum"] == 0.9
 
 
 def test_early_stopping_saves_the_best_model_with_its_own_step(tmp_path):
