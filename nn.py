@@ -433,11 +433,13 @@ def split_validation(images, labels, fraction, rng):
 
 class StopRequest:
     """Turns SIGINT and SIGTERM into a request the training loop sees at its next
-    step; a second signal ends the program at once."""
+    step; a second signal ends the program at once, removing the folders the run
+    created that are still empty (created_folders, deepest first)."""
 
-    def __init__(self):
+    def __init__(self, created_folders=()):
         self.signal = None
         self.saving = None  # (out_dir, folder_contents(out_dir)) once the save has begun
+        self.created_folders = list(created_folders)  # the save adds its run folder (save_run)
 
     def __enter__(self):
         self.previous = {s: signal.signal(s, self._handle) for s in EXIT_INTERRUPTED}
@@ -452,6 +454,7 @@ class StopRequest:
             if number == self.signal == signal.SIGTERM and time.monotonic() - self.signal_time < SAME_SIGNAL_S:
                 return  # the first SIGTERM again (see SAME_SIGNAL_S)
             os.write(2, (self.quit_message() + "\n").encode())  # os.write: print may be mid-write
+            remove_empty_folders(self.created_folders)
             os._exit(EXIT_INTERRUPTED.get(number, 1))
         self.signal, self.signal_time = signal.Signals(number), time.monotonic()
 
@@ -460,6 +463,14 @@ class StopRequest:
         if self.saving is None:
             return "nn.py: quit at once: nothing was saved; earlier outputs are intact"
         return f"nn.py: quit during the save: {saved_so_far(*self.saving)}"
+
+
+def remove_empty_folders(folders):
+    """Remove each of `folders` (deepest first) that is empty: a run that stops before
+    writing anything leaves no new empty folder behind, and one that wrote keeps its files."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty (or gone already): kept
+            folder.rmdir()
 
 
 def saved_so_far(out_dir, before):
@@ -841,17 +852,16 @@ def run(args):
     created = [folder for folder in (out_dir, *out_dir.absolute().parents) if not folder.exists()]  # deepest first
     check_folders(args, out_dir, say)
     try:
-        return train_test_and_save(args, config, out_dir, say, resumed, resumed_info)
+        return train_test_and_save(args, config, out_dir, say, resumed, resumed_info, created)
     except BaseException:
-        for folder in created:  # a run that fails before writing anything leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty_folders(created)  # a run that fails before writing anything leaves no empty folder behind
         raise
 
 
-def train_test_and_save(args, config, out_dir, say, resumed, resumed_info):
+def train_test_and_save(args, config, out_dir, say, resumed, resumed_info, created_folders=()):
     """The data, the training, the test and the save of run(), once the flags and the
-    folders are checked; returns the exit status."""
+    folders are checked; returns the exit status. created_folders: the folders run()
+    created for out_dir, deepest first, removed by a second Ctrl-C while still empty."""
     saved_state = resumed_info and resumed_info["training_state"]
     started = time.perf_counter()
     (train_images, train_labels), eval_sets = prepare_data(args, config, say)
@@ -878,7 +888,7 @@ def train_test_and_save(args, config, out_dir, say, resumed, resumed_info):
     history = resumed_info["history"] if resumed_info else None
     progress = Progress(config["steps"], steps_per_epoch, first_step, args.log_interval, args.quiet)
     started = time.perf_counter()
-    with StopRequest() as stop:
+    with StopRequest(created_folders) as stop:
         history = train(model, config, (train_images, train_labels), eval_sets, rng, progress, stop,
                         first_step, history, saved_state)
         train_time = time.perf_counter() - started
@@ -921,7 +931,10 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
     run_folder = None
     try:
         replaced = runs.keep_replaced_model(out_dir, MODEL_FILE, STATS_FILE)
+        runs_folder_is_new = not (out_dir / runs.RUNS_DIR).exists()
         run_folder = runs.new_run_folder(out_dir)
+        if stop is not None:  # a second signal before anything is copied into them removes them
+            stop.created_folders[:0] = [run_folder, out_dir / runs.RUNS_DIR] if runs_folder_is_new else [run_folder]
         stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
         write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show)
         stats["model_sha256"] = runs.file_sha256(out_dir / MODEL_FILE)  # which model file these stats describe

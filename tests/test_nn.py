@@ -184,6 +184,41 @@ def test_second_interrupt_exits_at_once(tmp_path):
     assert errors.strip().splitlines()[-1].startswith("nn.py: quit "), errors  # and said what it saved
 
 
+def test_second_interrupt_into_a_new_out_folder_leaves_no_empty_folder(tmp_path):
+    """--out new/deep, created by the run, then Ctrl-C twice: the second quit at once and
+    left new/deep (and runs/DATE_TIME in it) empty behind, where the first Ctrl-C alone,
+    before training, leaves nothing. Whatever the save wrote before the second stays."""
+    process = start_long_run(tmp_path, "--out", str(tmp_path / "new" / "deep"))
+    process.send_signal(signal.SIGINT)
+    for line in process.stdout:
+        if "saving what was reached" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=30)
+    assert process.returncode == 130 and "nn.py: quit " in errors, errors
+    empty = [folder for folder in tmp_path.rglob("*") if folder.is_dir() and not any(folder.iterdir())]
+    assert empty == [], empty
+    if not (tmp_path / "new").exists():  # the usual case: the second arrives before the first file is written
+        assert "nothing was saved" in errors or "wrote nothing to" in errors, errors
+
+
+def test_second_signal_removes_the_run_folders_still_empty(tmp_path, monkeypatch, capfd):
+    """Before the save (nothing written yet) a second signal removes the folders the run
+    created, deepest first, and keeps a created folder that holds a file."""
+    import nn
+    kept, deep = tmp_path / "kept", tmp_path / "new" / "deep"
+    deep.mkdir(parents=True), kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    monkeypatch.setattr(os, "_exit", lambda status: (_ for _ in ()).throw(SystemExit(status)))
+    stop = nn.StopRequest([deep, deep.parent, kept])
+    stop._handle(signal.SIGINT, None)  # the first: a request, seen at the next step
+    assert deep.is_dir()
+    with pytest.raises(SystemExit) as quit:
+        stop._handle(signal.SIGINT, None)
+    assert quit.value.code == 130 and "quit at once: nothing was saved" in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "notes.txt"]
+
+
 def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
     import nn
     stop = nn.StopRequest()
