@@ -1044,16 +1044,50 @@ def not_a_command(argv):
     ("unknown command 'prdict'; did you mean 'predict'?"), or an image given without
     `predict`, answered with the predict command line made of the words predict accepts."""
     import difflib
-    if Path(argv[0]).suffix.lower() in IMAGE_SUFFIXES:
-        kept, dropped = predict_words(argv)
-        left_out = f" (predict takes no {', '.join(dropped)})" if dropped else ""
-        return (f"unrecognized arguments: {' '.join(argv)}; did you mean: python nn.py predict "
-                f"{shlex.join(kept)}{left_out}")
+    if is_image(argv[0]):
+        return predict_hint(argv, argv)
     close = difflib.get_close_matches(argv[0], SUBCOMMANDS, n=1)
     if close:
         return f"unknown command {argv[0]!r}; did you mean {close[0]!r}?"
     return (f"unknown command {argv[0]!r}; the commands are {' and '.join(SUBCOMMANDS)}, and training needs "
             f"none: python nn.py [FLAGS] (see python nn.py --help)")
+
+
+def is_image(word):
+    """True when a command-line word names an image file (my_digit.png), by its suffix."""
+    return not word.startswith("-") and Path(word).suffix.lower() in IMAGE_SUFFIXES
+
+
+def forgotten_predict(argv, unrecognized):
+    """The error for training flags beside words that only predict takes ("--steps 100
+    seven.png", "--model m.npz seven.png"): the predict command line, as not_a_command
+    gives it for "seven.png" alone; None when no unrecognized word is an image or a
+    flag of predict (a plain unrecognized argument)."""
+    import predict
+    predict_options = predict.build_parser()._option_string_actions
+    if not any(is_image(word) or option_named(word, predict_options) not in (None, "-h", "--help")
+               for word in unrecognized):
+        return None
+    return predict_hint(unrecognized, argv)
+
+
+def predict_hint(unrecognized, argv):
+    """'unrecognized arguments: ...; did you mean: python nn.py predict ...', the predict
+    command line made of the words of argv that predict accepts (predict_words)."""
+    kept, dropped = predict_words(argv)
+    left_out = f" (predict takes no {', '.join(dropped)})" if dropped else ""
+    return (f"unrecognized arguments: {' '.join(unrecognized)}; did you mean: python nn.py predict "
+            f"{shlex.join(kept)}{left_out}")
+
+
+def option_named(word, options):
+    """The option string of `options` (an argparse table of them) that `word` names, in
+    full or by the unique prefix argparse accepts ("--mod" or "--mod=m.npz" for "--model"), or None."""
+    name = word.split("=")[0]
+    if name in options:
+        return name
+    matches = [option for option in options if name.startswith("--") and option.startswith(name)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def predict_words(argv):
@@ -1068,21 +1102,22 @@ def predict_words(argv):
     while words:
         word = words.pop(0)
         name = word.split("=")[0]
-        if name in predict_options:
-            kept.append(word)
-            if "=" not in word and predict_options[name].nargs != 0 and words:
+        predict_option = option_named(word, predict_options)
+        if predict_option:
+            kept.append(predict_option + word[len(name):])  # in full: --mod=m.npz -> --model=m.npz
+            if "=" not in word and predict_options[predict_option].nargs != 0 and words:
                 kept.append(words.pop(0))
         elif word.startswith("-"):
-            dropped.append(name)
-            action = training_options.get(name)
+            training_option = option_named(word, training_options)
+            dropped.append(training_option or name)
+            action = training_options.get(training_option)
             if action is None or "=" in word or action.nargs == 0:  # unknown, value attached, or a switch
                 takes = 0
             elif action.nargs in (None, "?"):
                 takes = 1
             else:  # nargs "*" (--hidden 150 150): every value up to the next flag or image
                 takes = len(words)
-            while takes and words and not words[0].startswith("-") and \
-                    Path(words[0]).suffix.lower() not in IMAGE_SUFFIXES:
+            while takes and words and not words[0].startswith("-") and not is_image(words[0]):
                 words.pop(0)
                 takes -= 1
         else:
@@ -1102,7 +1137,13 @@ def main(argv=None):
         print(f"nn.py: error: {not_a_command(argv)}", file=sys.stderr)
         return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:  # an image or a flag of predict, given without `predict`? else argparse's error
+        hint = forgotten_predict(argv, unrecognized)
+        if hint:
+            print(f"nn.py: error: {hint}", file=sys.stderr)
+            return 2
+        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     data_files_before = folder_contents(args.data)
     try:
         return run(args)
