@@ -401,7 +401,12 @@ def check_output_folder(out_dir, say, label="--out", elsewhere="choose another -
     except OSError as error:
         raise UsageError(f"{label} {out_dir}: cannot write there ({error.strerror})") from None
     runs_dir = out_dir / runs.RUNS_DIR  # created by the save when missing: out_dir is writable
-    if runs_dir.exists() or runs_dir.is_symlink():
+    if runs_dir.is_symlink() and not runs_dir.exists():
+        target = runs_dir.parent / os.readlink(runs_dir)
+        missing = "itself a link that leads nowhere" if target.is_symlink() else "which does not exist"
+        raise UsageError(f"{runs_dir}: a link to {target}, {missing}; every run copies its outputs into "
+                         f"{runs.RUNS_DIR}/ in {label} (create that folder, remove the link, or {elsewhere})")
+    if runs_dir.exists():
         if not runs_dir.is_dir():
             raise UsageError(f"{runs_dir}: not a folder; every run copies its outputs into {runs.RUNS_DIR}/ "
                              f"in {label} (move the file away, or {elsewhere})")

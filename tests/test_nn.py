@@ -573,6 +573,21 @@ def test_runs_or_an_output_that_cannot_be_written_is_refused_before_the_data_loa
     assert not (tmp_path / "model_mnist.npz").exists()
 
 
+def test_a_runs_link_to_nothing_is_named_as_such(tmp_path):
+    """A runs/ that is a link to a missing folder was called 'not a folder' with the advice
+    to 'move the file away': it is a link, and its target is what is missing."""
+    (tmp_path / "runs").symlink_to(tmp_path / "unplugged_disk")
+    result = run_nn("--dry-run", "--quiet", "--out", tmp_path)
+    assert result.returncode == 2 and result.stderr == (
+        f"nn.py: error: {tmp_path / 'runs'}: a link to {tmp_path / 'unplugged_disk'}, which does not exist; every run "
+        f"copies its outputs into runs/ in --out (create that folder, remove the link, or choose another --out)\n")
+    (tmp_path / "runs").unlink()
+    (tmp_path / "runs").symlink_to("runs")  # a link to itself
+    result = run_nn("--dry-run", "--quiet", "--out", tmp_path)
+    assert result.returncode == 2 and f"runs: a link to {tmp_path / 'runs'}, itself a link that leads nowhere; " \
+        in result.stderr, result.stderr
+
+
 def test_an_error_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
     """A disk that fills up during the save: one line naming the file and what was written,
     exit status 1, and the outputs not yet written keep their previous version."""
