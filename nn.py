@@ -83,6 +83,8 @@ DEFAULTS = {
 # Measured on 3,000 and 20,000 steps of the default network (docs/results.md); momentum's
 # 0.01 moves as far as sgd's 0.1 once its velocity sums about 10 gradients.
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001}
+# The optimizers that use --momentum; the others' is recorded as null (recorded_config).
+MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
 # The choices of --optimizer and --activation, spelled out so that the flags parse
 # before NumPy is imported (tests check them against optimizers.py and functions.py).
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam")
@@ -313,6 +315,11 @@ def resolve_config(args, resumed_config=None):
         if value is not None:
             config[key] = value
     config["lr"] = learning_rate_choice(args, resumed_config, config["optimizer"])[0]
+    if args.momentum is not None and config["optimizer"] not in MOMENTUM_OPTIMIZERS:
+        raise UsageError(f"--momentum is for --optimizer {' or '.join(MOMENTUM_OPTIMIZERS)}; "
+                         f"{config['optimizer']} uses no momentum")
+    if config["momentum"] is None:  # resumed from a run without momentum (recorded_config)
+        config["momentum"] = DEFAULTS["momentum"]
     if args.dry_run and args.steps is None and not resumed_config:  # a resumed run keeps its steps
         config["steps"] = 50
     check_config(config)  # eval_every None means once an epoch, set when the data size is known
@@ -353,7 +360,8 @@ def check_config(config):
     need(0 <= config["dropout"] < 1, f"--dropout must be in [0, 1), got {config['dropout']}")
     need(math.isfinite(config["weight_decay"]) and config["weight_decay"] >= 0,
          f"--weight-decay must be a number, 0 or more, got {config['weight_decay']}")
-    need(0 <= config["momentum"] < 1, f"--momentum must be in [0, 1), got {config['momentum']}")
+    need(config["momentum"] is None or 0 <= config["momentum"] < 1,  # None: recorded without momentum
+         f"--momentum must be in [0, 1), got {config['momentum']}")
     need(config["warmup_steps"] >= 0, f"--warmup-steps must be 0 or more, got {config['warmup_steps']}")
     need(config["warmup_steps"] < config["steps"], f"--warmup-steps {config['warmup_steps']} is not shorter than "
          f"--steps {config['steps']}: the learning rate would never reach --lr")
@@ -394,7 +402,12 @@ def check_output_folder(out_dir, say, label="--out", elsewhere="choose another -
     except OSError as error:
         raise UsageError(f"{label} {out_dir}: cannot write there ({error.strerror})") from None
     runs_dir = out_dir / runs.RUNS_DIR  # created by the save when missing: out_dir is writable
-    if runs_dir.exists() or runs_dir.is_symlink():
+    if runs_dir.is_symlink() and not runs_dir.exists():
+        target = runs_dir.parent / os.readlink(runs_dir)
+        missing = "itself a link that leads nowhere" if target.is_symlink() else "which does not exist"
+        raise UsageError(f"{runs_dir}: a link to {target}, {missing}; every run copies its outputs into "
+                         f"{runs.RUNS_DIR}/ in {label} (create that folder, remove the link, or {elsewhere})")
+    if runs_dir.exists():
         if not runs_dir.is_dir():
             raise UsageError(f"{runs_dir}: not a folder; every run copies its outputs into {runs.RUNS_DIR}/ "
                              f"in {label} (move the file away, or {elsewhere})")
@@ -426,11 +439,13 @@ def split_validation(images, labels, fraction, rng):
 
 class StopRequest:
     """Turns SIGINT and SIGTERM into a request the training loop sees at its next
-    step; a second signal ends the program at once."""
+    step; a second signal ends the program at once, removing the folders the run
+    created that are still empty (created_folders, deepest first)."""
 
-    def __init__(self):
+    def __init__(self, created_folders=()):
         self.signal = None
         self.saving = None  # (out_dir, folder_contents(out_dir)) once the save has begun
+        self.created_folders = list(created_folders)  # the save adds its run folder (save_run)
 
     def __enter__(self):
         self.previous = {s: signal.signal(s, self._handle) for s in EXIT_INTERRUPTED}
@@ -445,6 +460,7 @@ class StopRequest:
             if number == self.signal == signal.SIGTERM and time.monotonic() - self.signal_time < SAME_SIGNAL_S:
                 return  # the first SIGTERM again (see SAME_SIGNAL_S)
             os.write(2, (self.quit_message() + "\n").encode())  # os.write: print may be mid-write
+            remove_empty_folders(self.created_folders)
             os._exit(EXIT_INTERRUPTED.get(number, 1))
         self.signal, self.signal_time = signal.Signals(number), time.monotonic()
 
@@ -453,6 +469,14 @@ class StopRequest:
         if self.saving is None:
             return "nn.py: quit at once: nothing was saved; earlier outputs are intact"
         return f"nn.py: quit during the save: {saved_so_far(*self.saving)}"
+
+
+def remove_empty_folders(folders):
+    """Remove each of `folders` (deepest first) that is empty: a run that stops before
+    writing anything leaves no new empty folder behind, and one that wrote keeps its files."""
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty (or gone already): kept
+            folder.rmdir()
 
 
 def saved_so_far(out_dir, before):
@@ -695,7 +719,7 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     elif not show:
         plots.use_display(False)
     with plots.collector_paused():  # many short-lived objects: see collector_paused
-        model.save(out_dir / MODEL_FILE, config=config, steps_done=history["steps_done"],
+        model.save(out_dir / MODEL_FILE, config=recorded_config(config), steps_done=history["steps_done"],
                    history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
         plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
                          title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}",
@@ -716,12 +740,21 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     plots.show()
 
 
+def recorded_config(config):
+    """The configuration as stats.json and the model file record it: config with momentum
+    null for an optimizer that uses none (sgd, adam), where DEFAULTS' 0.9 would suggest
+    that the run used momentum. A resumed run reads null back as DEFAULTS' momentum."""
+    if config["optimizer"] in MOMENTUM_OPTIMIZERS:
+        return config
+    return dict(config, momentum=None)
+
+
 def recipe_text(config):
     """The recipe behind a loss curve, short: 'sgd, lr 0.1 constant, batch 64, 20,000 steps',
     or 'nesterov 0.9, lr 0.05 cosine (warm-up 500), batch 128, 24,000 steps, dropout 0.2,
     shifts 2 px': the optimizer (with its momentum), the learning rate and its schedule,
     the batch and the steps, then the regularisers that are on."""
-    optimizer = config["optimizer"] + (f" {config['momentum']:g}" if config["optimizer"] in ("momentum", "nesterov")
+    optimizer = config["optimizer"] + (f" {config['momentum']:g}" if config["optimizer"] in MOMENTUM_OPTIMIZERS
                                        else "")
     schedule = config["lr_schedule"] + (f" (warm-up {config['warmup_steps']:,})" if config["warmup_steps"] else "")
     parts = [optimizer, f"lr {config['lr']:g} {schedule}", f"batch {config['batch_size']}",
@@ -756,7 +789,7 @@ def build_stats(config, history, test_loss, test_accuracy, probabilities, labels
         "interrupted": signal_seen is not None,
         "signal": signal_seen and signal_seen.name,
         "seed": config["seed"],
-        "config": config,
+        "config": recorded_config(config),
         "train_time_s": round(timings["train"], 3),
         "data_load_time_s": round(timings["data"], 3),
         "steps_per_s": round(timings["steps_this_run"] / max(timings["train"], 1e-9), 1),
@@ -825,17 +858,16 @@ def run(args):
     created = [folder for folder in (out_dir, *out_dir.absolute().parents) if not folder.exists()]  # deepest first
     check_folders(args, out_dir, say)
     try:
-        return train_test_and_save(args, config, out_dir, say, resumed, resumed_info)
+        return train_test_and_save(args, config, out_dir, say, resumed, resumed_info, created)
     except BaseException:
-        for folder in created:  # a run that fails before writing anything leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_empty_folders(created)  # a run that fails before writing anything leaves no empty folder behind
         raise
 
 
-def train_test_and_save(args, config, out_dir, say, resumed, resumed_info):
+def train_test_and_save(args, config, out_dir, say, resumed, resumed_info, created_folders=()):
     """The data, the training, the test and the save of run(), once the flags and the
-    folders are checked; returns the exit status."""
+    folders are checked; returns the exit status. created_folders: the folders run()
+    created for out_dir, deepest first, removed by a second Ctrl-C while still empty."""
     saved_state = resumed_info and resumed_info["training_state"]
     started = time.perf_counter()
     (train_images, train_labels), eval_sets = prepare_data(args, config, say)
@@ -862,7 +894,7 @@ def train_test_and_save(args, config, out_dir, say, resumed, resumed_info):
     history = resumed_info["history"] if resumed_info else None
     progress = Progress(config["steps"], steps_per_epoch, first_step, args.log_interval, args.quiet)
     started = time.perf_counter()
-    with StopRequest() as stop:
+    with StopRequest(created_folders) as stop:
         history = train(model, config, (train_images, train_labels), eval_sets, rng, progress, stop,
                         first_step, history, saved_state)
         train_time = time.perf_counter() - started
@@ -905,7 +937,10 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
     run_folder = None
     try:
         replaced = runs.keep_replaced_model(out_dir, MODEL_FILE, STATS_FILE)
+        runs_folder_is_new = not (out_dir / runs.RUNS_DIR).exists()
         run_folder = runs.new_run_folder(out_dir)
+        if stop is not None:  # a second signal before anything is copied into them removes them
+            stop.created_folders[:0] = [run_folder, out_dir / runs.RUNS_DIR] if runs_folder_is_new else [run_folder]
         stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
         write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show)
         stats["model_sha256"] = runs.file_sha256(out_dir / MODEL_FILE)  # which model file these stats describe
@@ -975,9 +1010,10 @@ _WHOLE = (lambda v: type(v) is int, "a whole number")
 _NUMBER = (lambda v: type(v) in (int, float), "a number")
 CONFIG_TYPES = {
     "steps": _WHOLE, "batch_size": _WHOLE, "seed": _WHOLE, "warmup_steps": _WHOLE, "augment": _WHOLE,
-    "early_stopping": _WHOLE, "lr": _NUMBER, "momentum": _NUMBER, "weight_decay": _NUMBER, "dropout": _NUMBER,
+    "early_stopping": _WHOLE, "lr": _NUMBER, "weight_decay": _NUMBER, "dropout": _NUMBER,
     "rotate": _NUMBER, "val_split": _NUMBER,
     "eval_every": (lambda v: v is None or type(v) is int, "a whole number or null (once an epoch)"),
+    "momentum": (lambda v: v is None or type(v) in (int, float), "a number or null (no momentum)"),
     "hidden": (lambda v: type(v) is list and all(type(n) is int for n in v), "a list of whole numbers"),
     "activation": (lambda v: type(v) is str and v in ACTIVATIONS and v != "linear", "an activation name"),
     "optimizer": (lambda v: type(v) is str and v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
@@ -1014,16 +1050,50 @@ def not_a_command(argv):
     ("unknown command 'prdict'; did you mean 'predict'?"), or an image given without
     `predict`, answered with the predict command line made of the words predict accepts."""
     import difflib
-    if Path(argv[0]).suffix.lower() in IMAGE_SUFFIXES:
-        kept, dropped = predict_words(argv)
-        left_out = f" (predict takes no {', '.join(dropped)})" if dropped else ""
-        return (f"unrecognized arguments: {' '.join(argv)}; did you mean: python nn.py predict "
-                f"{shlex.join(kept)}{left_out}")
+    if is_image(argv[0]):
+        return predict_hint(argv, argv)
     close = difflib.get_close_matches(argv[0], SUBCOMMANDS, n=1)
     if close:
         return f"unknown command {argv[0]!r}; did you mean {close[0]!r}?"
     return (f"unknown command {argv[0]!r}; the commands are {' and '.join(SUBCOMMANDS)}, and training needs "
             f"none: python nn.py [FLAGS] (see python nn.py --help)")
+
+
+def is_image(word):
+    """True when a command-line word names an image file (my_digit.png), by its suffix."""
+    return not word.startswith("-") and Path(word).suffix.lower() in IMAGE_SUFFIXES
+
+
+def forgotten_predict(argv, unrecognized):
+    """The error for training flags beside words that only predict takes ("--steps 100
+    seven.png", "--model m.npz seven.png"): the predict command line, as not_a_command
+    gives it for "seven.png" alone; None when no unrecognized word is an image or a
+    flag of predict (a plain unrecognized argument)."""
+    import predict
+    predict_options = predict.build_parser()._option_string_actions
+    if not any(is_image(word) or option_named(word, predict_options) not in (None, "-h", "--help")
+               for word in unrecognized):
+        return None
+    return predict_hint(unrecognized, argv)
+
+
+def predict_hint(unrecognized, argv):
+    """'unrecognized arguments: ...; did you mean: python nn.py predict ...', the predict
+    command line made of the words of argv that predict accepts (predict_words)."""
+    kept, dropped = predict_words(argv)
+    left_out = f" (predict takes no {', '.join(dropped)})" if dropped else ""
+    return (f"unrecognized arguments: {' '.join(unrecognized)}; did you mean: python nn.py predict "
+            f"{shlex.join(kept)}{left_out}")
+
+
+def option_named(word, options):
+    """The option string of `options` (an argparse table of them) that `word` names, in
+    full or by the unique prefix argparse accepts ("--mod" or "--mod=m.npz" for "--model"), or None."""
+    name = word.split("=")[0]
+    if name in options:
+        return name
+    matches = [option for option in options if name.startswith("--") and option.startswith(name)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def predict_words(argv):
@@ -1038,21 +1108,22 @@ def predict_words(argv):
     while words:
         word = words.pop(0)
         name = word.split("=")[0]
-        if name in predict_options:
-            kept.append(word)
-            if "=" not in word and predict_options[name].nargs != 0 and words:
+        predict_option = option_named(word, predict_options)
+        if predict_option:
+            kept.append(predict_option + word[len(name):])  # in full: --mod=m.npz -> --model=m.npz
+            if "=" not in word and predict_options[predict_option].nargs != 0 and words:
                 kept.append(words.pop(0))
         elif word.startswith("-"):
-            dropped.append(name)
-            action = training_options.get(name)
+            training_option = option_named(word, training_options)
+            dropped.append(training_option or name)
+            action = training_options.get(training_option)
             if action is None or "=" in word or action.nargs == 0:  # unknown, value attached, or a switch
                 takes = 0
             elif action.nargs in (None, "?"):
                 takes = 1
             else:  # nargs "*" (--hidden 150 150): every value up to the next flag or image
                 takes = len(words)
-            while takes and words and not words[0].startswith("-") and \
-                    Path(words[0]).suffix.lower() not in IMAGE_SUFFIXES:
+            while takes and words and not words[0].startswith("-") and not is_image(words[0]):
                 words.pop(0)
                 takes -= 1
         else:
@@ -1072,7 +1143,13 @@ def main(argv=None):
         print(f"nn.py: error: {not_a_command(argv)}", file=sys.stderr)
         return 2
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized:  # an image or a flag of predict, given without `predict`? else argparse's error
+        hint = forgotten_predict(argv, unrecognized)
+        if hint:
+            print(f"nn.py: error: {hint}", file=sys.stderr)
+            return 2
+        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
     data_files_before = folder_contents(args.data)
     try:
         return run(args)

@@ -132,7 +132,8 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle
     top = 0.93 - 0.04 * len(subtitle_lines)
     figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, top))  # room for labels such as 6 x 10^-1
     window = max(1, len(losses) // 100)
-    axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.6, label="training loss (per step)")
+    axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.6, label="training loss (per step)",
+              marker="o" if len(losses) == 1 else None)  # a line through one point draws nothing
     if window > 1:
         axes.plot(steps, moving_average(losses, window), color="tab:blue", linewidth=1.6,
                   label=f"training loss (mean of {window} steps)")
@@ -145,6 +146,9 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle
     axes.yaxis.set_minor_formatter(PowerOfTenFormatter())
     axes.set_xlabel("training step")
     axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    last_step = max([*steps, *(e["step"] for e in evaluations)], default=0)
+    if last_step < 10:  # a few steps: from step 0, not spread over fractions of a step (0.945 to 1.050)
+        axes.set_xlim(0, last_step + 1)
     axes.set_ylabel("cross-entropy loss (log scale)")
     axes.set_title(title, y=1.0, pad=6 + 13 * len(subtitle_lines))
     if subtitle_lines:

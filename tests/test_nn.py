@@ -88,6 +88,10 @@ def test_same_seed_same_model(tmp_path):
     (["--hidden", "100000000"], "out of memory"),
     (["--warmup-steps", "500", "--steps", "100"], "--warmup-steps 500 is not shorter than --steps 100"),
     (["--val-split", "1e-9"], "--val-split 1e-09 holds out no image of the 60000 training images"),
+    (["--dry-run", "--momentum", "0.5"],  # sgd ran without it, not a word said
+     "--momentum is for --optimizer momentum or nesterov; sgd uses no momentum"),
+    (["--dry-run", "--steps", "200", "--preset", "fast", "--optimizer", "adam", "--momentum", "0.8"],
+     "adam uses no momentum"),
 ])
 def test_bad_flags_are_refused_at_once(tmp_path, flags, message):
     result = run_nn(*flags, "--out", tmp_path) if "--out" not in flags else run_nn(*flags)
@@ -178,6 +182,41 @@ def test_second_interrupt_exits_at_once(tmp_path):
     assert time.perf_counter() - sent < 1.0
     assert "Interrupted by" not in rest  # it quit without finishing the save
     assert errors.strip().splitlines()[-1].startswith("nn.py: quit "), errors  # and said what it saved
+
+
+def test_second_interrupt_into_a_new_out_folder_leaves_no_empty_folder(tmp_path):
+    """--out new/deep, created by the run, then Ctrl-C twice: the second quit at once and
+    left new/deep (and runs/DATE_TIME in it) empty behind, where the first Ctrl-C alone,
+    before training, leaves nothing. Whatever the save wrote before the second stays."""
+    process = start_long_run(tmp_path, "--out", str(tmp_path / "new" / "deep"))
+    process.send_signal(signal.SIGINT)
+    for line in process.stdout:
+        if "saving what was reached" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, errors = process.communicate(timeout=30)
+    assert process.returncode == 130 and "nn.py: quit " in errors, errors
+    empty = [folder for folder in tmp_path.rglob("*") if folder.is_dir() and not any(folder.iterdir())]
+    assert empty == [], empty
+    if not (tmp_path / "new").exists():  # the usual case: the second arrives before the first file is written
+        assert "nothing was saved" in errors or "wrote nothing to" in errors, errors
+
+
+def test_second_signal_removes_the_run_folders_still_empty(tmp_path, monkeypatch, capfd):
+    """Before the save (nothing written yet) a second signal removes the folders the run
+    created, deepest first, and keeps a created folder that holds a file."""
+    import nn
+    kept, deep = tmp_path / "kept", tmp_path / "new" / "deep"
+    deep.mkdir(parents=True), kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    monkeypatch.setattr(os, "_exit", lambda status: (_ for _ in ()).throw(SystemExit(status)))
+    stop = nn.StopRequest([deep, deep.parent, kept])
+    stop._handle(signal.SIGINT, None)  # the first: a request, seen at the next step
+    assert deep.is_dir()
+    with pytest.raises(SystemExit) as quit:
+        stop._handle(signal.SIGINT, None)
+    assert quit.value.code == 130 and "quit at once: nothing was saved" in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "notes.txt"]
 
 
 def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
@@ -310,6 +349,21 @@ def test_a_bad_saved_configuration_is_refused_before_loading_data(tmp_path, chan
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].startswith(f"nn.py: error: {path}: bad saved configuration: ") and message in lines[0]
     assert "Data:" not in result.stdout
+
+
+def test_momentum_is_recorded_as_null_for_an_optimizer_without_it(tmp_path):
+    """stats.json and the model said "momentum": 0.9 for sgd, which uses none. An older
+    model that says 0.9 still resumes; null reads back as 0.9 when a resume turns to momentum."""
+    old = tmp_path / "old.npz"  # as saved before: momentum 0.9 beside sgd
+    MLP([784, 150, 150, 10]).save(old, config=dict(nn_defaults(), momentum=0.9, steps=10), steps_done=10)
+    result = run_nn("--dry-run", "--resume", old, "--steps", 20, "--quiet", "--out", tmp_path / "sgd")
+    assert result.returncode == 0, result.stderr
+    _, info = MLP.load(tmp_path / "sgd" / "model_mnist.npz", with_info=True)
+    assert info["config"]["momentum"] is None and read_stats(tmp_path / "sgd")["config"]["momentum"] is None
+    result = run_nn("--dry-run", "--resume", tmp_path / "sgd" / "model_mnist.npz", "--steps", 30,
+                    "--optimizer", "momentum", "--quiet", "--out", tmp_path / "momentum")
+    assert result.returncode == 0, result.stderr
+    assert read_stats(tmp_path / "momentum")["config"]["momentum"] == 0.9
 
 
 def test_early_stopping_saves_the_best_model_with_its_own_step(tmp_path):
@@ -574,6 +628,21 @@ def test_runs_or_an_output_that_cannot_be_written_is_refused_before_the_data_loa
     assert result.returncode == 2 and result.stderr.startswith(expected), result.stderr
     assert len(result.stderr.splitlines()) == 1 and "Data:" not in result.stdout
     assert not (tmp_path / "model_mnist.npz").exists()
+
+
+def test_a_runs_link_to_nothing_is_named_as_such(tmp_path):
+    """A runs/ that is a link to a missing folder was called 'not a folder' with the advice
+    to 'move the file away': it is a link, and its target is what is missing."""
+    (tmp_path / "runs").symlink_to(tmp_path / "unplugged_disk")
+    result = run_nn("--dry-run", "--quiet", "--out", tmp_path)
+    assert result.returncode == 2 and result.stderr == (
+        f"nn.py: error: {tmp_path / 'runs'}: a link to {tmp_path / 'unplugged_disk'}, which does not exist; every run "
+        f"copies its outputs into runs/ in --out (create that folder, remove the link, or choose another --out)\n")
+    (tmp_path / "runs").unlink()
+    (tmp_path / "runs").symlink_to("runs")  # a link to itself
+    result = run_nn("--dry-run", "--quiet", "--out", tmp_path)
+    assert result.returncode == 2 and f"runs: a link to {tmp_path / 'runs'}, itself a link that leads nowhere; " \
+        in result.stderr, result.stderr
 
 
 def test_an_error_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):

@@ -182,3 +182,16 @@ def test_collector_paused_resumes_the_collector_as_it_found_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("steps", [[1], [1, 2, 3]])
+def test_loss_graph_of_a_few_steps_shows_whole_steps_from_0(figures, tmp_path, steps):
+    """`nn.py --steps 1 --eval-every 0` drew its one step on an axis from 0.945 to 1.050
+    (ticks 0.960, 0.975, ...) and the point itself not at all (a line needs two points)."""
+    plots.loss_graph(tmp_path / "l.png", steps, [2.3] * len(steps), [])
+    axes = figures[0].axes[0]
+    assert axes.get_xlim() == (0, steps[-1] + 1)
+    ticks = axes.get_xticks()
+    assert np.all(ticks == np.round(ticks)) and steps[-1] in ticks, ticks
+    if len(steps) == 1:
+        assert axes.lines[0].get_marker() == "o"

@@ -301,6 +301,22 @@ def test_the_hint_suggests_only_flags_that_predict_accepts():
                                   "(predict takes no --steps, --quiet, --hidden, --lr)\n"), result.stderr
 
 
+@pytest.mark.parametrize("words, hint", [
+    # a newcomer who forgot `predict` but began with a flag got argparse's bare refusal
+    (["--model", "m.npz", "seven.png"], "--model m.npz seven.png; did you mean: python nn.py predict --model m.npz "
+                                        "seven.png"),
+    (["--mod", "m.npz", "seven.png"], "--mod m.npz seven.png; did you mean: python nn.py predict --model m.npz "
+                                      "seven.png"),  # argparse's abbreviation, spelt out
+    (["--steps", "100", "seven.png"], "seven.png; did you mean: python nn.py predict seven.png "
+                                      "(predict takes no --steps)"),
+    (["--csv", "digits.csv"], "--csv digits.csv; did you mean: python nn.py predict --csv digits.csv"),
+    (["--steps", "100", "notes.txt"], "notes.txt (see python nn.py --help)"),  # nothing of predict's: no hint
+])
+def test_flags_before_an_image_without_predict_get_the_hint_too(words, hint):
+    result = run_nn(*words)
+    assert result.returncode == 2 and result.stderr == f"nn.py: error: unrecognized arguments: {hint}\n"
+
+
 @pytest.mark.parametrize("word, message", [
     ("prdict", "unknown command 'prdict'; did you mean 'predict'?"),
     ("serv", "unknown command 'serv'; did you mean 'serve'?"),
