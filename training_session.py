@@ -316,8 +316,9 @@ class TrainingSession:
     def _save(self, finished):
         """Save a finished run with nn.save_run (model, pictures, stats.json, the replaced
         model kept under runs/, a copy in a new run folder), then read the drawing with
-        it. A save that fails leaves the run waiting ("stopped"), so that Save can be
-        tried again; the message says what was written. Called with self.lock held."""
+        it. A save that fails (a full disk, out of memory: any Exception, never a
+        KeyboardInterrupt) leaves the run waiting ("stopped"), so that Save can be tried
+        again; the message says what was written. Called with self.lock held."""
         out_dir = self.model_path.parent
         with self.file_lock:
             before = nn.folder_contents(out_dir)
