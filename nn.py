@@ -921,22 +921,25 @@ def blas_threads():
     return int(value) if value is not None and value.strip().isdigit() and value.isascii() else value
 
 
-def save_run(out_dir, model, config, stats, history, test_set, probabilities, show=False, stop=None):
+def save_run(out_dir, model, config, stats, history, test_set, probabilities, show=False, stop=None,
+             own_model_sha256=None):
     """Write every output of a finished run into out_dir (the model, the pictures, then
     stats.json, last) and copy them into a new folder under runs/, after keeping a copy
     of the model they replace. Used by nn.py's training and by `serve --train`.
 
     Returns (the run's folder, the "Replaced ..." line or None). stop, a StopRequest,
     learns what is being saved, so that a second Ctrl-C can say what was written.
+    own_model_sha256: serve's Save again, after a failed save of this run wrote its model
+    file; while the file still has that SHA-256 it is no replaced model (runs.keep_replaced_model).
     Raises SaveFailed naming the file that could not be written and what the save had
-    written by then; a run folder left empty by the failure is removed.
+    written by then; a run folder left empty by any failure is removed.
     """
     before = folder_contents(out_dir)
     if stop is not None:
         stop.saving = (out_dir, before)
     run_folder = None
     try:
-        replaced = runs.keep_replaced_model(out_dir, MODEL_FILE, STATS_FILE)
+        replaced = runs.keep_replaced_model(out_dir, MODEL_FILE, STATS_FILE, own_model_sha256)
         runs_folder_is_new = not (out_dir / runs.RUNS_DIR).exists()
         run_folder = runs.new_run_folder(out_dir)
         if stop is not None:  # a second signal before anything is copied into them removes them
@@ -948,10 +951,13 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
         for name in OUTPUT_FILES:
             if (out_dir / name).is_file():
                 runs.copy_atomically(out_dir / name, run_folder)
-    except OSError as error:  # a full disk, a folder that changed since check_folders
+    except BaseException as error:
         if run_folder is not None:
             with contextlib.suppress(OSError):
                 run_folder.rmdir()  # only when nothing was copied into it
+        if not isinstance(error, OSError):  # MemoryError, say: the caller's to tell
+            raise
+        # a full disk, a folder that changed since check_folders
         raise SaveFailed(f"cannot save: {os.fsdecode(error.filename or out_dir)}: {error.strerror or error}; "
                          f"{saved_so_far(out_dir, before)}") from None
     return run_folder, replaced

@@ -63,12 +63,19 @@ def _summary(stats):
     return f"{count(steps, 'step')}, test accuracy {100 * accuracy:.2f} %"
 
 
-def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats.json"):
+def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats.json", own_model_sha256=None):
     """Before a run writes over out_dir/model_file, make sure a copy of it lives under
     runs/ (copying it there, with its stats.json, when none does). Returns the line
-    that says what is replaced and where its copy is, or None when there is no model."""
+    that says what is replaced and where its copy is, or None when there is no model.
+
+    own_model_sha256: the SHA-256 of the file that an earlier, failed save of the same
+    run wrote (serve's Save again). A file that still has it is that run's own model,
+    not one it replaces: no copy, None. (The model it did replace got its copy then.)
+    """
     model_path = out_dir / model_file
     if not model_path.is_file():
+        return None
+    if own_model_sha256 is not None and file_sha256(model_path) == own_model_sha256:
         return None
     stats = read_stats(out_dir, stats_file)
     copy = out_dir / run_folder_of(stats) / model_file

@@ -753,7 +753,9 @@ def main(argv=None):
     if outcome:
         print(outcome, flush=True)  # what became of the run, before the server's last line
     print("Stopped.", flush=True)
-    return 0
+    # A run dropped unsaved is work lost: 130 (143 for SIGTERM), as nn.py stopped by a signal;
+    # a server stopped with no run left unsaved stopped cleanly: 0.
+    return nn.EXIT_INTERRUPTED.get(stopping.signal, 130) if outcome else 0
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 
 import data
 import nn
+import runs
 from damage import MAX_SEED, json_text
 from explore import BadValue, Busy, Unavailable
 from functions import softmax
@@ -123,6 +124,7 @@ class TrainingSession:
         self.save_failure = None  # why the save of the waiting run failed, and what it wrote
         self.snapshot = None     # the latest copy of the weights, for the weight grid
         self.saving = None       # (out_dir, its contents before) while a save is being written (nn.saved_so_far)
+        self.own_model_sha256 = None  # of the model file that a failed save of the waiting run wrote
 
     # ------------------------------------------------------------ requests
 
@@ -138,7 +140,7 @@ class TrainingSession:
                 raise Busy("the stopped run waits: save or discard it first")
             self.status, self.message = "loading", "Loading the training images ..."
             self.progress, self.finished, self.stop_button = None, None, StopButton()
-            self.save_failure = None
+            self.save_failure, self.own_model_sha256 = None, None
             self.config = config
             self.thread = threading.Thread(target=self._run, args=(config, self.stop_button), daemon=True)
             self.thread.start()
@@ -314,34 +316,53 @@ class TrainingSession:
     def _save(self, finished):
         """Save a finished run with nn.save_run (model, pictures, stats.json, the replaced
         model kept under runs/, a copy in a new run folder), then read the drawing with
-        it. A save that fails leaves the run waiting ("stopped"), so that Save can be
-        tried again; the message says what was written. Called with self.lock held."""
-        model, config, history, test_set, times = finished
-        test_loss, test_accuracy, logits = nn.evaluate(model, *test_set)
-        probabilities = softmax(logits)
-        timings = {**times, "steps_this_run": history["last_step"]}
-        stats = nn.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
+        it. A save that fails (a full disk, out of memory: any Exception, never a
+        KeyboardInterrupt) leaves the run waiting ("stopped"), so that Save can be tried
+        again; the message says what was written. Called with self.lock held."""
         out_dir = self.model_path.parent
         with self.file_lock:
             before = nn.folder_contents(out_dir)
             self.saving = (out_dir, before)
             try:
-                nn.save_run(out_dir, model, config, stats, history, test_set, probabilities)
+                stats = self._write_outputs(finished, out_dir)
                 failure = None
             except nn.SaveFailed as error:
                 failure = str(error)  # "cannot save: FILE: why; wrote ...; not written: ..."
+            except Exception as error:  # out of memory, say: the run is kept all the same (not KeyboardInterrupt)
+                failure = f"cannot save: {error_text(error)}; {nn.saved_so_far(out_dir, before)}"
             finally:
                 self.saving = None
             if failure is None or nn.folder_contents(out_dir).get(nn.MODEL_FILE) != before.get(nn.MODEL_FILE):
                 # the file now holds this run's model (also when a later output failed): read with it,
                 # through the server, which notes the file so that it does not reload it a second time
                 self.explorer.adopt(self.reload(self.model_path))
+                # a Save again must not keep this run's own half-saved model as the one it replaces
+                self.own_model_sha256 = None if failure is None else runs.file_sha256(self.model_path)
         if failure is not None:
             self.status, self.finished, self.save_failure = "stopped", finished, failure
             self.message = f"{failure[:1].upper()}{failure[1:]}. Save again, or discard the run?"
             self.say(self.message)
             return
         self.status, self.finished, self.save_failure = "saved", None, None
-        self.message = (f"Saved {self.model_path.name}: {history['last_step']:,} steps, test accuracy "
-                        f"{100 * test_accuracy:.2f} % (a copy in {stats['run_folder']}).")
+        self.message = (f"Saved {self.model_path.name}: {stats['steps']:,} steps, test accuracy "
+                        f"{100 * stats['test_accuracy']:.2f} % (a copy in {stats['run_folder']}).")
         self.say(self.message)
+
+    def _write_outputs(self, finished, out_dir):
+        """Measure the finished run on the test set and write its outputs (nn.save_run);
+        returns its stats. Raises nn.SaveFailed, or whatever else went wrong."""
+        model, config, history, test_set, times = finished
+        test_loss, test_accuracy, logits = nn.evaluate(model, *test_set)
+        probabilities = softmax(logits)
+        timings = {**times, "steps_this_run": history["last_step"]}
+        stats = nn.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
+        nn.save_run(out_dir, model, config, stats, history, test_set, probabilities,
+                    own_model_sha256=self.own_model_sha256)
+        return stats
+
+
+def error_text(error):
+    """"out of memory" for a MemoryError (its own text is empty), else "KIND: text", one line."""
+    if isinstance(error, MemoryError):
+        return "out of memory"
+    return " ".join(f"{type(error).__name__}: {error}".split())

@@ -402,3 +402,44 @@ def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_read
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_after_a_run_ends_break_it_shows_the_accuracy_of_the_model_served(browser, default_model, tmp_path):
+    """While a run goes, break it shows the accuracy of the run's weights as it started;
+    once the run is saved it must show the saved model's (stats.json's), and once one is
+    discarded, the file's model's again."""
+    import json
+    import shutil as files
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    model_path = tmp_path / "model_mnist.npz"
+    files.copy(default_model, model_path)
+    process, url = start_server(model_path)
+    shown = lambda d: d.find_element(By.ID, "damaged-accuracy").text  # noqa: E731
+    note = lambda d: d.find_element(By.ID, "damage-note").text  # noqa: E731
+    status = lambda d: d.execute_script("return document.body.dataset.training")  # noqa: E731
+
+    def train(steps):
+        field = browser.find_element(By.ID, "train-steps")
+        field.clear()
+        field.send_keys(str(steps))
+        browser.find_element(By.ID, "train").click()
+        WebDriverWait(browser, 60).until(lambda d: "the training run's weights" in note(d))
+
+    try:
+        browser.get(url)
+        WebDriverWait(browser, 60).until(lambda d: "the model as loaded" in note(d))
+        train(200)
+        WebDriverWait(browser, 120).until(lambda d: status(d) == "saved")
+        saved = f"{100 * json.loads((tmp_path / 'stats.json').read_text())['test_accuracy']:.2f} %"
+        WebDriverWait(browser, 30).until(lambda d: shown(d) == saved and "the model as loaded" in note(d))
+        train(100000)
+        WebDriverWait(browser, 60).until(lambda d: status(d) == "running" and shown(d) != saved)  # the run's first weights
+        browser.find_element(By.ID, "stop-training").click()
+        WebDriverWait(browser, 60).until(lambda d: status(d) == "stopped")
+        browser.find_element(By.ID, "discard-run").click()
+        WebDriverWait(browser, 30).until(lambda d: status(d) == "discarded")
+        WebDriverWait(browser, 30).until(lambda d: shown(d) == saved and "the model as loaded" in note(d))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

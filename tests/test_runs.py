@@ -90,6 +90,16 @@ def test_a_run_folder_in_stats_that_is_no_run_folder_never_stands_for_the_copy(m
     assert line.endswith(f"its copy is {copies[0]}")
 
 
+def test_a_model_file_that_the_same_runs_failed_save_wrote_is_not_kept_as_replaced(model_path):
+    """serve's Save again: the file holds the run's own model (its SHA-256 given), so no
+    copy; a file changed since (replaced by hand meanwhile) is kept as usual."""
+    own = runs.file_sha256(model_path)
+    assert runs.keep_replaced_model(model_path.parent, own_model_sha256=own) is None
+    assert not (model_path.parent / runs.RUNS_DIR).exists()
+    assert runs.keep_replaced_model(model_path.parent, own_model_sha256="0" * 64).startswith("Replaced ")
+    assert len(list((model_path.parent / runs.RUNS_DIR).glob("*/model_mnist.npz"))) == 1
+
+
 def test_the_replaced_line_counts_the_steps_the_weights_come_from(model_path):
     """An early-stopped run trained 5,000 steps but kept the weights of step 3,000: the
     line says 3,000, as the Model: line of predict and serve does."""

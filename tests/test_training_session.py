@@ -149,7 +149,7 @@ def test_ctrl_c_mid_run_leaves_the_model_file_whole_and_unchanged(model_path, ho
     time.sleep(0.5)
     process.send_signal(how)
     output, errors = process.communicate(timeout=60)
-    assert process.returncode == 0 and errors == ""
+    assert process.returncode == nn.EXIT_INTERRUPTED[how] and errors == ""  # 130, 143: a run was dropped
     lines = output.splitlines()
     assert lines[-1] == "Stopped."  # the server's last line, after what became of the run
     assert lines[-2].startswith("The training run stopped at step ") and lines[-2].endswith(
@@ -164,7 +164,7 @@ def test_ctrl_c_mid_run_from_a_fresh_clone_says_the_model_was_not_written(tmp_pa
     wait_for(address_of(url), {"running"})
     process.send_signal(signal.SIGINT)
     output, errors = process.communicate(timeout=60)
-    assert process.returncode == 0 and errors == ""
+    assert process.returncode == 130 and errors == ""
     assert output.splitlines()[-2:] == [output.splitlines()[-2], "Stopped."]
     assert output.splitlines()[-2].endswith(f"was not saved; {model_path} was not written.")
     assert not model_path.exists()
@@ -348,6 +348,64 @@ def test_a_failed_save_keeps_the_run_so_that_save_can_be_tried_again(in_process,
     assert state["status"] == "saved", state["message"]
     assert json.loads(stats_path.read_text())["steps"] == 50 == MLP.load(model_path, with_info=True)[1]["steps_done"]
     assert in_process.served.facts["steps_done"] == 50 and in_process.served.facts["test_accuracy"] is not None
+
+
+def fail_write_json_once(monkeypatch, error):
+    """Make the next nn.write_json (stats.json, the save's last output) raise `error`."""
+    write_json, failures = nn.write_json, [error]
+
+    def failing_once(path, value):
+        if failures:
+            raise failures.pop()
+        write_json(path, value)
+
+    monkeypatch.setattr(nn, "write_json", failing_once)
+
+
+def test_a_save_out_of_memory_keeps_the_run_for_a_retry_too(in_process, model_path, monkeypatch, capsys):
+    """Not only an OSError: a MemoryError while writing leaves the run waiting, with one
+    line on the page and the console, and no empty run folder."""
+    session = in_process.training
+    fail_write_json_once(monkeypatch, MemoryError())
+    session.start({"steps": 50})
+    wait_until(lambda: session.status not in ("loading", "running"))
+    assert session.status == "stopped", session.message  # it said "failed", and the run was gone
+    assert session.message.startswith("Cannot save: out of memory; wrote model_mnist.npz, ")
+    assert "\n" not in session.message and session.message.endswith("Save again, or discard the run?")
+    assert capsys.readouterr().out == session.message + "\n"  # the console's one line
+    assert all(any(folder.iterdir()) for folder in (model_path.parent / "runs").iterdir())  # none left empty
+    state = session.decide({"save": True})
+    assert state["status"] == "saved", state["message"]
+    assert json.loads((model_path.parent / "stats.json").read_text())["steps"] == 50
+
+
+def test_a_save_interrupted_by_keyboardinterrupt_is_not_taken_for_a_failure(in_process, monkeypatch):
+    session = in_process.training
+    session.start({"steps": 100000})
+    wait_until(lambda: session.status == "running")
+    session.stop()
+    wait_until(lambda: session.status == "stopped")
+    fail_write_json_once(monkeypatch, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        session.decide({"save": True})
+    assert session.saving is None
+
+
+def test_save_again_keeps_only_the_model_genuinely_replaced(in_process, model_path, monkeypatch):
+    """The failed save replaced model_mnist.npz with the run's model before failing at
+    stats.json; Save again must not copy that half-saved model under runs/ as "replaced"."""
+    old_bytes = model_path.read_bytes()
+    fail_write_json_once(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    session = in_process.training
+    session.start({"steps": 50})
+    wait_until(lambda: session.status not in ("loading", "running"))
+    assert session.status == "stopped" and MLP.load(model_path, with_info=True)[1]["steps_done"] == 50
+    assert session.decide({"save": True})["status"] == "saved"
+    stats = json.loads((model_path.parent / "stats.json").read_text())
+    copies = sorted((model_path.parent / "runs").glob("*/model_mnist.npz"))
+    kept = [copy for copy in copies if copy.read_bytes() == old_bytes]
+    assert len(kept) == 1  # the model replaced, once
+    assert set(copies) - set(kept) == {model_path.parent / stats["run_folder"] / "model_mnist.npz"}, copies
 
 
 def test_a_save_that_failed_after_writing_the_model_is_told_as_it_is(in_process, model_path, monkeypatch):
