@@ -290,6 +290,17 @@ def test_sigterm_while_saving_is_not_lost(tmp_path, write_number):
     assert "SIGTERM arrived while saving" in result.stdout
 
 
+@pytest.mark.parametrize("preset", ["fast", "best"])
+def test_dry_run_of_a_preset_shrinks_its_warm_up_with_its_steps(preset, tmp_path):
+    """A preset's warm-up (fast: 100 steps) is longer than a dry run's 50 steps; it was refused
+    ('--warmup-steps 100 is not shorter than --steps 50'), a flag the user never gave."""
+    import nn
+    result = run_nn("--preset", preset, "--dry-run", "--quiet", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    config, recipe = read_stats(tmp_path)["config"], nn.PRESETS[preset]
+    assert config["steps"] == 50 and config["warmup_steps"] == round(recipe["warmup_steps"] * 50 / recipe["steps"])
+
+
 def test_dry_run_writes_everything_quickly(tmp_path):
     started = time.perf_counter()
     result = run_nn("--dry-run", "--out", tmp_path)
