@@ -117,7 +117,11 @@ class PowerOfTenFormatter(matplotlib.ticker.LogFormatterSciNotation):
         coefficient = x / 10.0 ** exponent
         power = "10" + str(exponent).translate(SUPERSCRIPTS)
         thin_space = "\u2009"  # the space maths puts around ×
-        return power if round(coefficient, 6) == 1 else f"{coefficient:.6g}{thin_space}×{thin_space}{power}"
+        if round(coefficient, 6) == 1:
+            return power
+        if exponent == 0:  # 2.3, not 2.3 × 10⁰
+            return f"{coefficient:.6g}"
+        return f"{coefficient:.6g}{thin_space}×{thin_space}{power}"
 
 
 def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle=None):
@@ -132,7 +136,9 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle
     top = 0.93 - 0.04 * len(subtitle_lines)
     figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, top))  # room for labels such as 6 x 10^-1
     window = max(1, len(losses) // 100)
-    axes.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.6, label="training loss (per step)",
+    faint = window > 1  # pale under its running mean; alone (under 200 steps) drawn fully
+    axes.plot(steps, losses, color="tab:blue", alpha=0.25 if faint else 1.0, linewidth=0.6 if faint else 1.2,
+              label="training loss (per step)",
               marker="o" if len(losses) == 1 else None)  # a line through one point draws nothing
     if window > 1:
         axes.plot(steps, moving_average(losses, window), color="tab:blue", linewidth=1.6,
