@@ -1072,6 +1072,12 @@ def is_image(word):
     return not word.startswith("-") and Path(word).suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_flag(word):
+    """True when a command-line word is a flag (--lr, -h), not a value: a negative number
+    such as -0.1 is a value, as argparse takes it."""
+    return word.startswith("-") and not re.fullmatch(r"-\.?\d.*", word)
+
+
 def forgotten_predict(argv, unrecognized):
     """The error for training flags beside words that only predict takes ("--steps 100
     seven.png", "--model m.npz seven.png"): the predict command line, as not_a_command
@@ -1115,13 +1121,16 @@ def predict_words(argv):
     kept, dropped, words = [], [], list(argv)
     while words:
         word = words.pop(0)
+        if word == "--":  # the words after it are no flags, for predict too: images, kept
+            kept += ["--", *words] if any(rest.startswith("-") for rest in words) else words
+            break
         name = word.split("=")[0]
         predict_option = option_named(word, predict_options)
         if predict_option:
             kept.append(predict_option + word[len(name):])  # in full: --mod=m.npz -> --model=m.npz
             if "=" not in word and predict_options[predict_option].nargs != 0 and words:
                 kept.append(words.pop(0))
-        elif word.startswith("-"):
+        elif is_flag(word):
             training_option = option_named(word, training_options)
             dropped.append(training_option or name)
             action = training_options.get(training_option)
@@ -1131,7 +1140,7 @@ def predict_words(argv):
                 takes = 1
             else:  # nargs "*" (--hidden 150 150): every value up to the next flag or image
                 takes = len(words)
-            while takes and words and not words[0].startswith("-") and not is_image(words[0]):
+            while takes and words and not is_flag(words[0]) and not is_image(words[0]):
                 words.pop(0)
                 takes -= 1
         else:
