@@ -324,6 +324,9 @@ def resolve_config(args, resumed_config=None):
         if args.warmup_steps is None:  # a preset's warm-up shrinks with its steps (fast: 100 of 1,700 -> 3 of 50)
             config["warmup_steps"] = round(config["warmup_steps"] * 50 / config["steps"])
         config["steps"] = 50
+    if args.preset and args.warmup_steps is None and 0 < config["steps"] <= config["warmup_steps"]:
+        raise UsageError(f"--preset {args.preset} warms up for {config['warmup_steps']:,} steps, not fewer than "
+                         f"--steps {config['steps']:,}: give more --steps, or --warmup-steps N under them")
     check_config(config)  # eval_every None means once an epoch, set when the data size is known
     return config
 

@@ -88,6 +88,9 @@ def test_same_seed_same_model(tmp_path):
     (["--hidden", "100000000"], "out of memory"),
     (["--warmup-steps", "500", "--steps", "100"], "--warmup-steps 500 is not shorter than --steps 100"),
     (["--val-split", "1e-9"], "--val-split 1e-09 holds out no image of the 60000 training images"),
+    # the warm-up of the preset, not a "--warmup-steps 100" that the user never gave
+    (["--preset", "fast", "--steps", "100"], "--preset fast warms up for 100 steps, not fewer than --steps 100: "
+                                             "give more --steps, or --warmup-steps N under them"),
     (["--dry-run", "--momentum", "0.5"],  # sgd ran without it, not a word said
      "--momentum is for --optimizer momentum or nesterov; sgd uses no momentum"),
     (["--dry-run", "--steps", "200", "--preset", "fast", "--optimizer", "adam", "--momentum", "0.8"],
