@@ -294,6 +294,7 @@ import numpy as np  # noqa: E402
 import data  # noqa: E402
 import runs  # noqa: E402
 from augment import random_rotations, random_shifts  # noqa: E402
+import atomic  # noqa: E402
 from atomic import atomic_write  # noqa: E402
 from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
 from mlp import MLP, ModelFileError  # noqa: E402
@@ -444,8 +445,9 @@ def split_validation(images, labels, fraction, rng):
 
 class StopRequest:
     """Turns SIGINT and SIGTERM into a request the training loop sees at its next
-    step; a second signal ends the program at once, removing the folders the run
-    created that are still empty (created_folders, deepest first)."""
+    step; a second signal ends the program at once, removing the temporary file of
+    the output being written and the folders the run created that are still empty
+    (created_folders, deepest first)."""
 
     def __init__(self, created_folders=()):
         self.signal = None
@@ -465,6 +467,7 @@ class StopRequest:
             if number == self.signal == signal.SIGTERM and time.monotonic() - self.signal_time < SAME_SIGNAL_S:
                 return  # the first SIGTERM again (see SAME_SIGNAL_S)
             os.write(2, (self.quit_message() + "\n").encode())  # os.write: print may be mid-write
+            atomic.remove_unfinished()  # the file being written keeps its old version, and no .tmp beside it
             remove_empty_folders(self.created_folders)
             os._exit(EXIT_INTERRUPTED.get(number, 1))
         self.signal, self.signal_time = signal.Signals(number), time.monotonic()

@@ -222,6 +222,22 @@ def test_second_signal_removes_the_run_folders_still_empty(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "notes.txt"]
 
 
+def test_second_signal_during_a_write_leaves_no_temporary_file(tmp_path, monkeypatch, capfd):
+    """A second Ctrl-C while a picture was being written (atomic_write) quit with os._exit,
+    which skips atomic_write's clean-up: a stray .accuracy_graph.png.*.tmp stayed in --out."""
+    import nn
+    from atomic import atomic_write
+    left_at_exit = []
+    monkeypatch.setattr(os, "_exit", lambda status: (left_at_exit.extend(tmp_path.iterdir()), sys.exit(status)))
+    stop = nn.StopRequest()
+    stop._handle(signal.SIGINT, None)  # the first: a request
+    with pytest.raises(SystemExit), atomic_write(tmp_path / "accuracy_graph.png") as f:
+        f.write(b"half a picture")
+        stop._handle(signal.SIGINT, None)  # the second, mid-write
+    assert left_at_exit == [], left_at_exit
+    assert "quit at once" in capfd.readouterr().err
+
+
 def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
     import nn
     stop = nn.StopRequest()
