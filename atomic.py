@@ -5,6 +5,19 @@ import os
 import tempfile
 
 
+# The temporary files of the writes under way, for remove_unfinished.
+_unfinished = set()
+
+
+def remove_unfinished():
+    """Remove the temporary files of the writes still under way: for a program about to
+    quit at once with os._exit (nn.py's second Ctrl-C), which skips atomic_write's own
+    clean-up and would leave a stray .NAME.*.tmp file beside each file being written."""
+    for temporary in list(_unfinished):
+        with contextlib.suppress(OSError):  # renamed onto its path, or removed, meanwhile
+            os.unlink(temporary)
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)
@@ -24,6 +37,7 @@ def atomic_write(path, mode="wb"):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    _unfinished.add(temporary)
     try:
         os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
@@ -37,3 +51,5 @@ def atomic_write(path, mode="wb"):
         if isinstance(error, OSError) and error.filename in (None, temporary):
             raise OSError(error.errno, error.strerror or str(error), path) from error
         raise
+    finally:
+        _unfinished.discard(temporary)

@@ -294,6 +294,7 @@ import numpy as np  # noqa: E402
 import data  # noqa: E402
 import runs  # noqa: E402
 from augment import random_rotations, random_shifts  # noqa: E402
+import atomic  # noqa: E402
 from atomic import atomic_write  # noqa: E402
 from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
 from mlp import MLP, ModelFileError  # noqa: E402
@@ -324,6 +325,9 @@ def resolve_config(args, resumed_config=None):
         if args.warmup_steps is None:  # a preset's warm-up shrinks with its steps (fast: 100 of 1,700 -> 3 of 50)
             config["warmup_steps"] = round(config["warmup_steps"] * 50 / config["steps"])
         config["steps"] = 50
+    if args.preset and args.warmup_steps is None and 0 < config["steps"] <= config["warmup_steps"]:
+        raise UsageError(f"--preset {args.preset} warms up for {config['warmup_steps']:,} steps, not fewer than "
+                         f"--steps {config['steps']:,}: give more --steps, or --warmup-steps N under them")
     check_config(config)  # eval_every None means once an epoch, set when the data size is known
     return config
 
@@ -441,8 +445,9 @@ def split_validation(images, labels, fraction, rng):
 
 class StopRequest:
     """Turns SIGINT and SIGTERM into a request the training loop sees at its next
-    step; a second signal ends the program at once, removing the folders the run
-    created that are still empty (created_folders, deepest first)."""
+    step; a second signal ends the program at once, removing the temporary file of
+    the output being written and the folders the run created that are still empty
+    (created_folders, deepest first)."""
 
     def __init__(self, created_folders=()):
         self.signal = None
@@ -462,6 +467,7 @@ class StopRequest:
             if number == self.signal == signal.SIGTERM and time.monotonic() - self.signal_time < SAME_SIGNAL_S:
                 return  # the first SIGTERM again (see SAME_SIGNAL_S)
             os.write(2, (self.quit_message() + "\n").encode())  # os.write: print may be mid-write
+            atomic.remove_unfinished()  # the file being written keeps its old version, and no .tmp beside it
             remove_empty_folders(self.created_folders)
             os._exit(EXIT_INTERRUPTED.get(number, 1))
         self.signal, self.signal_time = signal.Signals(number), time.monotonic()
@@ -1072,6 +1078,12 @@ def is_image(word):
     return not word.startswith("-") and Path(word).suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_flag(word):
+    """True when a command-line word is a flag (--lr, -h), not a value: a negative number
+    such as -0.1 is a value, as argparse takes it."""
+    return word.startswith("-") and not re.fullmatch(r"-\.?\d.*", word)
+
+
 def forgotten_predict(argv, unrecognized):
     """The error for training flags beside words that only predict takes ("--steps 100
     seven.png", "--model m.npz seven.png"): the predict command line, as not_a_command
@@ -1115,13 +1127,16 @@ def predict_words(argv):
     kept, dropped, words = [], [], list(argv)
     while words:
         word = words.pop(0)
+        if word == "--":  # the words after it are no flags, for predict too: images, kept
+            kept += ["--", *words] if any(rest.startswith("-") for rest in words) else words
+            break
         name = word.split("=")[0]
         predict_option = option_named(word, predict_options)
         if predict_option:
             kept.append(predict_option + word[len(name):])  # in full: --mod=m.npz -> --model=m.npz
             if "=" not in word and predict_options[predict_option].nargs != 0 and words:
                 kept.append(words.pop(0))
-        elif word.startswith("-"):
+        elif is_flag(word):
             training_option = option_named(word, training_options)
             dropped.append(training_option or name)
             action = training_options.get(training_option)
@@ -1131,7 +1146,7 @@ def predict_words(argv):
                 takes = 1
             else:  # nargs "*" (--hidden 150 150): every value up to the next flag or image
                 takes = len(words)
-            while takes and words and not words[0].startswith("-") and not is_image(words[0]):
+            while takes and words and not is_flag(words[0]) and not is_image(words[0]):
                 words.pop(0)
                 takes -= 1
         else:

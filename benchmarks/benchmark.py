@@ -300,7 +300,7 @@ WORKERS = {"numpy": worker_numpy, "flat": worker_flat, "matmul": worker_matmul, 
 
 # ------------------------------------------------------------------ the orchestra
 
-def start_worker(name, threads, steps, warmup, project_dir=PROJECT_DIR):
+def run_worker_process(name, threads, steps, warmup, project_dir=PROJECT_DIR):
     """The finished process of `benchmarks/benchmark.py --worker NAME` of the project in
     project_dir (this tree, or the revision exported for --against), run with its own
     code on its import path and `threads` BLAS threads."""
@@ -313,7 +313,7 @@ def start_worker(name, threads, steps, warmup, project_dir=PROJECT_DIR):
 
 def run_worker(name, threads, steps, warmup, project_dir=PROJECT_DIR):
     """The value a worker prints: seconds per step for the loop contenders."""
-    result = start_worker(name, threads, steps, warmup, project_dir)
+    result = run_worker_process(name, threads, steps, warmup, project_dir)
     if result.returncode != 0:
         raise RuntimeError(f"worker {name} of {project_dir} failed:\n{result.stderr}")
     printed = json.loads(result.stdout.strip().splitlines()[-1])
@@ -380,7 +380,7 @@ def check_revision(folder):
     None if the revision's data.load_csv does not say."""
     if not (folder / "benchmarks" / "benchmark.py").is_file():
         raise RevisionError("too old: it has no benchmarks/benchmark.py")
-    probe = start_worker("matmul", 1, 1, 0, folder)
+    probe = run_worker_process("matmul", 1, 1, 0, folder)
     if probe.returncode != 0:
         last_line = (probe.stderr.strip().splitlines() or ["no message"])[-1]
         if "invalid choice" in last_line:

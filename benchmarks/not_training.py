@@ -30,7 +30,9 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-# (module, function, shown as, depth): what the child process times.
+# (module, function, shown as, depth): what the child process times. A part of depth 0
+# is timed where no other part is under way: nn.evaluate, called by evaluate_sets too,
+# counts only the test set after training.
 PARTS = [
     ("nn", "prepare_data", "load the data (CSV caches)", 0),
     ("nn", "train", "train (evaluations during training included)", 0),
@@ -52,16 +54,21 @@ def child(flags, report_path):
     """Run nn.py with FLAGS in this process, timing its parts; write them to report_path
     as JSON (the exit's time is added by the parent)."""
     seconds = {}
+    running = []  # the labels of the parts under way, outermost first
 
-    def timed(owner, name, label):
+    def timed(owner, name, label, depth):
         function = getattr(owner, name)
 
         def wrapper(*args, **kwargs):
+            if depth == 0 and running:  # a top-level part called inside another (nn.evaluate by
+                return function(*args, **kwargs)  # evaluate_sets): counted there, not twice
+            running.append(label)
             started = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
                 seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - started
+                running.pop()
         setattr(owner, name, wrapper)
 
     started = time.perf_counter()
@@ -79,8 +86,8 @@ def child(flags, report_path):
     import mlp
     import runs
     modules = {"nn": nn, "plots": plots, "runs": runs, "mlp.MLP": mlp.MLP}
-    for module, name, label, _ in PARTS:
-        timed(modules[module], name, label)
+    for module, name, label, depth in PARTS:
+        timed(modules[module], name, label, depth)
     status = nn.main_quiet_on_closed_output(flags)
     Path(report_path).write_text(json.dumps({"seconds": seconds, "status": status, "ended": time.time()}))
     import gc

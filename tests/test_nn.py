@@ -88,6 +88,9 @@ def test_same_seed_same_model(tmp_path):
     (["--hidden", "100000000"], "out of memory"),
     (["--warmup-steps", "500", "--steps", "100"], "--warmup-steps 500 is not shorter than --steps 100"),
     (["--val-split", "1e-9"], "--val-split 1e-09 holds out no image of the 60000 training images"),
+    # the warm-up of the preset, not a "--warmup-steps 100" that the user never gave
+    (["--preset", "fast", "--steps", "100"], "--preset fast warms up for 100 steps, not fewer than --steps 100: "
+                                             "give more --steps, or --warmup-steps N under them"),
     (["--dry-run", "--momentum", "0.5"],  # sgd ran without it, not a word said
      "--momentum is for --optimizer momentum or nesterov; sgd uses no momentum"),
     (["--dry-run", "--steps", "200", "--preset", "fast", "--optimizer", "adam", "--momentum", "0.8"],
@@ -217,6 +220,22 @@ def test_second_signal_removes_the_run_folders_still_empty(tmp_path, monkeypatch
         stop._handle(signal.SIGINT, None)
     assert quit.value.code == 130 and "quit at once: nothing was saved" in capfd.readouterr().err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept", "notes.txt"]
+
+
+def test_second_signal_during_a_write_leaves_no_temporary_file(tmp_path, monkeypatch, capfd):
+    """A second Ctrl-C while a picture was being written (atomic_write) quit with os._exit,
+    which skips atomic_write's clean-up: a stray .accuracy_graph.png.*.tmp stayed in --out."""
+    import nn
+    from atomic import atomic_write
+    left_at_exit = []
+    monkeypatch.setattr(os, "_exit", lambda status: (left_at_exit.extend(tmp_path.iterdir()), sys.exit(status)))
+    stop = nn.StopRequest()
+    stop._handle(signal.SIGINT, None)  # the first: a request
+    with pytest.raises(SystemExit), atomic_write(tmp_path / "accuracy_graph.png") as f:
+        f.write(b"half a picture")
+        stop._handle(signal.SIGINT, None)  # the second, mid-write
+    assert left_at_exit == [], left_at_exit
+    assert "quit at once" in capfd.readouterr().err
 
 
 def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):

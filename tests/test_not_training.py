@@ -30,6 +30,17 @@ def test_it_times_every_part_of_a_short_run():
     assert times["evaluations during training"] <= times["train (evaluations during training included)"]
 
 
+def test_the_test_set_after_training_is_not_counted_with_the_evaluations_during_it():
+    """nn.evaluate serves both the evaluations during training (inside train) and the test
+    set after it: the row of the latter counted all 40 evaluations of the run below again,
+    and the top-level parts added up to more than the whole process."""
+    result = run_script("--repeats", "1", "--", "--dry-run", "--steps", "40", "--eval-every", "1")
+    assert result.returncode == 0, result.stderr
+    times = {match[0].strip(): float(match[1]) for match in re.findall(r"^ +(.+?) +([\d.]+) ms", result.stdout, re.M)}
+    # one evaluation of the test set against forty: shorter, however the machine is loaded
+    assert times["evaluate the test set after training"] < times["evaluations during training"], result.stdout
+
+
 def test_a_failing_run_is_one_line_naming_its_flags():
     result = run_script("--repeats", "1", "--", "--steps", "-5")
     assert result.returncode != 0

@@ -139,12 +139,13 @@ def test_a_wrong_answer_never_claims_to_be_100_percent_sure(probability, text):
     assert plots.confidence_text(probability) == text
 
 
-@pytest.mark.parametrize("lowest, highest", [(0.0002, 2.5), (0.2, 0.6), (1.85, 2.35)])  # 4 decades; less than one
+@pytest.mark.parametrize("lowest, highest", [(0.0002, 2.5), (0.2, 0.6), (1.85, 2.35), (0.5, 2.5)])  # 4 decades; under 1; from 1 to 10; across 1
 def test_loss_graph_labels_matplotlibs_log_ticks_in_plain_text(figures, tmp_path, lowest, highest):
     """The log axis of the loss graph labels the ticks that matplotlib's own formatter
     labels, with the same numbers (10⁻¹, 6 × 10⁻¹), in plain text: matplotlib's labels are
-    maths ($10^{-1}$), whose parser costs about 40 ms to set up on every run. Between 1 and
-    10 a number is written as itself (2.3, where matplotlib writes 2.3 × 10⁰)."""
+    maths ($10^{-1}$), whose parser costs about 40 ms to set up on every run. From 1 to 10
+    a number is written as itself (1 and 2.3, where matplotlib writes 10⁰ and 2.3 × 10⁰:
+    an axis read 6 × 10⁻¹, 10⁰, 2)."""
     plots.loss_graph(tmp_path / "l.png", [1, 2, 3], [highest, (lowest * highest) ** 0.5, lowest], [])
     y_axis = figures[0].axes[0].yaxis
     reference = matplotlib.ticker.LogFormatterSciNotation()
@@ -154,7 +155,7 @@ def test_loss_graph_labels_matplotlibs_log_ticks_in_plain_text(figures, tmp_path
     def as_plain_text(maths):  # r"$\mathdefault{6\times10^{-1}}$" -> "6 × 10⁻¹" (thin spaces)
         text = maths.replace(r"$\mathdefault{", "").replace("}$", "").replace(r"\times", "\u2009×\u2009")
         text = re.sub(r"\^\{(-?\d+)\}", lambda power: power.group(1).translate(superscripts), text)
-        return text.removesuffix("\u2009×\u200910⁰")
+        return "1" if text == "10⁰" else text.removesuffix("\u2009×\u200910⁰")
 
     labelled = 0
     for locator in (y_axis.get_major_locator(), y_axis.get_minor_locator()):

@@ -370,6 +370,12 @@ def test_the_hint_suggests_only_flags_that_predict_accepts():
                                       "(predict takes no --steps)"),
     (["--csv", "digits.csv"], "--csv digits.csv; did you mean: python nn.py predict --csv digits.csv"),
     (["--steps", "100", "notes.txt"], "notes.txt (see python nn.py --help)"),  # nothing of predict's: no hint
+    # a negative value is no flag ("predict takes no --lr, -0.1"), and predict takes "--" too
+    (["--lr", "-0.1", "seven.png"], "seven.png; did you mean: python nn.py predict seven.png "
+                                    "(predict takes no --lr)"),
+    (["--steps", "1", "--", "seven.png"], "-- seven.png; did you mean: python nn.py predict seven.png "
+                                          "(predict takes no --steps)"),
+    (["seven.png", "--", "-8.png"], "seven.png -- -8.png; did you mean: python nn.py predict seven.png -- -8.png"),
 ])
 def test_flags_before_an_image_without_predict_get_the_hint_too(words, hint):
     result = run_nn(*words)
