@@ -12,7 +12,6 @@ pen's strokes widened to MNIST's, cropped to the digit, scaled into a 20x20 box 
 centred by its centre of mass in 28x28, as the MNIST images were made.
 """
 
-import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -365,8 +364,9 @@ def describe(probabilities, top=3):
 
 def build_parser():
     """The flags of `python nn.py predict` (nn.py reads them too, for its hint to a
-    photo given to the training command)."""
-    parser = argparse.ArgumentParser(prog="nn.py predict", description="Read digits with a trained model.")
+    photo given to the training command). Its errors are one line, as nn.py's."""
+    import nn  # imported here: nn.py imports this module when it runs `predict`
+    parser = nn._Parser(prog="nn.py predict", description="Read digits with a trained model.")
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
                         help="PNG or JPEG files: MNIST-style 28x28, or a photo or scan of a dark digit on light "
                              f"paper (turned upright by its EXIF tag; at most {MAX_PIXELS // 10**6} megapixels)")

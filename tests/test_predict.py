@@ -295,6 +295,14 @@ def test_a_fine_pen_is_read_as_surely_as_a_thick_one(trained_model):
         assert probabilities[np.arange(10), np.arange(10)].min() >= 0.9, (pen_width, probabilities.max(axis=1))
 
 
+@pytest.mark.parametrize("words", [["predict"], ["predict", "--rows", "all", "x.png"], ["predict", "--bogus"]])
+def test_predicts_flag_errors_are_one_line(words):
+    """They printed argparse's three-line usage block above the error."""
+    result = run_nn(*words)
+    assert result.returncode == 2
+    assert result.stderr.startswith("nn.py predict: error: ") and result.stderr.count("\n") == 1, result.stderr
+
+
 def test_predict_command_on_csv_and_bad_inputs(tmp_path, trained_model):
     csv = tmp_path / "few.csv"
     images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
