@@ -55,11 +55,22 @@ def unsupported_versions():
             try:
                 installed = importlib.import_module(name).__version__
             except Exception:  # not there, or broken beyond telling its version
-                return f"{name} is not installed: pip install -r requirements.txt"
+                return f"{name} is not installed for {sys.executable}: {install_advice()}"
         if _version_tuple(installed) < lowest + (1,):
             return (f"{name} {installed} is older than {wanted}, the lowest this project supports: "
-                    f"pip install -r requirements.txt")
+                    f"{install_advice()}")
     return None
+
+
+def install_advice(project_dir=None):
+    """What to type to get the packages: in a shell where the project's virtual environment
+    (.venv beside nn.py, as the README makes it) is not active, activate it first (a new
+    shell forgets it); otherwise pip install."""
+    venv = Path(project_dir or Path(__file__).resolve().parent) / ".venv"
+    if sys.prefix == sys.base_prefix and venv.is_dir():
+        activate = venv / ("Scripts" if os.name == "nt" else "bin") / "activate"
+        return f"activate the project's virtual environment first (. {activate}), or pip install -r requirements.txt"
+    return "pip install -r requirements.txt"
 
 
 

@@ -104,3 +104,16 @@ def test_an_old_python_gets_one_line(python):
 
 def test_this_python_is_supported():
     assert sys.version_info >= nn.LOWEST_PYTHON and nn.unsupported_versions() is None
+
+
+def test_outside_the_projects_virtual_environment_the_advice_is_to_activate_it(tmp_path, monkeypatch):
+    """A new shell forgets the activated .venv that the README makes: 'pip install' there
+    meets PEP 668 ("externally managed environment"), activating is what helps."""
+    monkeypatch.setattr(sys, "prefix", sys.base_prefix)  # a Python outside any virtual environment
+    assert nn.install_advice(tmp_path) == "pip install -r requirements.txt"  # no .venv: nothing to activate
+    (tmp_path / ".venv").mkdir()
+    advice = nn.install_advice(tmp_path)
+    assert advice.startswith("activate the project's virtual environment first (. ") and str(tmp_path / ".venv") in advice
+    monkeypatch.undo()
+    if sys.prefix != sys.base_prefix:  # these tests run in a virtual environment: activating is done
+        assert nn.install_advice(tmp_path) == "pip install -r requirements.txt"
