@@ -864,6 +864,9 @@ def run(args):
         resumed, resumed_info = MLP.load(args.resume, with_info=True)
         check_resumed_config(resumed_info["config"], args.resume)
         check_optimizer_state(resumed_info["training_state"], args.resume)
+        if args.steps is not None and args.steps <= resumed_info["steps_done"]:  # before the config's own checks
+            raise UsageError(f"--resume {args.resume}: already trained for {count(resumed_info['steps_done'], 'step')}; "
+                             f"--steps {args.steps} asks for none more (--steps is the total to reach)")
     config = resolve_config(args, resumed_info and resumed_info["config"])
     out_dir = args.out or (PROJECT_DIR / "dry_run" if args.dry_run else PROJECT_DIR)
     say = (lambda text: None) if args.quiet else print

@@ -320,6 +320,15 @@ def test_dry_run_of_a_preset_shrinks_its_warm_up_with_its_steps(preset, tmp_path
     assert config["steps"] == 50 and config["warmup_steps"] == round(recipe["warmup_steps"] * 50 / recipe["steps"])
 
 
+def test_resuming_with_fewer_steps_than_done_says_so_not_the_warm_up(tmp_path):
+    """A model of --preset fast (warm-up 100, 1,700 steps) resumed with --steps 100 was told
+    '--warmup-steps 100 is not shorter than --steps 100', a flag the user never gave."""
+    assert run_nn("--dry-run", "--steps", 40, "--warmup-steps", 30, "--quiet", "--out", tmp_path).returncode == 0
+    result = run_nn("--dry-run", "--resume", tmp_path / "model_mnist.npz", "--steps", 30, "--out", tmp_path)
+    assert result.returncode == 2 and "warm" not in result.stderr, result.stderr
+    assert "already trained for 40 steps; --steps 30 asks for none more" in result.stderr
+
+
 def test_dry_run_writes_everything_quickly(tmp_path):
     started = time.perf_counter()
     result = run_nn("--dry-run", "--out", tmp_path)
