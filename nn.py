@@ -896,7 +896,7 @@ def train_test_and_save(args, config, out_dir, say, resumed, resumed_info, creat
     data_time = time.perf_counter() - started
     test_set = eval_sets["test"]
     steps_per_epoch = len(train_labels) // config["batch_size"]
-    say(f"Data: {len(train_labels)} training and {len(test_set[1])} test images "
+    say(f"Data: {len(train_labels):,} training and {len(test_set[1]):,} test images "
         f"from {args.data} in {data_time:.2f} s")
     first_step = resumed_info["steps_done"] if resumed_info else 0
     rng = np.random.default_rng([config["seed"], first_step])
