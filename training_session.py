@@ -30,6 +30,7 @@ import runs
 from damage import MAX_SEED, json_text
 from explore import BadValue, Busy, Unavailable
 from functions import softmax
+from words import count
 
 SNAPSHOT_SECONDS = 0.5   # how often the page's reading gets the newest weights
 CURVE_POINTS = 400       # the loss curve sent to the page: means of blocks of steps
@@ -349,7 +350,7 @@ class TrainingSession:
             self.say(self.message)
             return
         self.status, self.finished, self.save_failure = "saved", None, None
-        self.message = (f"Saved {self.model_path.name}: {stats['steps']:,} steps, test accuracy "
+        self.message = (f"Saved {self.model_path.name}: {count(stats['steps'], 'step')}, test accuracy "
                         f"{100 * stats['test_accuracy']:.2f} % (a copy in {stats['run_folder']}).{unread}")
         self.say(self.message)
 

@@ -408,6 +408,13 @@ def test_save_again_keeps_only_the_model_genuinely_replaced(in_process, model_pa
     assert set(copies) - set(kept) == {model_path.parent / stats["run_folder"] / "model_mnist.npz"}, copies
 
 
+def test_a_one_step_run_is_saved_as_1_step(in_process):
+    session = in_process.training
+    session.start({"steps": 1})
+    wait_until(lambda: session.status not in ("loading", "running"))
+    assert session.message.startswith("Saved model_mnist.npz: 1 step, test accuracy "), session.message  # "1 steps"
+
+
 def test_a_failed_save_whose_model_cannot_be_read_back_still_waits_for_save_again(in_process, model_path,
                                                                                   monkeypatch):
     """Memory runs out twice: in the save (after model_mnist.npz), then reading the file back.
