@@ -953,8 +953,8 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
     learns what is being saved, so that a second Ctrl-C can say what was written.
     own_model_sha256: serve's Save again, after a failed save of this run wrote its model
     file; while the file still has that SHA-256 it is no replaced model (runs.keep_replaced_model).
-    Raises SaveFailed naming the file that could not be written and what the save had
-    written by then; a run folder left empty by any failure is removed.
+    Raises SaveFailed naming the file that could not be written (or "out of memory") and
+    what the save had written by then; a run folder left empty by any failure is removed.
     """
     before = folder_contents(out_dir)
     if stop is not None:
@@ -977,7 +977,9 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
         if run_folder is not None:
             with contextlib.suppress(OSError):
                 run_folder.rmdir()  # only when nothing was copied into it
-        if not isinstance(error, OSError):  # MemoryError, say: the caller's to tell
+        if isinstance(error, MemoryError):  # perhaps after the model was written: only here is that known
+            raise SaveFailed(f"cannot save: out of memory; {saved_so_far(out_dir, before)}") from None
+        if not isinstance(error, OSError):  # KeyboardInterrupt, a bug: the caller's to tell
             raise
         # a full disk, a folder that changed since check_folders
         raise SaveFailed(f"cannot save: {os.fsdecode(error.filename or out_dir)}: {error.strerror or error}; "

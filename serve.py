@@ -184,6 +184,8 @@ def parse_json(body):
         raise
     except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
         raise BadRequest(400, f"body: not JSON ({error})") from None
+    except RecursionError:  # [[[[...]]]] deeper than the parser's recursion goes: a bad body, not a bug
+        raise BadRequest(400, "body: not JSON (nested too deeply)") from None
 
 
 def grey_from_json(body):

@@ -30,6 +30,7 @@ import runs
 from damage import MAX_SEED, json_text
 from explore import BadValue, Busy, Unavailable
 from functions import softmax
+from words import count
 
 SNAPSHOT_SECONDS = 0.5   # how often the page's reading gets the newest weights
 CURVE_POINTS = 400       # the loss curve sent to the page: means of blocks of steps
@@ -332,20 +333,25 @@ class TrainingSession:
                 failure = f"cannot save: {error_text(error)}; {nn.saved_so_far(out_dir, before)}"
             finally:
                 self.saving = None
+            unread = ""  # why the written file could not be read back, if it could not
             if failure is None or nn.folder_contents(out_dir).get(nn.MODEL_FILE) != before.get(nn.MODEL_FILE):
-                # the file now holds this run's model (also when a later output failed): read with it,
-                # through the server, which notes the file so that it does not reload it a second time
-                self.explorer.adopt(self.reload(self.model_path))
                 # a Save again must not keep this run's own half-saved model as the one it replaces
                 self.own_model_sha256 = None if failure is None else runs.file_sha256(self.model_path)
+                # the file now holds this run's model (also when a later output failed): read with it,
+                # through the server, which notes the file so that it does not reload it a second time
+                try:
+                    self.explorer.adopt(self.reload(self.model_path))
+                except Exception as error:  # out of memory, say: the run's outcome stands, the server reads it later
+                    unread = (f" {self.model_path.name} could not be read back ({error_text(error)}); the server "
+                              f"reads it again at its next request.")
         if failure is not None:
             self.status, self.finished, self.save_failure = "stopped", finished, failure
-            self.message = f"{failure[:1].upper()}{failure[1:]}. Save again, or discard the run?"
+            self.message = f"{failure[:1].upper()}{failure[1:]}.{unread} Save again, or discard the run?"
             self.say(self.message)
             return
         self.status, self.finished, self.save_failure = "saved", None, None
-        self.message = (f"Saved {self.model_path.name}: {stats['steps']:,} steps, test accuracy "
-                        f"{100 * stats['test_accuracy']:.2f} % (a copy in {stats['run_folder']}).")
+        self.message = (f"Saved {self.model_path.name}: {count(stats['steps'], 'step')}, test accuracy "
+                        f"{100 * stats['test_accuracy']:.2f} % (a copy in {stats['run_folder']}).{unread}")
         self.say(self.message)
 
     def _write_outputs(self, finished, out_dir):

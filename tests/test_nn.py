@@ -705,6 +705,28 @@ def test_an_error_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch
     assert (tmp_path / "stats.json").read_bytes() == previous_stats
 
 
+def test_out_of_memory_during_the_save_says_what_was_written(tmp_path, monkeypatch, capsys):
+    """Memory running out after model_mnist.npz was replaced: the line says so, as for a
+    full disk. It said 'nothing was saved, earlier outputs are intact' (nn.main's line for
+    memory running out while training), with the old model's stats.json beside a new model."""
+    import nn
+    import plots
+    assert nn.main(["--dry-run", "--steps", "20", "--quiet", "--out", str(tmp_path)]) == 0
+    previous_stats = (tmp_path / "stats.json").read_bytes()
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(plots, "first_layer_weights", out_of_memory)
+    capsys.readouterr()
+    assert nn.main(["--dry-run", "--steps", "30", "--quiet", "--out", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("nn.py: error: cannot save: out of memory; wrote model_mnist.npz, "), error
+    assert len(error.splitlines()) == 1 and "not written: stats.json, weights.png" in error
+    assert (tmp_path / "stats.json").read_bytes() == previous_stats
+    assert all(any(folder.iterdir()) for folder in (tmp_path / "runs").iterdir())  # no empty run folder
+
+
 def test_a_save_refused_by_the_file_system_names_the_output_and_leaves_no_empty_run_folder(tmp_path, monkeypatch,
                                                                                            capsys):
     """The rename of a temporary file refused (an immutable folder, say): the message names

@@ -176,6 +176,8 @@ def png_of_size(width, height):
 
 BAD_REQUESTS = [
     ("not JSON", "POST", "/api/predict", b"{pixels: 1", "application/json", 400, "not JSON"),
+    ("JSON nested deeper than the parser goes", "POST", "/api/predict", b"[" * 100_000 + b"]" * 100_000,
+     "application/json", 400, "nested too deeply"),  # json's recursion limit: it was 500, an internal error
     ("JSON, wrong shape", "POST", "/api/predict", b"[1, 2, 3]", "application/json", 400, "expected"),
     ("a key missing", "POST", "/api/predict", b'{"width": 2, "height": 2}', "application/json", 400, "expected"),
     ("NaN", "POST", "/api/predict", b'{"width": 2, "height": 2, "pixels": [0, NaN, 0, 0]}',

@@ -408,6 +408,44 @@ def test_save_again_keeps_only_the_model_genuinely_replaced(in_process, model_pa
     assert set(copies) - set(kept) == {model_path.parent / stats["run_folder"] / "model_mnist.npz"}, copies
 
 
+def test_a_one_step_run_is_saved_as_1_step(in_process):
+    session = in_process.training
+    session.start({"steps": 1})
+    wait_until(lambda: session.status not in ("loading", "running"))
+    assert session.message.startswith("Saved model_mnist.npz: 1 step, test accuracy "), session.message  # "1 steps"
+
+
+def test_a_failed_save_whose_model_cannot_be_read_back_still_waits_for_save_again(in_process, model_path,
+                                                                                  monkeypatch):
+    """Memory runs out twice: in the save (after model_mnist.npz), then reading the file back.
+    The request answered 500 ("internal error"), the page kept "Stopped at step ...", and Save
+    again copied the failed save's model under runs/ as if it were the one replaced."""
+    old_bytes = model_path.read_bytes()
+    fail_write_json_once(monkeypatch, MemoryError())
+    session = in_process.training
+    reload, failures = session.reload, [MemoryError()]
+
+    def reload_failing_once(path):
+        if failures:
+            raise failures.pop()
+        return reload(path)
+
+    monkeypatch.setattr(session, "reload", reload_failing_once)
+    session.start({"steps": 100000})
+    wait_until(lambda: session.status == "running")
+    session.stop()
+    wait_until(lambda: session.status == "stopped")
+    state = session.decide({"save": True})
+    assert state["status"] == "stopped" and state["message"].startswith("Cannot save: out of memory; wrote ")
+    assert "model_mnist.npz could not be read back (out of memory); the server reads it again" in state["message"]
+    assert session.decide({"save": True})["status"] == "saved"
+    stats = json.loads((model_path.parent / "stats.json").read_text())
+    copies = sorted((model_path.parent / "runs").glob("*/model_mnist.npz"))
+    assert [copy.read_bytes() == old_bytes for copy in copies].count(True) == 1  # the model replaced, once
+    assert set(copy for copy in copies if copy.read_bytes() != old_bytes) == {
+        model_path.parent / stats["run_folder"] / "model_mnist.npz"}, copies  # and the run's own copy, no other
+
+
 def test_a_save_that_failed_after_writing_the_model_is_told_as_it_is(in_process, model_path, monkeypatch):
     """The save wrote model_mnist.npz, then failed at stats.json: the server reads with the
     file's new model at once, and does not 'reload' it again at the next request; Ctrl-C
