@@ -740,7 +740,10 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     with plots.collector_paused():  # many short-lived objects: see collector_paused
         model.save(out_dir / MODEL_FILE, config=recorded_config(config), steps_done=history["steps_done"],
                    history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
-        plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], history["evaluations"],
+        evaluations = history["evaluations"]
+        if not any(e["step"] == history["steps_done"] and "test_loss" in e for e in evaluations):
+            evaluations = evaluations + [{"step": history["steps_done"], "test_loss": stats["test_loss"]}]  # the final test
+        plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], evaluations,
                          title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}",
                          subtitle=recipe_text(config))
         if history["evaluations"]:

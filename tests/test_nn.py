@@ -849,3 +849,18 @@ def test_one_sigterm_sent_twice_as_gnu_timeout_does_is_one_request(tmp_path):
     output, errors = process.communicate(timeout=120)
     assert process.returncode == 143 and "quit at once" not in errors, errors
     assert json.loads((tmp_path / "stats.json").read_text())["signal"] == "SIGTERM"
+
+
+def test_the_loss_graph_shows_the_final_test_loss_of_a_run_without_evaluations(tmp_path, monkeypatch):
+    """--preset fast evaluates only after training: its loss graph had no test loss at all."""
+    import nn
+    import plots
+    drawn = {}
+    monkeypatch.setattr(plots, "loss_graph", lambda path, steps, losses, evaluations, **_: drawn.update(
+        evaluations=evaluations))
+    assert nn.main(["--dry-run", "--steps", "30", "--eval-every", "0", "--quiet", "--out", str(tmp_path)]) == 0
+    stats = read_stats(tmp_path)
+    assert stats["evaluations"] == []  # stats.json keeps what was evaluated during training: nothing
+    assert drawn["evaluations"] == [{"step": 30, "test_loss": stats["test_loss"]}]
+    assert nn.main(["--dry-run", "--steps", "30", "--eval-every", "15", "--quiet", "--out", str(tmp_path)]) == 0
+    assert [e["step"] for e in drawn["evaluations"]] == [15, 30]  # the last evaluation is the final test already
