@@ -747,7 +747,7 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
                          title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}",
                          subtitle=recipe_text(config))
         if history["evaluations"]:
-            plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"])
+            plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"], subtitle=recipe_text(config))
         else:  # no evaluations: an earlier run's graph would pass for this run's
             (out_dir / "accuracy_graph.png").unlink(missing_ok=True)
         plots.confusion_matrix_plot(out_dir / "confusion_matrix.png", stats["confusion_matrix"])

@@ -125,6 +125,26 @@ class PowerOfTenFormatter(matplotlib.ticker.LogFormatterSciNotation):
         return f"{coefficient:.6g}{thin_space}×{thin_space}{power}"
 
 
+def wrap_subtitle(subtitle):
+    """A subtitle (or None) as lines of about what 9-point text fits in 8 inches."""
+    import textwrap
+    return textwrap.wrap(subtitle or "", 100)
+
+
+def top_margin(subtitle_lines):
+    """Where the axes of an 8 x 4.8-inch graph end, as a fraction of its height: lower by a line
+    for each subtitle line, which set_titles writes above them."""
+    return 0.93 - 0.04 * len(subtitle_lines)
+
+
+def set_titles(axes, title, subtitle_lines):
+    """The title at the top of the axes and, between them, the subtitle's lines in smaller type."""
+    axes.set_title(title, y=1.0, pad=6 + 13 * len(subtitle_lines))
+    if subtitle_lines:
+        axes.text(0.5, 1.015, "\n".join(subtitle_lines), transform=axes.transAxes, ha="center", va="bottom",
+                  fontsize=9)
+
+
 def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle=None):
     """Training loss per step (raw and smoothed) with the evaluated losses on top.
 
@@ -132,10 +152,8 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle
     dicts with "step" and any of "test_loss", "val_loss". subtitle: a second, smaller
     title line, such as the recipe that produced the curve.
     """
-    import textwrap
-    subtitle_lines = textwrap.wrap(subtitle or "", 100)  # about what 9-point text fits in 8 inches
-    top = 0.93 - 0.04 * len(subtitle_lines)
-    figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, top))  # room for labels such as 6 x 10^-1
+    subtitle_lines = wrap_subtitle(subtitle)
+    figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, top_margin(subtitle_lines)))  # room for 6 x 10^-1
     window = max(1, len(losses) // 100)
     faint = window > 1  # pale under its running mean; alone (under 200 steps) drawn fully
     axes.plot(steps, losses, color="tab:blue", alpha=0.25 if faint else 1.0, linewidth=0.6 if faint else 1.2,
@@ -157,18 +175,17 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle
     if last_step < 10:  # a few steps: from step 0, not spread over fractions of a step (0.945 to 1.050)
         axes.set_xlim(0, last_step + 1)
     axes.set_ylabel("cross-entropy loss (log scale)")
-    axes.set_title(title, y=1.0, pad=6 + 13 * len(subtitle_lines))
-    if subtitle_lines:
-        axes.text(0.5, 1.015, "\n".join(subtitle_lines), transform=axes.transAxes, ha="center", va="bottom",
-                  fontsize=9)
+    set_titles(axes, title, subtitle_lines)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     save_figure(figure, path)
 
 
-def accuracy_graph(path, evaluations, title="Accuracy during training"):
-    """Evaluated accuracies (test and validation) against the training step."""
-    figure, axes = new_figure(8, 4.8, margins=(0.09, 0.1, 0.98, 0.93))
+def accuracy_graph(path, evaluations, title="Accuracy during training", subtitle=None):
+    """Evaluated accuracies (test and validation) against the training step. subtitle: a
+    second, smaller title line, such as the recipe (as on the loss graph)."""
+    subtitle_lines = wrap_subtitle(subtitle)
+    figure, axes = new_figure(8, 4.8, margins=(0.09, 0.1, 0.98, top_margin(subtitle_lines)))
     for key, colour, label in (("train_accuracy", "tab:blue", "training batch accuracy"),
                                ("val_accuracy", "tab:green", "validation accuracy"),
                                ("test_accuracy", "tab:red", "test accuracy")):
@@ -178,7 +195,7 @@ def accuracy_graph(path, evaluations, title="Accuracy during training"):
     axes.set_xlabel("training step")
     axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # no step 32.5 on short runs
     axes.set_ylabel("accuracy (%)")
-    axes.set_title(title, y=1.0)
+    set_titles(axes, title, subtitle_lines)
     axes.grid(True, alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend()
@@ -202,7 +219,10 @@ def confusion_matrix_plot(path, matrix, title="Confusion matrix (test set)"):
     axes.set_xlabel("predicted digit")
     axes.set_ylabel("true digit")
     axes.set_title(title, y=1.0)
-    figure.colorbar(image, cax=figure.add_axes((0.83, 0.09, 0.03, 0.84)), label="log(1 + count)")
+    colour_bar = figure.colorbar(image, cax=figure.add_axes((0.83, 0.09, 0.03, 0.84)),
+                                 label="count (colour on a log(1 + count) scale)")
+    counts = [c for c in (0, 1, 10, 100, 1000, 10000) if c <= max(matrix.max(), 1)]
+    colour_bar.set_ticks(np.log1p(counts), labels=[f"{c:,}" for c in counts])  # counts, not their logarithms
     save_figure(figure, path)
 
 

@@ -198,3 +198,15 @@ def test_loss_graph_of_a_few_steps_shows_whole_steps_from_0(figures, tmp_path, s
     assert np.all(ticks == np.round(ticks)) and steps[-1] in ticks, ticks
     if len(steps) == 1:
         assert axes.lines[0].get_marker() == "o"
+
+
+def test_the_confusion_matrix_colour_bar_reads_in_counts(figures, tmp_path):
+    """The colours follow log(1 + count); the bar's ticks said 0-7, the logarithms, which no
+    reader turns back into counts. Now the ticks sit at counts and say them."""
+    matrix = np.diag([1135, 980, 12, 3, 1, 0, 7, 50, 400, 9]) + 1
+    plots.confusion_matrix_plot(tmp_path / "c.png", matrix)
+    colour_bar = figures[0].axes[1]
+    ticks = colour_bar.get_yticks()
+    labels = [label.get_text() for label in colour_bar.get_yticklabels()]
+    assert labels == ["0", "1", "10", "100", "1,000"]
+    np.testing.assert_allclose(np.expm1(ticks), [0, 1, 10, 100, 1000], rtol=1e-12)  # each at its count's colour
