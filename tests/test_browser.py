@@ -106,6 +106,16 @@ def reading(driver):
     return driver.find_element(By.ID, "prediction").text
 
 
+def test_the_model_card_wraps_a_long_path_only_after_a_slash(page, default_model):
+    """The card broke the file's path mid-name ('model_mni st.npz'): each slash is now followed
+    by a <wbr>, the only places the line may wrap, and the path reads (and copies) whole."""
+    from selenium.webdriver.support.wait import WebDriverWait
+    script = ("const d = [...document.querySelectorAll('#facts dt')].find(t => t.textContent === 'file');"
+              "return d && [d.nextElementSibling.textContent, d.nextElementSibling.querySelectorAll('wbr').length];")
+    text, breaks = WebDriverWait(page, 20).until(lambda driver: driver.execute_script(script))
+    assert text == str(default_model) and breaks == str(default_model).count(os.sep)
+
+
 def test_the_page_reads_digits_drawn_with_the_mouse(page):
     from selenium.webdriver.common.by import By
     assert reading(page) == ""  # nothing drawn yet

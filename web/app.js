@@ -264,7 +264,7 @@ async function loadFacts() {
     ["steps trained", facts.steps_done.toLocaleString("en")],
     ["test accuracy", facts.test_accuracy === null ? "no stats.json beside the model"
       : `${(100 * facts.test_accuracy).toFixed(2)} % of 10,000 test images`],
-    ["file", facts.model_file],
+    ["file", withBreaksAfterSlashes(facts.model_file)],
   ];
   if (facts.model_warning) rows.push(["warning", facts.model_warning]);
   list.replaceChildren();
@@ -272,10 +272,16 @@ async function loadFacts() {
     const term = document.createElement("dt");
     const detail = document.createElement("dd");
     term.textContent = name;
-    detail.textContent = value;
+    detail.append(...(Array.isArray(value) ? value : [value]));
     list.append(term, detail);
   }
   showActivations(null);
+}
+
+// A path as text nodes with a <wbr> after each slash: a long path wraps there rather than
+// mid-name, and a copied path has no invisible characters in it.
+function withBreaksAfterSlashes(path) {
+  return path.split(/(?<=[\\/])/).flatMap((part) => [part, document.createElement("wbr")]).slice(0, -1);
 }
 
 clearCanvas();
