@@ -692,6 +692,12 @@ class Stopping:
         self.signal, self.signal_time = number, time.monotonic()
         raise KeyboardInterrupt
 
+    def done(self):
+        """The server is closed and its run dealt with: a further signal has nothing left to
+        stop and is ignored (raised now, it would end the program with a traceback)."""
+        for number in nn.EXIT_INTERRUPTED:
+            signal.signal(number, signal.SIG_IGN)
+
 
 def main(argv=None):
     parser = build_parser()
@@ -752,6 +758,7 @@ def main(argv=None):
         return nn.EXIT_INTERRUPTED.get(stopping.signal, 130)
     finally:
         server.server_close()
+        stopping.done()
     if outcome:
         print(outcome, flush=True)  # what became of the run, before the server's last line
     print("Stopped.", flush=True)

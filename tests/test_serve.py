@@ -5,12 +5,14 @@ an untrained model (random weights: the answers are checked against the model it
 not against the digits; tests/test_browser.py reads real digits with a trained one).
 """
 
+import contextlib
 import http.client
 import io
 import json
 import signal
 import socket
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -376,6 +378,20 @@ def test_ctrl_c_stops_the_server_cleanly(model_path):
     assert errors == ""  # no traceback, no noise
     with socket.socket() as again:  # the port is free again
         again.bind((address.hostname, address.port))
+
+
+@pytest.mark.parametrize("gap", [0.002, 0.02])
+def test_a_second_ctrl_c_while_stopping_changes_nothing(model_path, gap):
+    """Two Ctrl-C close together (a key held, a shell and its child both signalled): the
+    second reached a server already stopped, which then died of it (exit status -2, -SIGINT)."""
+    for _ in range(3):
+        process, _ = start_server(model_path)
+        process.send_signal(signal.SIGINT)
+        time.sleep(gap)
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
+        output, errors = process.communicate(timeout=30)
+        assert process.returncode == 0 and "Stopped." in output and "Traceback" not in errors, (process.returncode, errors)
 
 
 def test_serve_help_names_its_flags():
