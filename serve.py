@@ -738,18 +738,18 @@ def main(argv=None):
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"nn.py serve: warning: listening on {args.host}: the page is open to others on the network",
               file=sys.stderr)
-    print(served.description, flush=True)
-    print(f"Serving {args.model} at {server.url}  (Ctrl-C stops)", flush=True)
-    if args.open:
-        import webbrowser
-        threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
-    stopping = Stopping()
-    if args.train:
-        server.training.start({})
-        print("Training the default configuration; watch it on the page"
-              + (f" (no {args.model.name} yet: untrained weights read the drawing until the run saves one)"
-                 if untrained else ""), flush=True)
+    stopping = Stopping()  # before the line that says Ctrl-C stops: a script may send it at once
     with contextlib.suppress(KeyboardInterrupt):
+        print(served.description, flush=True)
+        print(f"Serving {args.model} at {server.url}  (Ctrl-C stops)", flush=True)
+        if args.open:
+            import webbrowser
+            threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
+        if args.train:
+            server.training.start({})
+            print("Training the default configuration; watch it on the page"
+                  + (f" (no {args.model.name} yet: untrained weights read the drawing until the run saves one)"
+                     if untrained else ""), flush=True)
         server.serve_forever()
     try:
         outcome = server.training.shutdown(say=lambda line: print(line, flush=True))  # a save under way finishes
