@@ -51,7 +51,8 @@ class Progress:
     On a terminal (``stream.isatty()``) one line per epoch updates itself in
     place, at most ``refresh_per_second`` times a second:
         Epoch 3/22 [=====>........] 412/937 - ETA 25s - loss: 0.0912 - 0.62 ms/step
-    and is closed with the epoch's summary (and the evaluation, when there is one).
+    and is closed with the epoch's summary (and the evaluation, when there is one: an
+    evaluation made in the background closes it when it comes, a few dozen steps later).
     The line fits the terminal's width (shutil.get_terminal_size, which reads
     $COLUMNS first), as Keras's bar does: the bar shrinks, then the ms/step, the
     bar and the ETA are left out, so that a refresh never wraps onto a new line.
@@ -81,6 +82,8 @@ class Progress:
         self.interval_loss_sum = 0.0
         self.interval_steps = 0
         self.line_open = False
+        self.bar = None  # what the bar line shows: (step, epoch, in_epoch, mean loss, s/step, s left)
+        self.closing = None  # (step, bar) of an ended epoch whose line waits for its evaluation
 
     def _rates(self, step):
         """(seconds per step, seconds left) measured since the start of this run."""
@@ -105,12 +108,17 @@ class Progress:
         epoch = (step - 1) // self.steps_per_epoch + 1
         if self.interactive:
             now = time.perf_counter()
-            if (now - self.last_refresh >= self.min_refresh or in_epoch == self.steps_per_epoch
-                    or step == self.total_steps):
+            epoch_ends = in_epoch == self.steps_per_epoch or step == self.total_steps
+            if self.closing is not None:  # the last epoch's line waits for its evaluation
+                if not epoch_ends:
+                    return
+                self._write("\n")  # this epoch ends before it came: the evaluation gets lines of its own
+                self.closing = None
+            if now - self.last_refresh >= self.min_refresh or epoch_ends:
                 self.last_refresh = now
-                self._write("\r" + self._bar_line(step, epoch, in_epoch) + "\x1b[K")
+                self.bar = (step, epoch, in_epoch, self.epoch_loss_sum / max(self.epoch_steps, 1), *self._rates(step))
+                self._write("\r" + self._bar_line(self.bar) + "\x1b[K")
                 self.line_open = True
-                self.bar_position = (step, epoch, in_epoch)
         elif step % self.log_interval == 0 or step == self.total_steps:
             per_step, left = self._rates(step)
             width = len(str(self.total_steps))
@@ -129,12 +137,12 @@ class Progress:
         # on later versions): take 80 then too.
         return max((shutil.get_terminal_size().columns or 80) - 1, MIN_COLUMNS)
 
-    def _bar_line(self, step, epoch, in_epoch, suffix="", max_bar=30):
-        """The progress line, `suffix` (the evaluation) included, in fewer characters than
-        the terminal has columns."""
+    def _bar_line(self, bar, suffix="", max_bar=30):
+        """The progress line of `bar` (see __init__), `suffix` (the evaluation) included, in
+        fewer characters than the terminal has columns."""
         columns = self._columns()
-        per_step, left = self._rates(step)
-        loss = f" - loss: {self.epoch_loss_sum / max(self.epoch_steps, 1):.4f}"
+        step, epoch, in_epoch, mean_loss, per_step, left = bar
+        loss = f" - loss: {mean_loss:.4f}"
         eta, speed = f" - ETA {format_duration(left)}", f" - {per_step * 1000:.2f} ms/step"
         head, count = f"Epoch {epoch}/{self.total_epochs} ", f"{in_epoch}/{self.steps_per_epoch}"
         for parts in ((eta, loss, speed), (eta, loss), (loss,)):
@@ -148,34 +156,43 @@ class Progress:
                 return head + rest
         return (head + rest)[:columns]
 
-    def end_epoch(self, step, evaluation=None):
+    def end_epoch(self, step, evaluation=None, evaluation_follows=False):
         """Close the epoch that ended at ``step``; evaluation is a dict such as
-        {"test_loss": 0.08, "test_accuracy": 0.97}, shown at the end of its line."""
+        {"test_loss": 0.08, "test_accuracy": 0.97}, shown at the end of its line.
+        evaluation_follows=True: the evaluation of this step is being made, and
+        ``evaluation(step, ...)`` will close the line with it."""
         if not self.quiet:
             if self.interactive:
-                if self.line_open:
-                    self._write("\r" + self._closed_line(evaluation or {}) + "\x1b[K\n")
-                self.line_open = False
+                if self.line_open and evaluation_follows:
+                    self.closing = (step, self.bar)
+                elif self.line_open:
+                    self._write("\r" + self._closed_line(self.bar, evaluation or {}) + "\x1b[K\n")
+                    self.line_open = False
             elif evaluation:
                 self.evaluation(step, evaluation)
         self.epoch_loss_sum = 0.0
         self.epoch_steps = 0
 
-    def _closed_line(self, evaluation):
+    def _closed_line(self, bar, evaluation):
         """The epoch's last bar line with its evaluation: on the bar line when both fit, in
         long words or short ones; else the bar line, then the evaluation on lines of their
         own, as many as the width needs."""
         for short in (False, True):
             extra = "".join(" - " + part for part in evaluation_parts(evaluation, short))
-            line = self._bar_line(*self.bar_position, suffix=extra)
+            line = self._bar_line(bar, suffix=extra)
             if line.endswith(extra):
                 return line
         lines = pack(evaluation_parts(evaluation, short=True), self._columns(), indent="")
-        return self._bar_line(*self.bar_position) + "".join("\x1b[K\n" + line for line in lines)
+        return self._bar_line(bar) + "".join("\x1b[K\n" + line for line in lines)
 
     def evaluation(self, step, evaluation):
-        """Show an evaluation made at ``step`` in the middle of an epoch (or in a log)."""
+        """Show an evaluation made at ``step``: at the end of the line of the epoch that ended
+        there, when it waits for it, else in the middle of an epoch (or in a log)."""
         if self.quiet:
+            return
+        if self.closing is not None and self.closing[0] == step:
+            self._write("\r" + self._closed_line(self.closing[1], evaluation) + "\x1b[K\n")
+            self.closing, self.line_open = None, False
             return
         if not self.interactive:  # a log keeps one line per evaluation
             self.message(f"  evaluation at step {step}: "
@@ -190,7 +207,7 @@ class Progress:
         wrapped between words to its width."""
         if self.interactive and self.line_open:
             self._write("\n")
-            self.line_open = False
+            self.line_open, self.closing = False, None
         if self.interactive:
             text = "\n".join(wrapped for line in text.split("\n") for wrapped in
                              textwrap.wrap(line, self._columns(), subsequent_indent="  ", break_long_words=False,

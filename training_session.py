@@ -74,7 +74,7 @@ class PageProgress:
             self.publish(self.model)
             self.next_snapshot = time.perf_counter() + SNAPSHOT_SECONDS
 
-    def end_epoch(self, step, evaluation=None):
+    def end_epoch(self, step, evaluation=None, evaluation_follows=False):
         if evaluation:
             self.evaluation(step, evaluation)
 

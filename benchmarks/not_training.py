@@ -35,8 +35,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # counts only the test set after training.
 PARTS = [
     ("nn", "prepare_data", "load the data (CSV caches)", 0),
-    ("nn", "train", "train (evaluations during training included)", 0),
-    ("nn", "evaluate_sets", "evaluations during training", 1),
+    ("nn", "train", "train (with the evaluations it waits for)", 0),
+    ("nn", "evaluate_sets", "evaluations during training (a thread of their own)", 1),
     ("nn", "evaluate", "evaluate the test set after training", 0),
     ("nn", "save_run", "save: model, pictures, stats.json, copies", 0),
     ("mlp.MLP", "save", "model_mnist.npz", 1),

@@ -864,3 +864,117 @@ def test_the_loss_graph_shows_the_final_test_loss_of_a_run_without_evaluations(t
     assert drawn["evaluations"] == [{"step": 30, "test_loss": stats["test_loss"]}]
     assert nn.main(["--dry-run", "--steps", "30", "--eval-every", "15", "--quiet", "--out", str(tmp_path)]) == 0
     assert [e["step"] for e in drawn["evaluations"]] == [15, 30]  # the last evaluation is the final test already
+
+
+# ------------------------------------------- evaluations in the background (nn.Evaluations)
+
+class SlowEvaluations:
+    """nn.evaluate_sets taking at least `seconds`: an evaluation in the background then
+    ends many steps after its own (a step of the small network takes a fraction of a ms)."""
+
+    def __init__(self, seconds):
+        import nn
+        self.evaluate_sets, self.seconds = nn.evaluate_sets, seconds
+
+    def __call__(self, *args):
+        time.sleep(self.seconds)
+        return self.evaluate_sets(*args)
+
+
+class StopAtStep:
+    """A progress object's step hook that sets stop.signal at `step`, as a Ctrl-C would."""
+
+    def __init__(self, progress, stop, step):
+        self.progress, self.stop, self.step_to_stop = progress, stop, step
+
+    def __getattr__(self, name):
+        return getattr(self.progress, name)
+
+    def step(self, step, loss):
+        self.progress.step(step, loss)
+        if step == self.step_to_stop:
+            self.stop.signal = signal.SIGINT
+
+
+def train_small_run(monkeypatch, in_background, config=None, stop_at=None, evaluation_s=0.05):
+    """(history, the lines a terminal 100 columns wide shows) of nn.train on random data
+    (10 steps an epoch), with its evaluations in the background or in place."""
+    import io
+    import re
+
+    import nn
+    from progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setattr(nn, "evaluations_in_background", lambda: in_background)
+    monkeypatch.setattr(nn, "evaluate_sets", SlowEvaluations(evaluation_s))
+    data_rng = np.random.default_rng(5)
+    images, labels = data_rng.integers(0, 256, (320, 784), np.uint8), data_rng.integers(0, 10, 320)
+    eval_sets = {"test": (data_rng.integers(0, 256, (500, 784), np.uint8), data_rng.integers(0, 10, 500)),
+                 "val": (data_rng.integers(0, 256, (200, 784), np.uint8), data_rng.integers(0, 10, 200))}
+    config = dict(nn.DEFAULTS, steps=23, batch_size=32, hidden=[20], lr=0.05, **(config or {}))
+    rng = np.random.default_rng(0)
+    model = nn.new_model(config, rng)
+    terminal = Terminal()
+    progress = Progress(config["steps"], 10, stream=terminal, refresh_per_second=1e9)
+    stop = nn.StopRequest()
+    if stop_at is not None:
+        progress = StopAtStep(progress, stop, stop_at)
+    history = nn.train(model, config, (images, labels), eval_sets, rng, progress, stop)
+    history["weights"] = model.flat_parameters.tolist()
+    state = history.pop("training_state")  # arrays made plain, to compare with ==
+    history["training_state"] = {key: value.tolist() if isinstance(value, np.ndarray) else value
+                                 for key, value in state.items() if key != "optimizer_arrays"}
+    lines = []  # the terminal's lines: each \r starts the line again, \x1b[K clears its rest
+    for line in terminal.getvalue().split("\n"):
+        lines.append(re.sub(r"\x1b\[K", "", line.split("\r")[-1]))
+    return history, lines
+
+
+@pytest.mark.parametrize("config, stop_at, steps", [
+    ({}, None, [10, 20, 23]),                                 # once an epoch (10 steps), and the last step
+    ({"eval_every": 3}, None, [3, 6, 9, 12, 15, 18, 21, 23]),  # more often than they can be made
+    ({"eval_every": 7}, 12, [7]),                             # a Ctrl-C at step 12, an evaluation under way
+    ({"early_stopping": 1, "eval_every": 4}, None, None),     # early stopping waits for each
+])
+def test_evaluations_in_the_background_are_those_made_in_place(monkeypatch, config, stop_at, steps):
+    """The same evaluations (steps and numbers), losses, weights and end, and the same lines
+    on a terminal, whether each evaluation is made in place or beside the training while
+    it goes on (each one taking 50 ms: tens of steps go by meanwhile)."""
+    import re
+    in_place, in_place_lines = train_small_run(monkeypatch, False, config, stop_at)
+    background, background_lines = train_small_run(monkeypatch, True, config, stop_at)
+    assert background == in_place
+    if steps is not None:
+        assert [e["step"] for e in in_place["evaluations"]] == steps
+    else:
+        assert in_place["ended"] == "early_stopping" and in_place["last_step"] < 23
+
+    def without_times(lines):
+        return [re.sub(r"[\d.]+ ms/step|ETA [\d.]+s", "", line) for line in lines]
+    if not config:  # once an epoch: each epoch's line ends with its evaluation, in both
+        assert all(line.startswith(f"Epoch {n}/3") and "test: loss" in line
+                   for n, line in enumerate(in_place_lines[:3], 1)), in_place_lines
+        assert without_times(background_lines) == without_times(in_place_lines)
+    else:  # an evaluation in mid-epoch is shown when it is made: later, in the background
+        assert ([line for line in background_lines if "evaluation at" in line]
+                == [line for line in in_place_lines if "evaluation at" in line])
+
+
+def test_an_evaluation_in_the_background_that_finds_broken_weights_stops_the_run():
+    """evaluate_sets raises Diverged for weights that are not finite numbers; made in the
+    background, it is raised in the training thread when the evaluation is collected."""
+    import nn
+    from progress import Progress
+    model = MLP([784, 5, 10], rng=np.random.default_rng(0))
+    images, labels = np.zeros((3, 784), np.uint8), np.zeros(3, np.int64)
+    evaluations = nn.Evaluations(model, {"test": (images, labels)}, [], Progress(10, 10, quiet=True), True)
+    model.layers[0].W[0, 0] = np.nan
+    evaluations.start(model, 7)
+    with pytest.raises(nn.Diverged, match="stopped being finite numbers by step 7"):
+        evaluations.record_finished(wait=True)
+    evaluations.close()

@@ -77,3 +77,46 @@ def test_a_terminal_a_few_columns_wide_gets_lines_of_the_smallest_width(monkeypa
     shown = [re.sub(r"\x1b\[K", "", piece) for line in stream.getvalue().split("\n") for piece in line.split("\r")]
     assert "SIGINT at step 100:" in stream.getvalue() and "0.9713" in stream.getvalue()
     assert max(len(piece) for piece in shown) < progress_module.MIN_COLUMNS + 1
+
+
+def terminal_lines(stream):
+    """The lines a terminal shows: each \\r starts its line again, \\x1b[K clears the rest."""
+    return [re.sub(r"\x1b\[K", "", line.split("\r")[-1]) for line in stream.getvalue().split("\n")]
+
+
+def test_an_epoch_line_waits_for_its_evaluation_made_in_the_background(monkeypatch):
+    """An evaluation made beside the training (nn.Evaluations) comes some steps after its
+    epoch ended: the epoch's line stays on screen as it ended, with no refresh of the next
+    epoch, and the evaluation closes it, as it does when it comes at once. An evaluation
+    that comes after the next epoch ended too gets lines of its own."""
+    monkeypatch.setenv("COLUMNS", "100")
+    evaluation = EVALUATIONS["test only"]
+    at_once, waited = FakeTerminal(), FakeTerminal()
+    for stream in (at_once, waited):
+        progress = Progress(total_steps=30, steps_per_epoch=10, stream=stream, refresh_per_second=1e9)
+        progress._rates = lambda step: (0.0005, 0.0)  # the clock aside
+        for step in range(1, 11):
+            progress.step(step, 0.5)
+        if stream is at_once:
+            progress.end_epoch(10, evaluation)
+            continue
+        progress.end_epoch(10, evaluation_follows=True)
+        written = stream.getvalue()
+        for step in range(11, 15):
+            progress.step(step, 0.25)
+        assert stream.getvalue() == written  # the next epoch is not drawn over the ended one
+        progress.evaluation(10, evaluation)
+        for step in range(15, 21):
+            progress.step(step, 0.25)
+        progress.end_epoch(20, evaluation_follows=True)
+        for step in range(21, 31):
+            progress.step(step, 0.125)  # epoch 3 ends before the evaluation of step 20 came
+        progress.evaluation(20, evaluation)
+        progress.end_epoch(30)  # no evaluation this epoch (--eval-every 20)
+    assert terminal_lines(at_once) == [
+        "Epoch 1/3 [===========] 10/10 - ETA 0.0s - loss: 0.5000 - test_loss: 0.0812 - test_accuracy: 0.9751", ""]
+    assert terminal_lines(waited) == [
+        terminal_lines(at_once)[0],
+        "Epoch 2/3 [==============================] 10/10 - ETA 0.0s - loss: 0.2500 - 0.50 ms/step",
+        "Epoch 3/3 [==============================] 10/10 - ETA 0.0s - loss: 0.1250 - 0.50 ms/step",
+        "  evaluation at step 20:  test: loss 0.0812, acc 0.9751", ""], terminal_lines(waited)
