@@ -286,7 +286,16 @@ def busy_cores_warning(threads, cores, load_average):
             f"busy (load average {load_average:.1f}); expect it to be slower than --threads 1")
 
 
+def _interrupted_while_starting(number, frame):
+    """SIGINT while the program starts (NumPy and the modules load, a fraction of a
+    second): nothing is written yet, so it ends at once with one line, not with a
+    traceback from inside an import. main_quiet_on_closed_output takes over from there."""
+    os.write(2, b"nn.py: interrupted while starting; nothing was written\n")
+    os._exit(130)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
     _problem = unsupported_versions()
     if _problem:
         sys.exit(f"nn.py: error: {_problem}")
@@ -1303,6 +1312,9 @@ def main_quiet_on_closed_output(argv=None):
         status = main(argv)
         sys.stdout.flush()  # here, where the error can be caught, not at interpreter exit
         return status
+    except KeyboardInterrupt:  # where main() and its subcommands do not say more (predict, flags, imports)
+        print("nn.py: interrupted; a file being written keeps its old version", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         if not (argv and argv[0] in SUBCOMMANDS):
@@ -1312,6 +1324,7 @@ def main_quiet_on_closed_output(argv=None):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # started: Ctrl-C raises KeyboardInterrupt again
     status = main_quiet_on_closed_output()
     # The program ends here. On the way out the interpreter runs the garbage collector,
     # which would walk every object still alive (some 70,000 once matplotlib has drawn):

@@ -622,6 +622,39 @@ def test_optimizer_comparison_leaves_the_tracked_picture_alone_by_default():
     assert module.build_parser().parse_args([]).out == PROJECT_DIR / "benchmarks" / "results" / "optimizers.png"
 
 
+def test_interrupt_while_numpy_loads_is_one_line(tmp_path):
+    """Ctrl-C in the first fraction of a second, while NumPy and the modules load, gave a
+    KeyboardInterrupt traceback from inside an import. A stand-in numpy found first on
+    PYTHONPATH says when the import has begun, then waits for the signal."""
+    stand_in = tmp_path / "numpy"
+    stand_in.mkdir()
+    (stand_in / "__init__.py").write_text("import pathlib, time\n"
+                                          f"pathlib.Path({str(tmp_path / 'importing')!r}).touch()\n"
+                                          "time.sleep(30)\n")
+    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "--out", str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "importing").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, err, out) == (130, "nn.py: interrupted while starting; nothing was written\n", "")
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupt_in_predict_is_one_line(monkeypatch, capsys):
+    """predict says nothing of its own about Ctrl-C: it ended in a KeyboardInterrupt traceback."""
+    import nn
+    import predict
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(predict, "main", interrupted)
+    assert nn.main_quiet_on_closed_output(["predict", "digit.png"]) == 130
+    assert capsys.readouterr().err == "nn.py: interrupted; a file being written keeps its old version\n"
+
+
 def test_interrupt_during_data_setup_names_what_was_written(tmp_path, monkeypatch, capsys):
     """Ctrl-C while the CSVs are being written: the message lists the CSV already
     written, instead of claiming that nothing was."""
