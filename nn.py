@@ -529,7 +529,8 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
     """Train `model` in place from step first_step to config["steps"].
 
     train_set: (images (N, 784) uint8, labels (N,)). eval_sets: {"test": (...),
-    "val": (...)} evaluated every config["eval_every"] steps (None: once an epoch).
+    "val": (...)} evaluated every config["eval_every"] steps (None: once an epoch), in a
+    thread of their own when a core is free (see Evaluations).
     Each epoch visits a fresh random permutation of the training set in batches of
     config["batch_size"] (the last, incomplete batch of an epoch is left out).
     saved_state: the training_state of a resumed model (see MLP.save), or None. With
