@@ -584,6 +584,8 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
         model.update(optimizer, learning_rates[step])
         losses[step - first_step] = loss
         step += 1
+        if progress.writes_log_line_at(step):  # a log shows every evaluation before the lines of later steps
+            evaluations.record_finished(wait=True)
         evaluation_due = eval_every and (step % eval_every == 0 or step == total_steps)
         if evaluation_due:  # before the progress: the evaluation under way, if any, is shown first
             evaluations.start(model, step)

@@ -128,6 +128,12 @@ class Progress:
             self.interval_loss_sum = 0.0
             self.interval_steps = 0
 
+    def writes_log_line_at(self, step):
+        """True when ``step(step, ...)`` writes a line of a log (not on a terminal, not quiet):
+        the training shows the evaluations under way before it, in the order of their steps."""
+        return (not self.quiet and not self.interactive
+                and (step % self.log_interval == 0 or step == self.total_steps))
+
     @staticmethod
     def _columns():
         """The characters a line may hold: one fewer than the terminal's columns (the last

@@ -74,6 +74,10 @@ class PageProgress:
             self.publish(self.model)
             self.next_snapshot = time.perf_counter() + SNAPSHOT_SECONDS
 
+    def writes_log_line_at(self, step):
+        """The page keeps no log."""
+        return False
+
     def end_epoch(self, step, evaluation=None, evaluation_follows=False):
         if evaluation:
             self.evaluation(step, evaluation)

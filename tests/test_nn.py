@@ -929,7 +929,7 @@ class StopAtStep:
             self.stop.signal = signal.SIGINT
 
 
-def train_small_run(monkeypatch, in_background, config=None, stop_at=None, evaluation_s=0.05):
+def train_small_run(monkeypatch, in_background, config=None, stop_at=None, evaluation_s=0.05, log_interval=None):
     """(history, the lines a terminal 100 columns wide shows) of nn.train on random data
     (10 steps an epoch), with its evaluations in the background or in place."""
     import io
@@ -952,8 +952,8 @@ def train_small_run(monkeypatch, in_background, config=None, stop_at=None, evalu
     config = dict(nn.DEFAULTS, steps=23, batch_size=32, hidden=[20], lr=0.05, **(config or {}))
     rng = np.random.default_rng(0)
     model = nn.new_model(config, rng)
-    terminal = Terminal()
-    progress = Progress(config["steps"], 10, stream=terminal, refresh_per_second=1e9)
+    terminal = Terminal() if log_interval is None else io.StringIO()  # a log: plain lines
+    progress = Progress(config["steps"], 10, log_interval=log_interval, stream=terminal, refresh_per_second=1e9)
     stop = nn.StopRequest()
     if stop_at is not None:
         progress = StopAtStep(progress, stop, stop_at)
@@ -996,6 +996,21 @@ def test_evaluations_in_the_background_are_those_made_in_place(monkeypatch, conf
     else:  # an evaluation in mid-epoch is shown when it is made: later, in the background
         assert ([line for line in background_lines if "evaluation at" in line]
                 == [line for line in in_place_lines if "evaluation at" in line])
+
+
+@pytest.mark.parametrize("config", [{}, {"eval_every": 3}])
+def test_a_log_shows_the_evaluations_in_the_background_where_it_shows_those_made_in_place(monkeypatch, config):
+    """In a log (not a terminal), an evaluation made in the background was written when it
+    ended: 'step 1000' came before 'evaluation at step 937' in 2 runs of 3. Every line of
+    a log now comes in the order it has with the evaluations made in place."""
+    import re
+
+    def without_times(lines):
+        return [re.sub(r"\d+ steps/s  ETA \S+", "", line) for line in lines]
+    in_place = train_small_run(monkeypatch, False, config, log_interval=2)[1]
+    background = train_small_run(monkeypatch, True, config, log_interval=2)[1]
+    assert sum("evaluation at step" in line for line in in_place) == {0: 3, 1: 8}[bool(config)]
+    assert without_times(background) == without_times(in_place)
 
 
 def test_an_evaluation_in_the_background_that_finds_broken_weights_stops_the_run():
