@@ -997,8 +997,11 @@ def train_test_and_save(args, config, out_dir, say, resumed, resumed_info, creat
     progress = Progress(config["steps"], steps_per_epoch, first_step, args.log_interval, args.quiet)
     started = time.perf_counter()
     with StopRequest(created_folders) as stop:
-        history = train(model, config, (train_images, train_labels), eval_sets, rng, progress, stop,
-                        first_step, history, saved_state)
+        # A blow-up (overflow, then NaN) ends in Diverged, said in one line: NumPy's own
+        # warnings would only come before it, with lines of source.
+        with np.errstate(over="ignore", invalid="ignore"):
+            history = train(model, config, (train_images, train_labels), eval_sets, rng, progress, stop,
+                            first_step, history, saved_state)
         train_time = time.perf_counter() - started
         test_loss, test_accuracy, test_logits = evaluate(model, *test_set)
         probabilities = softmax(test_logits)

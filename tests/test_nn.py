@@ -148,6 +148,16 @@ def test_divergence_stops_and_keeps_the_previous_model(tmp_path):
     assert {name: (tmp_path / name).read_bytes() for name in OUTPUTS} == before
 
 
+def test_a_blow_up_to_overflow_is_one_line(tmp_path):
+    """--lr 1e6 overflows the first product at once: NumPy's RuntimeWarnings (overflow in
+    matmul, invalid value in subtract, each with its source line) came before the one line
+    that says the training diverged."""
+    result = run_nn("--lr", "1e6", "--dry-run", "--out", tmp_path, "--quiet")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("nn.py: error: training diverged: "), \
+        result.stderr
+
+
 def start_long_run(tmp_path, *extra):
     process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "--steps", "1000000", "--eval-every",
                                 "0", "--log-interval", "200", "--out", str(tmp_path), *extra],
