@@ -817,14 +817,11 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     with plots.collector_paused():  # many short-lived objects: see collector_paused
         model.save(out_dir / MODEL_FILE, config=recorded_config(config), steps_done=history["steps_done"],
                    history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
-        evaluations = history["evaluations"]
-        if not any(e["step"] == history["steps_done"] and "test_loss" in e for e in evaluations):
-            evaluations = evaluations + [{"step": history["steps_done"], "test_loss": stats["test_loss"]}]  # the final test
+        evaluations, subtitle = graph_evaluations(history, stats), graph_subtitle(config, history)
         plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], evaluations,
-                         title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}",
-                         subtitle=recipe_text(config))
+                         title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}", subtitle=subtitle)
         if history["evaluations"]:
-            plots.accuracy_graph(out_dir / "accuracy_graph.png", history["evaluations"], subtitle=recipe_text(config))
+            plots.accuracy_graph(out_dir / "accuracy_graph.png", evaluations, subtitle=subtitle)
         else:  # no evaluations: an earlier run's graph would pass for this run's
             (out_dir / "accuracy_graph.png").unlink(missing_ok=True)
         plots.confusion_matrix_plot(out_dir / "confusion_matrix.png", stats["confusion_matrix"])
@@ -837,6 +834,26 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
         plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W,
                                   next_layer_W=model.layers[1].W if len(model.layers) > 1 else None)
     plots.show()
+
+
+def graph_evaluations(history, stats):
+    """The evaluations the graphs show: those made during training, and the final test of
+    the saved weights when none of them was made at their step (a run stopped between
+    two evaluations, or one that made none), so that both graphs end where the run did."""
+    evaluations = history["evaluations"]
+    if any(e["step"] == history["steps_done"] and "test_loss" in e for e in evaluations):
+        return evaluations
+    return evaluations + [{"step": history["steps_done"], "test_loss": stats["test_loss"],
+                           "test_accuracy": stats["test_accuracy"]}]
+
+
+def graph_subtitle(config, history):
+    """The recipe under the graphs' titles (recipe_text), and how the run ended when it did
+    not train all its steps: 'interrupted at step 11,030', 'early stopping at step 6,000'."""
+    ended = {"interrupted": "interrupted", "early_stopping": "early stopping"}.get(history["ended"])
+    if ended is None:
+        return recipe_text(config)
+    return f"{recipe_text(config)}; {ended} at step {history['last_step']:,}"
 
 
 def recorded_config(config):

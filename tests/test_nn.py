@@ -837,6 +837,26 @@ def test_the_loss_graph_states_the_recipe_of_its_curve():
         "adam, lr 0.001 step, batch 128")
 
 
+def test_the_graphs_of_an_interrupted_run_end_where_it_stopped_and_say_so():
+    """Ctrl-C at step 11,030: the loss graph showed the final test there, the accuracy graph
+    ended at the evaluation of step 10,307, and both subtitles said '20,000 steps' with no
+    word of the stop."""
+    import nn
+    evaluations = [{"step": 9370, "test_loss": 0.07, "test_accuracy": 0.978},
+                   {"step": 10307, "test_loss": 0.071, "test_accuracy": 0.9786}]
+    history = {"evaluations": evaluations, "steps_done": 11030, "last_step": 11030, "ended": "interrupted"}
+    stats = {"test_loss": 0.069, "test_accuracy": 0.9788}
+    assert nn.graph_evaluations(history, stats) == evaluations + [
+        {"step": 11030, "test_loss": 0.069, "test_accuracy": 0.9788}]
+    assert nn.graph_subtitle(nn.DEFAULTS, history) == (
+        "sgd, lr 0.1 constant, batch 64, 20,000 steps; interrupted at step 11,030")
+    completed = dict(history, evaluations=evaluations[:1], steps_done=9370, last_step=9370, ended="completed")
+    assert nn.graph_evaluations(completed, stats) == evaluations[:1]  # its last evaluation is the final test's step
+    assert nn.graph_subtitle(nn.DEFAULTS, completed) == "sgd, lr 0.1 constant, batch 64, 20,000 steps"
+    early = dict(history, steps_done=10307, last_step=12000, ended="early_stopping")
+    assert nn.graph_subtitle(nn.DEFAULTS, early).endswith("; early stopping at step 12,000")
+
+
 def test_a_runs_folder_that_cannot_be_written_is_refused_before_the_data_loads(tmp_path, monkeypatch, capsys):
     """An unwritable runs/ (tests run as root here, so the refusal of the system is simulated)."""
     import tempfile
