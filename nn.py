@@ -193,7 +193,8 @@ def build_parser():
     group.add_argument("--resume", type=Path, metavar="MODEL",
                        help="continue training a saved model up to --steps steps in all")
     group.add_argument("--dry-run", action="store_true",
-                       help="a handful of steps on a slice of the data, every output written")
+                       help="50 steps (or --steps) on 2,000 training and 1,000 test images, every "
+                            "output written (to dry_run/ unless --out is given): a check that all works")
     group = parser.add_argument_group("beyond the original")
     group.add_argument("--preset", choices=sorted(PRESETS), help="a documented set of the flags below "
                        "(flags given as well win); " + "; ".join(
