@@ -289,13 +289,17 @@ def busy_cores_warning(threads, cores, load_average):
 def _interrupted_while_starting(number, frame):
     """SIGINT while the program starts (NumPy and the modules load, a fraction of a
     second): nothing is written yet, so it ends at once with one line, not with a
-    traceback from inside an import. main_quiet_on_closed_output takes over from there."""
+    traceback from inside an import. main_quiet_on_closed_output takes over from there.
+    Not installed when the parent made the program ignore SIGINT (`nn.py &` in a script):
+    a Ctrl-C meant for the parent must not end it."""
     os.write(2, b"nn.py: interrupted while starting; nothing was written\n")
     os._exit(130)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    _SIGINT_IGNORED = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if not _SIGINT_IGNORED:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
     _problem = unsupported_versions()
     if _problem:
         sys.exit(f"nn.py: error: {_problem}")
@@ -1324,7 +1328,8 @@ def main_quiet_on_closed_output(argv=None):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # started: Ctrl-C raises KeyboardInterrupt again
+    if not _SIGINT_IGNORED:  # started: Ctrl-C raises KeyboardInterrupt again
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     status = main_quiet_on_closed_output()
     # The program ends here. On the way out the interpreter runs the garbage collector,
     # which would walk every object still alive (some 70,000 once matplotlib has drawn):

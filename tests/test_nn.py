@@ -643,6 +643,32 @@ def test_interrupt_while_numpy_loads_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_sigint_ignored_by_the_parent_stays_ignored_while_starting(tmp_path):
+    """A parent that makes its child ignore SIGINT (a script's `python nn.py &`: a Ctrl-C
+    meant for the script) kept nn.py running; the handler of the starting window ended it
+    with status 130. The stand-in numpy says when the import has begun, waits for the
+    signal to be sent, gives it time to arrive, then ends the program with status 7."""
+    stand_in = tmp_path / "numpy"
+    stand_in.mkdir()
+    (stand_in / "__init__.py").write_text("import pathlib, sys, time\n"
+                                          f"pathlib.Path({str(tmp_path / 'importing')!r}).touch()\n"
+                                          f"while not pathlib.Path({str(tmp_path / 'sent')!r}).exists():\n"
+                                          "    time.sleep(0.01)\n"
+                                          "time.sleep(0.5)\n"
+                                          "sys.exit(7)\n")
+    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "--out", str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "importing").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    (tmp_path / "sent").touch()
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, err, out) == (7, "", "")
+
+
 def test_interrupt_in_predict_is_one_line(monkeypatch, capsys):
     """predict says nothing of its own about Ctrl-C: it ended in a KeyboardInterrupt traceback."""
     import nn
