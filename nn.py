@@ -594,15 +594,17 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
         if step % steps_per_epoch == 0 or step == total_steps:
             progress.end_epoch(step, evaluation_follows=evaluation_due)
         # Early stopping decides on each evaluation before the next step, and the loop
-        # ends after the last step or a stop: then the evaluation is waited for.
-        wait = early_stopping is not None or step == total_steps or stop.signal is not None
+        # ends after the last step or a stop: then the evaluation is waited for. The stop
+        # is read once: a signal arriving after this line is seen at the next step.
+        stop_signal = stop.signal
+        wait = early_stopping is not None or step == total_steps or stop_signal is not None
         finished = evaluations.record_finished(wait)
         if early_stopping and finished and early_stopping.should_stop(model, finished[-1]):
             ended = "early_stopping"
             break
-        if stop.signal is not None:
+        if stop_signal is not None:
             ended = "interrupted"
-            progress.message(f"{stop.signal.name} at step {step}: saving what was reached "
+            progress.message(f"{stop_signal.name} at step {step}: saving what was reached "
                              f"(send it again to quit at once: files not saved by then keep their old version)")
             break
     evaluations.close()

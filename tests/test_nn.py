@@ -1024,6 +1024,37 @@ def test_evaluations_in_the_background_are_those_made_in_place(monkeypatch, conf
                 == [line for line in in_place_lines if "evaluation at" in line])
 
 
+def test_a_signal_while_the_loop_collects_evaluations_waits_for_the_one_under_way(monkeypatch):
+    """A Ctrl-C arriving after the loop decided not to wait for the evaluation under way,
+    and before it checked for a stop, ended the run at once: the evaluation (of step 7,
+    made beside the training) was dropped from the history, which one made in place kept.
+    Here the signal arrives while the loop collects the finished evaluations at step 7."""
+    import nn
+    stops, started = [], []
+    make_stop, start, record_finished = nn.StopRequest, nn.Evaluations.start, nn.Evaluations.record_finished
+
+    def new_stop():
+        stops.append(make_stop())
+        return stops[-1]
+
+    def recording_start(self, model, step):
+        start(self, model, step)
+        started.append(step)
+
+    def signalled_record_finished(self, wait=False):
+        if started == [7] and stops[-1].signal is None:
+            stops[-1].signal = signal.SIGINT
+        return record_finished(self, wait)
+    monkeypatch.setattr(nn, "StopRequest", new_stop)
+    monkeypatch.setattr(nn.Evaluations, "start", recording_start)
+    monkeypatch.setattr(nn.Evaluations, "record_finished", signalled_record_finished)
+    in_place, _ = train_small_run(monkeypatch, False, {"eval_every": 7})
+    started.clear()
+    background, _ = train_small_run(monkeypatch, True, {"eval_every": 7})
+    assert [e["step"] for e in in_place["evaluations"]] == [7]
+    assert background == in_place
+
+
 def test_an_evaluation_in_the_background_that_finds_broken_weights_stops_the_run():
     """evaluate_sets raises Diverged for weights that are not finite numbers; made in the
     background, it is raised in the training thread when the evaluation is collected."""
