@@ -290,13 +290,17 @@ def busy_cores_warning(threads, cores, load_average):
 def _interrupted_while_starting(number, frame):
     """SIGINT while the program starts (NumPy and the modules load, a fraction of a
     second): nothing is written yet, so it ends at once with one line, not with a
-    traceback from inside an import. main_quiet_on_closed_output takes over from there."""
+    traceback from inside an import. main_quiet_on_closed_output takes over from there.
+    Not installed when the parent made the program ignore SIGINT (`nn.py &` in a script):
+    a Ctrl-C meant for the parent must not end it."""
     os.write(2, b"nn.py: interrupted while starting; nothing was written\n")
     os._exit(130)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, _interrupted_while_starting)
+    _SIGINT_IGNORED = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if not _SIGINT_IGNORED:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
     _problem = unsupported_versions()
     if _problem:
         sys.exit(f"nn.py: error: {_problem}")
@@ -594,15 +598,17 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
         if step % steps_per_epoch == 0 or step == total_steps:
             progress.end_epoch(step, evaluation_follows=evaluation_due)
         # Early stopping decides on each evaluation before the next step, and the loop
-        # ends after the last step or a stop: then the evaluation is waited for.
-        wait = early_stopping is not None or step == total_steps or stop.signal is not None
+        # ends after the last step or a stop: then the evaluation is waited for. The stop
+        # is read once: a signal arriving after this line is seen at the next step.
+        stop_signal = stop.signal
+        wait = early_stopping is not None or step == total_steps or stop_signal is not None
         finished = evaluations.record_finished(wait)
         if early_stopping and finished and early_stopping.should_stop(model, finished[-1]):
             ended = "early_stopping"
             break
-        if stop.signal is not None:
+        if stop_signal is not None:
             ended = "interrupted"
-            progress.message(f"{stop.signal.name} at step {step}: saving what was reached "
+            progress.message(f"{stop_signal.name} at step {step}: saving what was reached "
                              f"(send it again to quit at once: files not saved by then keep their old version)")
             break
     evaluations.close()
@@ -1348,7 +1354,8 @@ def main_quiet_on_closed_output(argv=None):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # started: Ctrl-C raises KeyboardInterrupt again
+    if not _SIGINT_IGNORED:  # started: Ctrl-C raises KeyboardInterrupt again
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     status = main_quiet_on_closed_output()
     # The program ends here. On the way out the interpreter runs the garbage collector,
     # which would walk every object still alive (some 70,000 once matplotlib has drawn):

@@ -653,6 +653,32 @@ def test_interrupt_while_numpy_loads_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_sigint_ignored_by_the_parent_stays_ignored_while_starting(tmp_path):
+    """A parent that makes its child ignore SIGINT (a script's `python nn.py &`: a Ctrl-C
+    meant for the script) kept nn.py running; the handler of the starting window ended it
+    with status 130. The stand-in numpy says when the import has begun, waits for the
+    signal to be sent, gives it time to arrive, then ends the program with status 7."""
+    stand_in = tmp_path / "numpy"
+    stand_in.mkdir()
+    (stand_in / "__init__.py").write_text("import pathlib, sys, time\n"
+                                          f"pathlib.Path({str(tmp_path / 'importing')!r}).touch()\n"
+                                          f"while not pathlib.Path({str(tmp_path / 'sent')!r}).exists():\n"
+                                          "    time.sleep(0.01)\n"
+                                          "time.sleep(0.5)\n"
+                                          "sys.exit(7)\n")
+    process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "--out", str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(tmp_path)),
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "importing").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    (tmp_path / "sent").touch()
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, err, out) == (7, "", "")
+
+
 def test_interrupt_in_predict_is_one_line(monkeypatch, capsys):
     """predict says nothing of its own about Ctrl-C: it ended in a KeyboardInterrupt traceback."""
     import nn
@@ -1041,6 +1067,37 @@ def test_a_log_shows_the_evaluations_in_the_background_where_it_shows_those_made
     background = train_small_run(monkeypatch, True, config, log_interval=2)[1]
     assert sum("evaluation at step" in line for line in in_place) == {0: 3, 1: 8}[bool(config)]
     assert without_times(background) == without_times(in_place)
+
+
+def test_a_signal_while_the_loop_collects_evaluations_waits_for_the_one_under_way(monkeypatch):
+    """A Ctrl-C arriving after the loop decided not to wait for the evaluation under way,
+    and before it checked for a stop, ended the run at once: the evaluation (of step 7,
+    made beside the training) was dropped from the history, which one made in place kept.
+    Here the signal arrives while the loop collects the finished evaluations at step 7."""
+    import nn
+    stops, started = [], []
+    make_stop, start, record_finished = nn.StopRequest, nn.Evaluations.start, nn.Evaluations.record_finished
+
+    def new_stop():
+        stops.append(make_stop())
+        return stops[-1]
+
+    def recording_start(self, model, step):
+        start(self, model, step)
+        started.append(step)
+
+    def signalled_record_finished(self, wait=False):
+        if started == [7] and stops[-1].signal is None:
+            stops[-1].signal = signal.SIGINT
+        return record_finished(self, wait)
+    monkeypatch.setattr(nn, "StopRequest", new_stop)
+    monkeypatch.setattr(nn.Evaluations, "start", recording_start)
+    monkeypatch.setattr(nn.Evaluations, "record_finished", signalled_record_finished)
+    in_place, _ = train_small_run(monkeypatch, False, {"eval_every": 7})
+    started.clear()
+    background, _ = train_small_run(monkeypatch, True, {"eval_every": 7})
+    assert [e["step"] for e in in_place["evaluations"]] == [7]
+    assert background == in_place
 
 
 def test_an_evaluation_in_the_background_that_finds_broken_weights_stops_the_run():
