@@ -561,7 +561,9 @@ def train(model, config, train_set, eval_sets, rng, progress, stop, first_step=0
     if config["early_stopping"]:
         early_stopping = EarlyStopping(config["early_stopping"])
         early_stopping.resume(model, history["evaluations"], first_step)
-    evaluations = Evaluations(model, eval_sets, history["evaluations"], progress, evaluations_in_background())
+    # Early stopping waits for each evaluation (below): in the background it would gain nothing.
+    evaluations = Evaluations(eval_sets, history["evaluations"], progress,
+                              evaluations_in_background() and early_stopping is None)
     step = first_step
     # Diverged: a recent mean loss far worse than guessing uniformly (ln 10 = 2.30).
     # The stable loss never overflows, so a blow-up shows as a huge loss, not as NaN.
@@ -696,7 +698,7 @@ class Evaluations:
     evaluations) and shown by `progress`, in the order of their steps.
     """
 
-    def __init__(self, model, eval_sets, history, progress, in_background):
+    def __init__(self, eval_sets, history, progress, in_background):
         self.eval_sets, self.history, self.progress = eval_sets, history, progress
         self.copy = None  # the weights being evaluated (a copy of the model): only the evaluation reads them
         self.executor = ThreadPoolExecutor(max_workers=1) if in_background else None
@@ -1343,7 +1345,7 @@ def main_quiet_on_closed_output(argv=None):
         sys.stdout.flush()  # here, where the error can be caught, not at interpreter exit
         return status
     except KeyboardInterrupt:  # where main() and its subcommands do not say more (predict, flags, imports)
-        print("nn.py: interrupted; a file being written keeps its old version", file=sys.stderr)
+        print("nn.py: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
