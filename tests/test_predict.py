@@ -430,3 +430,60 @@ def test_a_reader_that_stops_early_ends_the_program_quietly(tmp_path, trained_mo
         assert stderr.startswith("nn.py: stopped: its output was closed") and len(stderr.splitlines()) == 1, stderr
     if command[0] == "predict":
         assert stderr.startswith("Model: ") and len(stderr.splitlines()) == 1, stderr  # its usual line, nothing more
+
+
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory):
+    """A 784-150-150-10 model with random weights: enough for the command's errors."""
+    from mlp import MLP
+    path = tmp_path_factory.mktemp("untrained") / "model_mnist.npz"
+    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(path, steps_done=5)
+    return path
+
+
+def bad_input(case, folder, model):
+    """(predict's words, the file its one error line must name) for one kind of bad input."""
+    from mlp import MLP
+    image = folder / "digit.png"  # a 1: a white bar on black
+    Image.fromarray(np.pad(np.full((18, 4), 255, dtype=np.uint8), ((5, 5), (12, 12)))).save(image)
+    if case == "missing image":
+        return [folder / "missing.png"], folder / "missing.png"
+    if case == "not an image":
+        (folder / "text.png").write_text("not a picture")
+        return [folder / "text.png"], folder / "text.png"
+    if case == "1x1 image":
+        Image.fromarray(np.zeros((1, 1), dtype=np.uint8)).save(folder / "dot.png")
+        return [folder / "dot.png"], folder / "dot.png"
+    if case == "missing csv":
+        return ["--csv", folder / "missing.csv"], folder / "missing.csv"
+    if case == "malformed csv":
+        (folder / "short.csv").write_text("7,0,0\n")
+        return ["--csv", folder / "short.csv"], folder / "short.csv"
+    if case == "model for other inputs":
+        MLP([10, 3], rng=np.random.default_rng(0)).save(folder / "small.npz")
+        return ["--model", folder / "small.npz", image], folder / "small.npz"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing image", "not an image", "1x1 image", "missing csv", "malformed csv",
+                                  "model for other inputs"])
+def test_each_bad_input_is_one_line_naming_its_file(tmp_path, untrained_model, case):
+    """`predict missing.png` printed the model's "Model: ..." line above its error: two lines
+    for one mistake, and the model loaded before the image was looked at. A model for other
+    inputs ended with a NumPy traceback."""
+    words, named = bad_input(case, tmp_path, untrained_model)
+    result = run_nn("predict", "--model", untrained_model, *words)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"nn.py predict: error: {named}") and result.stderr.count("\n") == 1, \
+        result.stderr
+
+
+def test_good_images_beside_a_bad_one_are_read_under_the_model_line(tmp_path, untrained_model, test_digits):
+    images, _ = test_digits
+    Image.fromarray(images[0].reshape(28, 28)).save(tmp_path / "good.png")
+    result = run_nn("predict", "--model", untrained_model, tmp_path / "missing.png", tmp_path / "good.png")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [result.stderr.splitlines()[0],
+                                          f"nn.py predict: error: {tmp_path / 'missing.png'}: file not found"]
+    assert result.stderr.startswith(f"Model: {untrained_model} (")
+    assert result.stdout.startswith(f"{tmp_path / 'good.png'}: ") and result.stdout.count("\n") == 1
