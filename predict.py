@@ -47,8 +47,10 @@ def load_grey(path):
             alpha = image[..., 3:]
             image = image[..., :3] * alpha + (1 - alpha)
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114])
-    if image.ndim != 2 or min(image.shape) < 2:
+    if image.ndim != 2:
         raise ValueError(f"{path}: not a 2-D image (shape {image.shape})")
+    if min(image.shape) < 2:
+        raise ValueError(f"{path}: too small to hold a digit ({image.shape[1]}x{image.shape[0]} pixels)")
     if not np.isfinite(image).all():
         raise ValueError(f"{path}: the image holds values that are not numbers")
     return np.clip(image, 0, 1)

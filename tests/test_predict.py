@@ -1,5 +1,6 @@
 """predict: MNIST-form conversion of photos, the command on images and CSV rows."""
 
+import re
 import struct
 import time
 import zlib
@@ -487,3 +488,13 @@ def test_good_images_beside_a_bad_one_are_read_under_the_model_line(tmp_path, un
                                           f"nn.py predict: error: {tmp_path / 'missing.png'}: file not found"]
     assert result.stderr.startswith(f"Model: {untrained_model} (")
     assert result.stdout.startswith(f"{tmp_path / 'good.png'}: ") and result.stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (5, 1)])
+def test_an_image_under_2_pixels_a_side_is_too_small_not_flat(tmp_path, height, width):
+    """A 1x1 PNG said "not a 2-D image (shape (1, 1))": it is 2-D, just too small."""
+    path = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((height, width), dtype=np.uint8)).save(path)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: too small to hold a digit "
+                                         rf"\({width}x{height} pixels\)$"):
+        predict.load_grey(path)
