@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from words import count
+from words import confidence_text, count
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -359,9 +359,10 @@ def centre_in_mnist_box(ink):
 # ------------------------------------------------------------------ the command
 
 def describe(probabilities, top=3):
-    """'7 (7: 99.2 %, 1: 0.5 %, 9: 0.2 %)' for one row of class probabilities."""
+    """'7 (7: 99.2 %, 1: 0.5 %, 9: 0.2 %)' for one row of class probabilities; '>99.9 %'
+    from 0.999 up, never '100.0 %' (words.confidence_text, as misclassified.png and the page)."""
     best = np.argsort(-probabilities)[:top]
-    return f"{best[0]}  (" + ", ".join(f"{d}: {100 * probabilities[d]:.1f} %" for d in best) + ")"
+    return f"{best[0]}  (" + ", ".join(f"{d}: {confidence_text(probabilities[d])}" for d in best) + ")"
 
 
 def build_parser():

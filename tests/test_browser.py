@@ -259,6 +259,24 @@ def test_a_saliency_map_appears_for_a_drawn_digit_and_follows_the_picked_digit(p
     page.find_element(By.CSS_SELECTOR, '#digit-picker button[data-digit="3"]').click()  # back to the reading
 
 
+def test_the_pages_percentages_are_rounded_down_as_words_confidence_text(browser, tmp_path):
+    """The page said "100.0 % sure" for 0.9995; misclassified.png and predict say ">99.9 %"."""
+    import numpy as np
+    from mlp import MLP
+    from words import confidence_text
+    MLP([784, 150, 10], rng=np.random.default_rng(0)).save(tmp_path / "model_mnist.npz", steps_done=7)
+    process, url = start_server(tmp_path / "model_mnist.npz")
+    try:
+        browser.get(url)
+        probabilities = [0.9995, 0.999, 0.9989, 0.8746, 0.123, 0.5, 0.0004, 1.0, 0.0]
+        shown = browser.execute_script("return arguments[0].map(confidenceText)", probabilities)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert shown == [confidence_text(p) for p in probabilities]
+    assert shown[0] == ">99.9 %" and shown[2] == "99.8 %"
+
+
 def test_zero_all_biases_changes_the_test_accuracy_and_undo_restores_it_exactly(page):
     from selenium.webdriver.common.by import By
     wait_idle(page, "damaging")

@@ -498,3 +498,10 @@ def test_an_image_under_2_pixels_a_side_is_too_small_not_flat(tmp_path, height, 
     with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: too small to hold a digit "
                                          rf"\({width}x{height} pixels\)$"):
         predict.load_grey(path)
+
+
+def test_a_probability_under_1_never_reads_as_100_percent():
+    """predict printed "7: 100.0 %" for 0.9995; misclassified.png already said ">99.9 %"."""
+    probabilities = np.array([0.0004, 0.9995, 0.0001] + [0.0] * 7)
+    assert predict.describe(probabilities) == "1  (1: >99.9 %, 0: 0.0 %, 2: 0.0 %)"
+    assert predict.describe(np.array([0.1, 0.8746, 0.0254] + [0.0] * 7)) == "1  (1: 87.4 %, 0: 10.0 %, 2: 2.5 %)"
