@@ -277,6 +277,37 @@ def test_the_pages_percentages_are_rounded_down_as_words_confidence_text(browser
     assert shown[0] == ">99.9 %" and shown[2] == "99.8 %"
 
 
+def test_a_saturated_reading_says_so_instead_of_showing_a_noisy_map(browser, tmp_path):
+    """A digit read with p rounding to 1 in float32: the page said "100.0 % sure", and the why
+    view showed "Largest effect: 2.9e-10" with a map of rounding noise and no word about it.
+    The model reads every drawing as a 3: its output bias of 60 outweighs the other logits."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+    from mlp import MLP
+    model_path = tmp_path / "model_mnist.npz"
+    model = MLP([784, 150, 10], rng=np.random.default_rng(0))
+    model.layers[-1].b[3] = 60.0
+    model.save(model_path, steps_done=7)
+    process, url = start_server(model_path)
+    try:
+        browser.get(url)
+        draw(browser, DIGIT_STROKES[7])
+        assert reading(browser) == "3"
+        assert browser.find_element(By.ID, "confidence").text == ">99.9 % sure"
+        assert browser.find_elements(By.CSS_SELECTOR, "#bars .percent")[3].text == ">99.9 %"
+        wait_idle(browser, "explaining")
+        note = browser.find_element(By.ID, "saliency-note").text
+        assert "saturated" in note and "no map is shown" in note, note
+        assert saliency_colours(browser) == ("3", 0, 0)  # the drawing, dimmed, and no colours
+        browser.find_element(By.CSS_SELECTOR, '#digit-picker button[data-digit="5"]').click()
+        wait_idle(browser, "explaining")  # log p(5) is about -60 and far from flat: a map
+        digit, orange, blue = saliency_colours(browser)
+        assert digit == "5" and orange + blue > 20 and "saturated" not in browser.find_element(By.ID, "saliency-note").text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def test_zero_all_biases_changes_the_test_accuracy_and_undo_restores_it_exactly(page):
     from selenium.webdriver.common.by import By
     wait_idle(page, "damaging")

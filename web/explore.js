@@ -67,6 +67,12 @@ const askSaliency = latestOnly(async ({ reading, digit }) => {
   }
   saliencyCanvas.dataset.digit = String(digit);
   const p = answer.probability;
+  if (answer.saturated) {  // p within a few float32 steps of 1: the map would be rounding noise (explore.py)
+    paintSaliency(reading.input, null);
+    saliencyNote.textContent = `Why ${digit}? p(${digit}) is so close to 1 that the softmax is saturated: ` +
+      `its gradient (largest effect ${answer.largest.toPrecision(2)}) is mostly rounding error, not a reason, so no map is shown.`;
+    return;
+  }
   paintSaliency(reading.input, answer.saliency);
   const shown = p < 0.001 ? p.toExponential(1) : confidenceText(p);  // ">99.9 %" needs no "="
   saliencyNote.textContent = `Why ${digit}? p(${digit}) ${shown.startsWith(">") ? "" : "= "}${shown}. ` +
