@@ -22,6 +22,7 @@ import matplotlib
 import matplotlib.ticker
 
 from atomic import atomic_write
+from words import confidence_text
 
 _display_wanted = False
 
@@ -250,14 +251,6 @@ def misclassified_grid(path, images, true_labels, predicted, confidences, column
         figure.text(0.5, 0.45, "No mistakes: every test image was read correctly.", ha="center", va="center")
     figure.suptitle(title, y=1 - 0.1 / (height + 0.5), va="top")
     save_figure(figure, path)
-
-
-def confidence_text(probability):
-    """'87.4 %' for 0.8746, '>99.9 %' from 0.999 up: one decimal rounded down, so that a
-    probability below 1 never reads as 100 % (a mistake made at 0.9996 said "100% sure")."""
-    if probability >= 0.999:
-        return ">99.9 %"
-    return f"{math.floor(1000 * float(probability) + 1e-9) / 10:.1f} %"  # 1e-9: 0.123 * 1000 is 122.99999...
 
 
 def image_mosaic(images, columns=8, side=28, gap=6, caption=12):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from words import count
+from words import confidence_text, count
 
 PROJECT_DIR = Path(__file__).resolve().parent
 
@@ -47,8 +47,10 @@ def load_grey(path):
             alpha = image[..., 3:]
             image = image[..., :3] * alpha + (1 - alpha)
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114])
-    if image.ndim != 2 or min(image.shape) < 2:
+    if image.ndim != 2:
         raise ValueError(f"{path}: not a 2-D image (shape {image.shape})")
+    if min(image.shape) < 2:
+        raise ValueError(f"{path}: too small to hold a digit ({image.shape[1]}x{image.shape[0]} pixels)")
     if not np.isfinite(image).all():
         raise ValueError(f"{path}: the image holds values that are not numbers")
     return np.clip(image, 0, 1)
@@ -357,9 +359,10 @@ def centre_in_mnist_box(ink):
 # ------------------------------------------------------------------ the command
 
 def describe(probabilities, top=3):
-    """'7 (7: 99.2 %, 1: 0.5 %, 9: 0.2 %)' for one row of class probabilities."""
+    """'7 (7: 99.2 %, 1: 0.5 %, 9: 0.2 %)' for one row of class probabilities; '>99.9 %'
+    from 0.999 up, never '100.0 %' (words.confidence_text, as misclassified.png and the page)."""
     best = np.argsort(-probabilities)[:top]
-    return f"{best[0]}  (" + ", ".join(f"{d}: {100 * probabilities[d]:.1f} %" for d in best) + ")"
+    return f"{best[0]}  (" + ", ".join(f"{d}: {confidence_text(probabilities[d])}" for d in best) + ")"
 
 
 def build_parser():
@@ -388,34 +391,60 @@ def main(argv=None):
     if args.rows != "summary" and args.csv is None:
         parser.error(f"--rows {args.rows} goes with --csv FILE")
 
-    from data import DataError, load_csv, to_inputs
-    from mlp import MLP, ModelFileError
     from runs import describe_model
-    try:
-        model, info = MLP.load(args.model, with_info=True)
-    except ModelFileError as error:
-        hint = " (train one first: python nn.py)" if not args.model.exists() else ""
-        print(f"nn.py predict: error: {error}{hint}", file=sys.stderr)
-        return 1
-    print(describe_model(args.model, info["steps_done"]), file=sys.stderr)
-    status = 0
-    for path in args.images:
-        try:
-            image = to_mnist(load_grey(path))
-        except ValueError as error:
-            message = str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
-            print(f"nn.py predict: error: {message}", file=sys.stderr)
-            status = 1
-            continue
-        print(f"{path}: {describe(model.predict_proba(image.reshape(1, 784).astype(np.float32))[0])}")
-    if args.csv is not None:
-        try:
-            images, labels, _ = load_csv(args.csv, use_cache=False)  # no file beside the user's data
-        except DataError as error:
+    # Every input is read before anything is printed, so that each bad one gets its one
+    # line, and the "Model:" line stands only above answers.
+    readings = [(path, read_image(path)) for path in args.images]  # image (28, 28) or error line
+    csv_rows = read_csv(args.csv) if args.csv is not None else None  # (inputs, labels) or error line
+    model, steps_done = read_model(args.model)  # model or error line
+    errors = [read for read in [model, *(read for _, read in readings), csv_rows] if isinstance(read, str)]
+    if isinstance(model, str) or len(errors) == len(readings) + (args.csv is not None):  # nothing to answer
+        for error in errors:
             print(f"nn.py predict: error: {error}", file=sys.stderr)
-            return 1
-        report_csv(args.csv, model.predict_proba(to_inputs(images)), labels, args.rows)
-    return status
+        return 1
+    print(describe_model(args.model, steps_done), file=sys.stderr)
+    for path, read in readings:
+        if isinstance(read, str):
+            print(f"nn.py predict: error: {read}", file=sys.stderr)
+        else:
+            print(f"{path}: {describe(model.predict_proba(read.reshape(1, 784).astype(np.float32))[0])}")
+    if isinstance(csv_rows, str):
+        print(f"nn.py predict: error: {csv_rows}", file=sys.stderr)
+    elif csv_rows is not None:
+        inputs, labels = csv_rows
+        report_csv(args.csv, model.predict_proba(inputs), labels, args.rows)
+    return 1 if errors else 0
+
+
+def read_image(path):
+    """The image at path in MNIST form, (28, 28) in [0, 1], or the one-line error that names it."""
+    try:
+        return to_mnist(load_grey(path))
+    except ValueError as error:
+        return str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
+
+
+def read_csv(path):
+    """(inputs (N, 784) float32, labels (N,)) of an MNIST CSV, or the one-line error that names it."""
+    from data import DataError, load_csv, to_inputs
+    try:
+        images, labels, _ = load_csv(path, use_cache=False)  # no file beside the user's data
+    except DataError as error:
+        return str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
+    return to_inputs(images), labels
+
+
+def read_model(path):
+    """(the MLP of the model file at path, its steps_done), or (the one-line error that names it,
+    None) when the file is missing, damaged or a network for other than 28x28 digits."""
+    from mlp import MLP, ModelFileError
+    try:
+        model, info = MLP.load(path, with_info=True)
+    except ModelFileError as error:
+        return f"{error} (train one first: python nn.py)" if not path.exists() else str(error), None
+    if model.layer_sizes[0] != 784 or model.layer_sizes[-1] != 10:  # as serve.py says it
+        return f"{path}: a {model.layer_sizes} network, not one for 28x28 digits (784 in, 10 out)", None
+    return model, info["steps_done"]
 
 
 def report_csv(path, probabilities, labels, rows):

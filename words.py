@@ -1,7 +1,18 @@
-"""Counts in messages: '1 image' and '2 images', never '1 images'."""
+"""Numbers in messages: '1 image' and '2 images', never '1 images'; '>99.9 %' sure, never '100.0 %'."""
+
+import math
 
 
 def count(number, noun):
     """'1 column', '785 columns', '60,000 images': `number` (an int, with thousands
     separators) and `noun`, with the plural s whenever the number is not 1."""
     return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
+def confidence_text(probability):
+    """'87.4 %' for 0.8746, '>99.9 %' from 0.999 up: one decimal rounded down, so that a
+    probability below 1 never reads as 100 % (a mistake made at 0.9996 said "100% sure").
+    The drawing page writes it the same way (confidenceText in web/app.js)."""
+    if probability >= 0.999:
+        return ">99.9 %"
+    return f"{math.floor(1000 * float(probability) + 1e-9) / 10:.1f} %"  # 1e-9: 0.123 * 1000 is 122.99999...

@@ -129,6 +129,45 @@ def test_explain_bodies_that_are_not_json_get_400(server, body):
     assert status == 400 and answer["error"].startswith("body: ")
 
 
+def explain_sure_model(dtype, bias):
+    """(answer of Explorer.explain for digit 3, the map in float64 from the same weights) for a
+    784 -> 10 softmax whose bias makes 3 sure: on a blank input Z = b, so 1 - p(3) = 9 e^-bias
+    / (1 + 9 e^-bias), whatever the random weights."""
+    import types
+    import explore
+    model = MLP([784, 10], rng=np.random.default_rng(2), dtype=dtype)
+    model.layers[0].b[3] = bias
+    reference = MLP([784, 10], rng=np.random.default_rng(2), dtype=np.float64)
+    reference.flat_parameters[...] = model.flat_parameters
+    blank = [[0.0] * 28 for _ in range(28)]
+    answer = explore.Explorer(types.SimpleNamespace(model=model), None).explain({"input": blank, "digit": 3})
+    truth = explore.Explorer(types.SimpleNamespace(model=reference), None).explain({"input": blank, "digit": 3})
+    return answer, np.array(truth["saliency"]) * truth["largest"]
+
+
+@pytest.mark.parametrize("dtype, bias, saturated", [
+    (np.float32, 25.0, True),    # 1 - p = 1.2e-10: p rounds to 1 in float32, the map is rounding
+    (np.float32, 12.0, False),   # 1 - p = 5.5e-5, 460 eps: the map is sound
+    (np.float64, 25.0, False),   # 1 - p = 1.2e-10 is 5.6e5 float64 eps: sound again
+])
+def test_a_saturated_softmax_is_flagged_when_its_map_is_rounding(dtype, bias, saturated):
+    """The page showed "Largest effect: 2.9e-10" and a noisy map for a digit read at p ~ 1, as
+    if the noise meant something. The map, d log p / dx = W (onehot - softmax(Z)), is checked
+    here against the same weights in float64: wrong when flagged, right when not."""
+    answer, truth = explain_sure_model(dtype, bias)
+    assert answer["saturated"] is saturated
+    mine = np.array(answer["saliency"]) * answer["largest"]
+    error = np.abs(mine - truth).max() / np.abs(truth).max()
+    if saturated:
+        assert error > 0.5  # not a slightly blurred map: another one
+    else:
+        # dZ[3] = 1 - p is 1 minus a number rounded to the dtype: off by a few eps (4 allowed:
+        # exp, sum, division, subtraction), relative to 1 - p; then the saliency's rounding
+        # to 4 decimals of the largest value (5e-5).
+        one_minus_p = 9 * np.exp(-bias) / (1 + 9 * np.exp(-bias))
+        assert error < 4 * np.finfo(dtype).eps / one_minus_p + 5e-5
+
+
 # ------------------------------------------------------------------ break it
 
 def test_damage_measures_the_damaged_copy_and_undo_restores_the_figure(server, model, model_path, test_set):

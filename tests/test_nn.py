@@ -548,9 +548,11 @@ def test_two_runs_at_once_in_one_folder_do_not_corrupt_anything(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["--resume", "README.md"], ["predict", "--model", "README.md", "digit.png"]])
-def test_a_file_that_is_not_a_model_is_named_as_such(command):
-    readme = PROJECT_DIR / "README.md"
-    result = run_nn(*[readme if word == "README.md" else word for word in command])
+def test_a_file_that_is_not_a_model_is_named_as_such(command, tmp_path):
+    from PIL import Image
+    readme, digit = PROJECT_DIR / "README.md", tmp_path / "digit.png"
+    Image.fromarray(np.pad(np.full((18, 4), 255, dtype=np.uint8), ((5, 5), (12, 12)))).save(digit)  # a 1
+    result = run_nn(*[{"README.md": readme, "digit.png": digit}.get(word, word) for word in command])
     assert result.returncode == 1
     assert result.stderr == f"{result.stderr.split(':')[0]}: error: {readme}: not a model file (not an .npz archive)\n"
     assert "pickle" not in result.stderr and "unsafe" not in result.stderr

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import plots
+import words
 from conftest import PROJECT_DIR
 
 plots.use_display(False)
@@ -136,7 +137,7 @@ def test_pictures_are_drawn_without_importing_pyplot(tmp_path):
     (0.9989, "99.8 %"), (0.8746, "87.4 %"), (0.123, "12.3 %"), (0.5, "50.0 %"),
 ])
 def test_a_wrong_answer_never_claims_to_be_100_percent_sure(probability, text):
-    assert plots.confidence_text(probability) == text
+    assert words.confidence_text(probability) == text
 
 
 @pytest.mark.parametrize("lowest, highest", [(0.0002, 2.5), (0.2, 0.6), (1.85, 2.35), (0.5, 2.5)])  # 4 decades; under 1; from 1 to 10; across 1

@@ -1,5 +1,6 @@
 """predict: MNIST-form conversion of photos, the command on images and CSV rows."""
 
+import re
 import struct
 import time
 import zlib
@@ -430,3 +431,77 @@ def test_a_reader_that_stops_early_ends_the_program_quietly(tmp_path, trained_mo
         assert stderr.startswith("nn.py: stopped: its output was closed") and len(stderr.splitlines()) == 1, stderr
     if command[0] == "predict":
         assert stderr.startswith("Model: ") and len(stderr.splitlines()) == 1, stderr  # its usual line, nothing more
+
+
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory):
+    """A 784-150-150-10 model with random weights: enough for the command's errors."""
+    from mlp import MLP
+    path = tmp_path_factory.mktemp("untrained") / "model_mnist.npz"
+    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(path, steps_done=5)
+    return path
+
+
+def bad_input(case, folder, model):
+    """(predict's words, the file its one error line must name) for one kind of bad input."""
+    from mlp import MLP
+    image = folder / "digit.png"  # a 1: a white bar on black
+    Image.fromarray(np.pad(np.full((18, 4), 255, dtype=np.uint8), ((5, 5), (12, 12)))).save(image)
+    if case == "missing image":
+        return [folder / "missing.png"], folder / "missing.png"
+    if case == "not an image":
+        (folder / "text.png").write_text("not a picture")
+        return [folder / "text.png"], folder / "text.png"
+    if case == "1x1 image":
+        Image.fromarray(np.zeros((1, 1), dtype=np.uint8)).save(folder / "dot.png")
+        return [folder / "dot.png"], folder / "dot.png"
+    if case == "missing csv":
+        return ["--csv", folder / "missing.csv"], folder / "missing.csv"
+    if case == "malformed csv":
+        (folder / "short.csv").write_text("7,0,0\n")
+        return ["--csv", folder / "short.csv"], folder / "short.csv"
+    if case == "model for other inputs":
+        MLP([10, 3], rng=np.random.default_rng(0)).save(folder / "small.npz")
+        return ["--model", folder / "small.npz", image], folder / "small.npz"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing image", "not an image", "1x1 image", "missing csv", "malformed csv",
+                                  "model for other inputs"])
+def test_each_bad_input_is_one_line_naming_its_file(tmp_path, untrained_model, case):
+    """`predict missing.png` printed the model's "Model: ..." line above its error: two lines
+    for one mistake, and the model loaded before the image was looked at. A model for other
+    inputs ended with a NumPy traceback."""
+    words, named = bad_input(case, tmp_path, untrained_model)
+    result = run_nn("predict", "--model", untrained_model, *words)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"nn.py predict: error: {named}") and result.stderr.count("\n") == 1, \
+        result.stderr
+
+
+def test_good_images_beside_a_bad_one_are_read_under_the_model_line(tmp_path, untrained_model, test_digits):
+    images, _ = test_digits
+    Image.fromarray(images[0].reshape(28, 28)).save(tmp_path / "good.png")
+    result = run_nn("predict", "--model", untrained_model, tmp_path / "missing.png", tmp_path / "good.png")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [result.stderr.splitlines()[0],
+                                          f"nn.py predict: error: {tmp_path / 'missing.png'}: file not found"]
+    assert result.stderr.startswith(f"Model: {untrained_model} (")
+    assert result.stdout.startswith(f"{tmp_path / 'good.png'}: ") and result.stdout.count("\n") == 1
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (5, 1)])
+def test_an_image_under_2_pixels_a_side_is_too_small_not_flat(tmp_path, height, width):
+    """A 1x1 PNG said "not a 2-D image (shape (1, 1))": it is 2-D, just too small."""
+    path = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((height, width), dtype=np.uint8)).save(path)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: too small to hold a digit "
+                                         rf"\({width}x{height} pixels\)$"):
+        predict.load_grey(path)
+
+
+def test_a_probability_under_1_never_reads_as_100_percent():
+    """predict printed "7: 100.0 %" for 0.9995; misclassified.png already said ">99.9 %"."""
+    probabilities = np.array([0.0004, 0.9995, 0.0001] + [0.0] * 7)
+    assert predict.describe(probabilities) == "1  (1: >99.9 %, 0: 0.0 %, 2: 0.0 %)"
+    assert predict.describe(np.array([0.1, 0.8746, 0.0254] + [0.0] * 7)) == "1  (1: 87.4 %, 0: 10.0 %, 2: 2.5 %)"

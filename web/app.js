@@ -154,11 +154,17 @@ for (let digit = 0; digit < 10; digit++) {
     `<li><span>${digit}</span><span class="bar"><span></span></span><span class="percent"></span></li>`);
 }
 
+// "87.4 %" for 0.8746, ">99.9 %" from 0.999 up: one decimal rounded down, so that a
+// probability below 1 never reads as 100 % (words.confidence_text, the same rule in Python).
+function confidenceText(p) {
+  return p >= 0.999 ? ">99.9 %" : `${(Math.floor(1000 * p + 1e-9) / 10).toFixed(1)} %`;
+}
+
 // answer: the JSON of /api/predict, {error: "..."} or null (cleared).
 function show(answer) {
   const reading = answer && answer.digit !== undefined && answer.digit !== null ? answer : null;
   prediction.textContent = reading ? String(reading.digit) : "";
-  confidence.textContent = reading ? `${(100 * reading.probabilities[reading.digit]).toFixed(1)} % sure` : "";
+  confidence.textContent = reading ? `${confidenceText(reading.probabilities[reading.digit])} sure` : "";
   message.classList.toggle("error", Boolean(answer && (answer.error || answer.model_warning)));
   message.textContent = answer === null ? "Draw a digit with the mouse, a finger or a pen."
     : answer.error || answer.message || answer.model_warning || "";
@@ -166,7 +172,7 @@ function show(answer) {
     const p = reading ? reading.probabilities[digit] : 0;
     row.classList.toggle("best", reading !== null && digit === reading.digit);
     row.querySelector(".bar span").style.width = `${100 * p}%`;
-    row.querySelector(".percent").textContent = reading ? `${(100 * p).toFixed(1)} %` : "";
+    row.querySelector(".percent").textContent = reading ? confidenceText(p) : "";
   });
   paintGrid(document.getElementById("input"), reading ? reading.input : null, 28, 28, grey);
   showActivations(reading ? reading.activations : null);

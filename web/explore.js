@@ -65,10 +65,17 @@ const askSaliency = latestOnly(async ({ reading, digit }) => {
     saliencyNote.textContent = answer.error;
     return;
   }
-  paintSaliency(reading.input, answer.saliency);
   saliencyCanvas.dataset.digit = String(digit);
   const p = answer.probability;
-  saliencyNote.textContent = `Why ${digit}? p(${digit}) = ${p < 0.001 ? p.toExponential(1) : `${(100 * p).toFixed(1)} %`}. ` +
+  if (answer.saturated) {  // p within a few float32 steps of 1: the map would be rounding noise (explore.py)
+    paintSaliency(reading.input, null);
+    saliencyNote.textContent = `Why ${digit}? p(${digit}) is so close to 1 that the softmax is saturated: ` +
+      `its gradient (largest effect ${answer.largest.toPrecision(2)}) is mostly rounding error, not a reason, so no map is shown.`;
+    return;
+  }
+  paintSaliency(reading.input, answer.saliency);
+  const shown = p < 0.001 ? p.toExponential(1) : confidenceText(p);  // ">99.9 %" needs no "="
+  saliencyNote.textContent = `Why ${digit}? p(${digit}) ${shown.startsWith(">") ? "" : "= "}${shown}. ` +
     `Largest effect: ${answer.largest.toPrecision(2)} on log p per unit of ink.`;
 }, "explaining");
 
