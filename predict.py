@@ -397,23 +397,35 @@ def main(argv=None):
     readings = [(path, read_image(path)) for path in args.images]  # image (28, 28) or error line
     csv_rows = read_csv(args.csv) if args.csv is not None else None  # (inputs, labels) or error line
     model, steps_done = read_model(args.model)  # model or error line
+    if not isinstance(model, str):  # the answers too: a model whose sums overflow answers nothing
+        answers = [read if isinstance(read, str) else probabilities_of(model, read.reshape(1, 784))
+                   for _, read in readings]  # (1, 10) each, or error line; one image at a time, as ever
+        csv_answers = probabilities_of(model, csv_rows[0]) if isinstance(csv_rows, tuple) else csv_rows
+        if not all(np.isfinite(answer).all() for answer in [*answers, csv_answers] if isinstance(answer, np.ndarray)):
+            model = f"{args.model}: its outputs are not numbers (weights so large that its sums overflow)"
     errors = [read for read in [model, *(read for _, read in readings), csv_rows] if isinstance(read, str)]
     if isinstance(model, str) or len(errors) == len(readings) + (args.csv is not None):  # nothing to answer
         for error in errors:
             print(f"nn.py predict: error: {error}", file=sys.stderr)
         return 1
     print(describe_model(args.model, steps_done), file=sys.stderr)
-    for path, read in readings:
-        if isinstance(read, str):
-            print(f"nn.py predict: error: {read}", file=sys.stderr)
+    for (path, _), answer in zip(readings, answers):
+        if isinstance(answer, str):
+            print(f"nn.py predict: error: {answer}", file=sys.stderr)
         else:
-            print(f"{path}: {describe(model.predict_proba(read.reshape(1, 784).astype(np.float32))[0])}")
-    if isinstance(csv_rows, str):
-        print(f"nn.py predict: error: {csv_rows}", file=sys.stderr)
-    elif csv_rows is not None:
-        inputs, labels = csv_rows
-        report_csv(args.csv, model.predict_proba(inputs), labels, args.rows)
+            print(f"{path}: {describe(answer[0])}")
+    if isinstance(csv_answers, str):
+        print(f"nn.py predict: error: {csv_answers}", file=sys.stderr)
+    elif csv_answers is not None:
+        report_csv(args.csv, csv_answers, csv_rows[1], args.rows)
     return 1 if errors else 0
+
+
+def probabilities_of(model, inputs):
+    """The model's class probabilities (N, 10) for inputs (N, 784), NaN where its sums overflow:
+    finite weights as large as 1e30 pass MLP.load (main then names the model, in one line)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # no RuntimeWarning lines: main's one line says it
+        return model.predict_proba(np.asarray(inputs, dtype=np.float32))
 
 
 def read_image(path):

@@ -505,3 +505,24 @@ def test_a_probability_under_1_never_reads_as_100_percent():
     probabilities = np.array([0.0004, 0.9995, 0.0001] + [0.0] * 7)
     assert predict.describe(probabilities) == "1  (1: >99.9 %, 0: 0.0 %, 2: 0.0 %)"
     assert predict.describe(np.array([0.1, 0.8746, 0.0254] + [0.0] * 7)) == "1  (1: 87.4 %, 0: 10.0 %, 2: 2.5 %)"
+
+
+@pytest.mark.parametrize("words", [["IMAGE"], ["--csv", "CSV", "--rows", "all"]])
+def test_a_model_whose_sums_overflow_is_one_line_not_a_traceback(tmp_path, test_digits, words):
+    """Finite weights of 1e30 pass MLP.load, but the logits overflow float32 and every
+    probability is NaN: describe() ended in "ValueError: cannot convert float NaN to integer"
+    (confidence_text rounds down with math.floor), where it once printed "nan %"."""
+    from mlp import MLP
+    images, labels = test_digits
+    model = MLP([784, 150, 150, 10], rng=np.random.default_rng(0))
+    for layer in model.layers:
+        layer.W[...] = np.abs(layer.W) * np.float32(1e30)
+    model.save(tmp_path / "huge.npz", steps_done=5)
+    Image.fromarray(images[0].reshape(28, 28)).save(tmp_path / "digit.png")
+    (tmp_path / "rows.csv").write_text("".join(f"{label}," + ",".join(map(str, image)) + "\n"
+                                               for image, label in zip(images[:3], labels[:3])))
+    named = {"IMAGE": tmp_path / "digit.png", "CSV": tmp_path / "rows.csv"}
+    result = run_nn("predict", "--model", tmp_path / "huge.npz", *[named.get(word, word) for word in words])
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"nn.py predict: error: {tmp_path / 'huge.npz'}: ") and "not numbers" in result.stderr
