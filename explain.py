@@ -31,8 +31,13 @@ def saliency(model, x, digit):
         layer.dropout = 0.0
     try:
         Z = model.forward(X, training=True).copy()
-        dZ = -softmax(Z)
-        dZ[0, digit] += 1
+        probabilities = softmax(Z)
+        dZ = -probabilities
+        # 1 - p(digit) as the sum of the other probabilities, never by subtraction: for a digit
+        # read with near certainty p rounds to 1 in float32, and 1 - p came out 0 or one float32
+        # step (1.2e-7) when it was 1e-10, a map of rounding noise; each other p is known to a
+        # few float32 steps of itself, and so is their sum.
+        dZ[0, digit] = np.delete(probabilities[0], digit).sum()
         gradient = model.backward(dZ, need_input_gradient=True)[0].copy()
     finally:
         for layer, rate in zip(model.layers, dropout):

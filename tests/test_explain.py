@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import assert_close_gradients, numerical_gradient
+from conftest import assert_close_gradients, assert_close_sums, numerical_gradient
 from explain import saliency
 from functions import log_softmax
 from mlp import MLP
@@ -58,3 +58,23 @@ def test_copy_has_the_same_weights_and_owns_them():
     clone.layers[0].W[...] = 0
     assert np.abs(model.layers[0].W).max() > 0
     assert clone.flat_parameters.dtype == np.float64
+
+
+@pytest.mark.parametrize("bias", [5.0, 25.0, 60.0])  # 1 - p: 1.3e-2, 5.6e-11, 4.2e-26
+def test_a_float32_saliency_is_exact_however_sure_the_reading(bias):
+    """A digit read with p rounding to 1 in float32 had a map of rounding noise: dZ = onehot - p
+    made 1 - p(digit) by subtraction, 0 or one float32 step (1.2e-7) where it was 1e-10. For
+    one layer, d log p / dx = W (onehot - softmax(Z)); the reference takes the same float32
+    logits Z into float64."""
+    model = MLP([6, 3], rng=np.random.default_rng(0))  # float32
+    model.layers[0].b[1] = bias
+    x = np.random.default_rng(4).uniform(0, 1, size=6).astype(np.float32)
+    gradient, _ = saliency(model, x, 1)
+    Z = model.forward(x.reshape(1, 6))[0].astype(np.float64)
+    probabilities = np.exp(Z - Z.max()) / np.exp(Z - Z.max()).sum()
+    dZ = -probabilities
+    dZ[1] = probabilities[[0, 2]].sum()  # 1 - p(1), without the subtraction's rounding
+    W = model.layers[0].W.astype(np.float64)
+    # float32 gradient = W @ dZ, 3 products summed; each dZ is itself off by a few float32
+    # steps (exp, sum, division, and the sum of the other two): 3 + 4 terms' worth of gamma.
+    assert_close_sums(gradient, W @ dZ, np.abs(W) @ np.abs(dZ), 3 + 4)

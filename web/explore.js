@@ -67,10 +67,10 @@ const askSaliency = latestOnly(async ({ reading, digit }) => {
   }
   saliencyCanvas.dataset.digit = String(digit);
   const p = answer.probability;
-  if (answer.saturated) {  // p within a few float32 steps of 1: the map would be rounding noise (explore.py)
+  if (answer.saturated) {  // every other digit's probability underflowed to 0: no gradient at all (explore.py)
     paintSaliency(reading.input, null);
-    saliencyNote.textContent = `Why ${digit}? p(${digit}) is so close to 1 that the softmax is saturated: ` +
-      `its gradient (largest effect ${answer.largest.toPrecision(2)}) is mostly rounding error, not a reason, so no map is shown.`;
+    saliencyNote.textContent = `Why ${digit}? p(${digit}) is 1 to the model's precision: the other digits' ` +
+      "probabilities are below the smallest number its floats hold, so no pixel changes it and there is no map to show.";
     return;
   }
   paintSaliency(reading.input, answer.saliency);
