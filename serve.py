@@ -114,7 +114,8 @@ class ServedModel:
         """Everything the page shows for a grey image (H, W) in [0, 1].
 
         Returns a dict that json.dumps can write: {"digit": None, "message": ...}
-        for a blank image; otherwise digit, probabilities (10,), input (28, 28)
+        for a blank image; otherwise digit, probabilities (10,) unrounded (the page
+        rounds them down, as predict does: words.confidence_text), input (28, 28)
         as the network sees it (white ink on black), activations (one list per
         hidden layer, its units' outputs) and top_units: the most active units of
         the first hidden layer with their weights (28, 28) scaled to [-1, 1].
@@ -133,7 +134,7 @@ class ServedModel:
         probabilities = softmax(model.layers[-1].forward(A))[0]
         return {
             "digit": int(probabilities.argmax()),
-            "probabilities": rounded(probabilities, 5),
+            "probabilities": probabilities.astype(np.float64).tolist(),  # as computed: the page rounds down
             "input": rounded(image, 3),
             "activations": [rounded(a, 3) for a in activations],
             "top_units": self.top_units(activations[0], model.layers[0].W) if activations else [],

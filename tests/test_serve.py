@@ -113,9 +113,10 @@ def test_predict_json_gives_the_reading_of_the_predict_code_path(server, model):
     status, answer, _ = ask(server, "POST", "/api/predict", as_json(grey))
     assert status == 200, answer
     probabilities, image, activations = expected_reading(model, grey)
-    # The JSON rounds probabilities to 5 decimals and the rest to 3; float32 sums of 784
-    # terms add ~784 * 1.2e-7 * |terms|, far below either rounding.
-    np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-5)  # rounding to 5 decimals
+    # The JSON rounds the input and activations to 3 decimals; float32 sums of 784 terms add
+    # ~784 * 1.2e-7 * |terms|, far below that rounding. The probabilities are sent unrounded:
+    # float32 logits of magnitude ~20 off by a few float32 steps (~1e-5) move p by 2 p |dZ|.
+    np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-5)
     np.testing.assert_allclose(answer["input"], image, atol=5e-4)  # rounding to 3 decimals
     assert [len(a) for a in answer["activations"]] == [150, 150]
     for served, reference in zip(answer["activations"], activations):
@@ -129,7 +130,29 @@ def test_predict_png_reads_like_the_same_grey_levels(server):
     status, from_png, _ = ask(server, "POST", "/api/predict", as_png(grey), "image/png")
     assert status == 200, from_png
     assert from_png["digit"] == from_json["digit"]
-    np.testing.assert_allclose(from_png["probabilities"], from_json["probabilities"], atol=2e-5)  # both rounded to 1e-5
+    assert from_png["probabilities"] == from_json["probabilities"]  # the same grey levels, the same float32 sums
+
+
+def test_the_pages_percentages_are_those_of_predict(tmp_path):
+    """The JSON rounded the probabilities to 5 decimals, and the page rounds down to 1 (>99.9 %
+    from 0.999 up): p = 0.998997 came to the page as 0.999 and read ">99.9 %" where predict,
+    from the same model, says "99.8 %". With no weights, p(3) is e^b / (e^b + 9) for any drawing."""
+    from words import confidence_text
+    model = MLP([784, 10], rng=np.random.default_rng(0))
+    model.layers[0].W[...] = 0
+    model.layers[0].b[3] = np.log(9 * 0.998997 / 0.001003)
+    model.save(tmp_path / "model_mnist.npz", steps_done=1)
+    exact = model.predict_proba(np.zeros((1, 784), dtype=np.float32))[0]
+    assert 0.998995 < exact[3] < 0.999  # the window that 5 decimals round up to 0.999
+    process, url = start_server(tmp_path / "model_mnist.npz")
+    try:
+        status, answer, _ = ask((urlsplit(url).hostname, urlsplit(url).port), "POST", "/api/predict", as_json(drawing()))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert status == 200 and answer["digit"] == 3
+    assert [confidence_text(p) for p in answer["probabilities"]] == [confidence_text(p) for p in exact]
+    assert confidence_text(answer["probabilities"][3]) == "99.8 %"
 
 
 def test_top_units_are_the_most_active_first_layer_units(server, model):
@@ -296,7 +319,7 @@ def test_50_concurrent_requests_are_all_answered_correctly(server, model):
     assert [status for status, _, _ in answers] == [200] * 50
     assert [digit for _, digit, _ in answers] == expected
     for grey, (_, _, probabilities) in zip(greys, answers):
-        np.testing.assert_allclose(probabilities, expected_reading(model, grey)[0], atol=1e-5)  # JSON rounding
+        np.testing.assert_allclose(probabilities, expected_reading(model, grey)[0], atol=1e-5)  # float32, as above
 
 
 # ------------------------------------------------------------------ starting and stopping
