@@ -74,9 +74,10 @@ const askSaliency = latestOnly(async ({ reading, digit }) => {
     return;
   }
   paintSaliency(reading.input, answer.saliency);
-  const shown = p < 0.001 ? p.toExponential(1) : confidenceText(p);  // ">99.9 %" needs no "="
+  const unbroken = (text) => text.replace("-", "\u2011");  // a non-breaking hyphen: "4.5e-11" stays on one line
+  const shown = p < 0.001 ? unbroken(p.toExponential(1)) : confidenceText(p);  // ">99.9 %" needs no "="
   saliencyNote.textContent = `Why ${digit}? p(${digit}) ${shown.startsWith(">") ? "" : "= "}${shown}. ` +
-    `Largest effect: ${answer.largest.toPrecision(2)} on log p per unit of ink.`;
+    `Largest effect: ${unbroken(answer.largest.toPrecision(2))} on log p per unit of ink.`;
 }, "explaining");
 
 function explainLatest() {
