@@ -22,6 +22,7 @@ from explain import saliency
 
 IMAGE_SIDE = 28
 
+
 class BadValue(ValueError):
     """A value in a request that the explore views refuse; the message is one line."""
 

@@ -433,7 +433,7 @@ def read_image(path):
     try:
         return to_mnist(load_grey(path))
     except ValueError as error:
-        return str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
+        return _naming(path, error)
 
 
 def read_csv(path):
@@ -442,8 +442,13 @@ def read_csv(path):
     try:
         images, labels, _ = load_csv(path, use_cache=False)  # no file beside the user's data
     except DataError as error:
-        return str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
+        return _naming(path, error)
     return to_inputs(images), labels
+
+
+def _naming(path, error):
+    """The error's message, starting with the path it is about (added when it does not)."""
+    return str(error) if str(error).startswith(str(path)) else f"{path}: {error}"
 
 
 def read_model(path):
