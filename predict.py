@@ -360,7 +360,8 @@ def centre_in_mnist_box(ink):
 
 def describe(probabilities, top=3):
     """'7 (7: 99.2 %, 1: 0.5 %, 9: 0.2 %)' for one row of class probabilities; '>99.9 %'
-    from 0.999 up, never '100.0 %' (words.confidence_text, as misclassified.png and the page)."""
+    from 0.999 up, never '100.0 %', and '<0.1 %' for a runner-up above 0, never '0.0 %'
+    (words.confidence_text, as misclassified.png and the page)."""
     best = np.argsort(-probabilities)[:top]
     return f"{best[0]}  (" + ", ".join(f"{d}: {confidence_text(probabilities[d])}" for d in best) + ")"
 

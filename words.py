@@ -1,4 +1,5 @@
-"""Numbers in messages: '1 image' and '2 images', never '1 images'; '>99.9 %' sure, never '100.0 %'."""
+"""Numbers in messages: '1 image' and '2 images', never '1 images'; '>99.9 %' sure, never '100.0 %';
+'<0.1 %' for a chance that is small but there, never '0.0 %'."""
 
 import math
 
@@ -10,9 +11,14 @@ def count(number, noun):
 
 
 def confidence_text(probability):
-    """'87.4 %' for 0.8746, '>99.9 %' from 0.999 up: one decimal rounded down, so that a
-    probability below 1 never reads as 100 % (a mistake made at 0.9996 said "100% sure").
+    """'87.4 %' for 0.8746, '>99.9 %' from 0.999 up, '<0.1 %' under 0.001 but above 0: one
+    decimal rounded down, so that a probability below 1 never reads as 100 % (a mistake made
+    at 0.9996 said "100% sure"), and one above 0 never reads as 0 % (a runner-up of 0.0004
+    said "0.0 %" beside ">99.9 %"). Exactly 0 (a float32 that underflowed) reads '0.0 %'.
     The drawing page writes it the same way (confidenceText in web/app.js)."""
     if probability >= 0.999:
         return ">99.9 %"
-    return f"{math.floor(1000 * float(probability) + 1e-9) / 10:.1f} %"  # 1e-9: 0.123 * 1000 is 122.99999...
+    tenths = math.floor(1000 * float(probability) + 1e-9)  # 1e-9: 0.123 * 1000 is 122.99999...
+    if tenths == 0 and probability > 0:
+        return "<0.1 %"
+    return f"{tenths / 10:.1f} %"

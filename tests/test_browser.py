@@ -291,7 +291,8 @@ def test_a_zeroed_output_layer_changes_the_reading_of_the_drawing(page):
 
 
 def test_the_pages_percentages_are_rounded_down_as_words_confidence_text(browser, tmp_path):
-    """The page said "100.0 % sure" for 0.9995; misclassified.png and predict say ">99.9 %"."""
+    """The page said "100.0 % sure" for 0.9995 (misclassified.png and predict say ">99.9 %"),
+    and "0.0 %" for the runner-ups of a sure reading (they say "<0.1 %" now)."""
     import numpy as np
     from mlp import MLP
     from words import confidence_text
@@ -299,13 +300,14 @@ def test_the_pages_percentages_are_rounded_down_as_words_confidence_text(browser
     process, url = start_server(tmp_path / "model_mnist.npz")
     try:
         browser.get(url)
-        probabilities = [0.9995, 0.999, 0.9989, 0.8746, 0.123, 0.5, 0.0004, 1.0, 0.0]
+        probabilities = [0.9995, 0.999, 0.9989, 0.8746, 0.123, 0.5, 0.0004, 1.0, 0.0, 1e-30, 0.000999, 0.001]
         shown = browser.execute_script("return arguments[0].map(confidenceText)", probabilities)
     finally:
         process.terminate()
         process.wait(timeout=10)
     assert shown == [confidence_text(p) for p in probabilities]
     assert shown[0] == ">99.9 %" and shown[2] == "99.8 %"
+    assert shown[6] == shown[9] == shown[10] == "<0.1 %" and shown[8] == "0.0 %" and shown[11] == "0.1 %"  # "0.0 %" beside ">99.9 %"
 
 
 def test_a_saturated_reading_says_so_instead_of_showing_a_blank_map(browser, tmp_path):

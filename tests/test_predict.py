@@ -503,8 +503,20 @@ def test_an_image_under_2_pixels_a_side_is_too_small_not_flat(tmp_path, height, 
 def test_a_probability_under_1_never_reads_as_100_percent():
     """predict printed "7: 100.0 %" for 0.9995; misclassified.png already said ">99.9 %"."""
     probabilities = np.array([0.0004, 0.9995, 0.0001] + [0.0] * 7)
-    assert predict.describe(probabilities) == "1  (1: >99.9 %, 0: 0.0 %, 2: 0.0 %)"
+    assert predict.describe(probabilities) == "1  (1: >99.9 %, 0: <0.1 %, 2: <0.1 %)"
     assert predict.describe(np.array([0.1, 0.8746, 0.0254] + [0.0] * 7)) == "1  (1: 87.4 %, 0: 10.0 %, 2: 2.5 %)"
+
+
+@pytest.mark.parametrize("probability, text", [
+    (0.0004, "<0.1 %"), (1e-30, "<0.1 %"), (np.float32(1e-45), "<0.1 %"), (0.000999, "<0.1 %"),
+    (0.001, "0.1 %"), (0.0019, "0.1 %"), (0.0, "0.0 %"), (np.float32(0.0), "0.0 %"),
+])
+def test_a_probability_above_0_never_reads_as_0_percent(probability, text):
+    """The runner-ups of a sure reading printed "0.0 %" beside ">99.9 %" (terminal, page, why
+    view alike): a chance that is there, however small, reads "<0.1 %"; only a probability that
+    is exactly 0 (exp underflowed in float32) reads "0.0 %"."""
+    from words import confidence_text
+    assert confidence_text(probability) == text
 
 
 @pytest.mark.parametrize("words", [["IMAGE"], ["--csv", "CSV", "--rows", "all"]])

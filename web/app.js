@@ -154,10 +154,13 @@ for (let digit = 0; digit < 10; digit++) {
     `<li><span>${digit}</span><span class="bar"><span></span></span><span class="percent"></span></li>`);
 }
 
-// "87.4 %" for 0.8746, ">99.9 %" from 0.999 up: one decimal rounded down, so that a
-// probability below 1 never reads as 100 % (words.confidence_text, the same rule in Python).
+// "87.4 %" for 0.8746, ">99.9 %" from 0.999 up, "<0.1 %" under 0.001 but above 0: one decimal
+// rounded down, so that a probability below 1 never reads as 100 % and one above 0 never as
+// 0 % (words.confidence_text, the same rule in Python).
 function confidenceText(p) {
-  return p >= 0.999 ? ">99.9 %" : `${(Math.floor(1000 * p + 1e-9) / 10).toFixed(1)} %`;
+  if (p >= 0.999) return ">99.9 %";
+  const tenths = Math.floor(1000 * p + 1e-9);
+  return tenths === 0 && p > 0 ? "<0.1 %" : `${(tenths / 10).toFixed(1)} %`;
 }
 
 // answer: the JSON of /api/predict, {error: "..."} or null (cleared).
