@@ -18,6 +18,7 @@ import numpy as np
 
 import damage
 import data
+import predict
 from explain import saliency
 
 IMAGE_SIDE = 28
@@ -57,6 +58,7 @@ class Explorer:
 
         The saliency is d log p(digit) / d pixel for the model the drawing is read
         with (damaged or not): positive where more ink makes the digit more likely.
+        Unavailable (503) when the model's sums overflow for this input (NaN is not JSON).
         """
         if not isinstance(value, dict) or set(value) != {"input", "digit"}:
             raise BadValue('body: expected {"input": 28x28 grey levels in [0, 1], "digit": 0-9}')
@@ -64,8 +66,10 @@ class Explorer:
         if type(digit) is not int or not 0 <= digit <= 9:
             raise BadValue(f"digit: expected a whole number from 0 to 9, got {damage.json_text(digit)}")
         pixels = grey_image(value["input"])
-        with self.lock:
+        with self.lock, np.errstate(over="ignore", invalid="ignore"):  # the Unavailable below says it
             gradient, log_probability = saliency(self.served.model, pixels.ravel(), digit)
+        if not (np.isfinite(gradient).all() and math.isfinite(log_probability)):  # NaN: not JSON
+            raise Unavailable(f"the model in use: {predict.OUTPUTS_OVERFLOW}")
         largest = float(np.abs(gradient).max())
         scaled = gradient / largest if largest > 0 else gradient
         # The map is right to a few float32 steps however sure the reading (explain.py sums the

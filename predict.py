@@ -403,7 +403,7 @@ def main(argv=None):
                    for _, read in readings]  # (1, 10) each, or error line; one image at a time, as ever
         csv_answers = probabilities_of(model, csv_rows[0]) if isinstance(csv_rows, tuple) else csv_rows
         if not all(np.isfinite(answer).all() for answer in [*answers, csv_answers] if isinstance(answer, np.ndarray)):
-            model = f"{args.model}: its outputs are not numbers (weights so large that its sums overflow)"
+            model = f"{args.model}: {OUTPUTS_OVERFLOW}"
     errors = [read for read in [model, *(read for _, read in readings), csv_rows] if isinstance(read, str)]
     if isinstance(model, str) or len(errors) == len(readings) + (args.csv is not None):  # nothing to answer
         for error in errors:
@@ -420,6 +420,9 @@ def main(argv=None):
     elif csv_answers is not None:
         report_csv(args.csv, csv_answers, csv_rows[1], args.rows)
     return 1 if errors else 0
+
+
+OUTPUTS_OVERFLOW = "its outputs are not numbers (weights so large that its sums overflow)"  # serve.py says it too
 
 
 def probabilities_of(model, inputs):

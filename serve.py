@@ -119,6 +119,9 @@ class ServedModel:
         as the network sees it (white ink on black), activations (one list per
         hidden layer, its units' outputs) and top_units: the most active units of
         the first hidden layer with their weights (28, 28) scaled to [-1, 1].
+        Raises BadRequest 503 when the model's sums overflow for this drawing (its
+        outputs are NaN, which JSON cannot hold): a training run's weights can do that,
+        and so can a model file whose blank and full probes (check_outputs) passed.
         """
         try:
             image = predict.to_mnist(grey)
@@ -128,10 +131,13 @@ class ServedModel:
         X = image.reshape(1, 784).astype(np.float32)
         activations = []
         A = X
-        for layer in model.layers[:-1]:
-            A = layer.forward(A)
-            activations.append(A[0])
-        probabilities = softmax(model.layers[-1].forward(A))[0]
+        with np.errstate(over="ignore", invalid="ignore"):  # no RuntimeWarning on the console: the 503 says it
+            for layer in model.layers[:-1]:
+                A = layer.forward(A)
+                activations.append(A[0])
+            probabilities = softmax(model.layers[-1].forward(A))[0]
+        if not all(np.isfinite(values).all() for values in [probabilities, *activations]):
+            raise BadRequest(503, f"the model in use: {predict.OUTPUTS_OVERFLOW}")
         return {
             "digit": int(probabilities.argmax()),
             "probabilities": probabilities.astype(np.float64).tolist(),  # as computed: the page rounds down
@@ -668,7 +674,19 @@ def load_served_model(path, number=1):
     model, info = MLP.load(path, with_info=True)
     if model.layer_sizes[0] != 784 or model.layer_sizes[-1] != 10:
         raise ModelFileError(f"{path}: a {model.layer_sizes} network, not one for 28x28 digits (784 in, 10 out)")
+    check_outputs(model, path)
     return ServedModel(model, info, path, number)
+
+
+def check_outputs(model, path):
+    """Raise ModelFileError, in predict's words, when the model's outputs for a blank input or
+    a page full of ink are not numbers. Finite weights as large as 1e30 pass MLP.load, but
+    their sums overflow float32: predict refuses such a model once it has read the images,
+    and a server has none to read before it starts, so these two stand in for them."""
+    from mlp import ModelFileError
+    probes = np.stack([np.zeros(784, dtype=np.float32), np.ones(784, dtype=np.float32)])
+    if not np.isfinite(predict.probabilities_of(model, probes)).all():
+        raise ModelFileError(f"{path}: {predict.OUTPUTS_OVERFLOW}")
 
 
 def untrained_served_model(path):

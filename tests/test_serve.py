@@ -769,3 +769,56 @@ def test_a_number_too_large_for_a_float_gets_400_not_500(server, path, body, rea
     status, answer, _ = ask(server, "POST", path, body.encode())
     assert status == 400 and answer["error"].startswith(reason) and len(answer["error"]) < 200, answer
     assert still_serving(server)
+
+
+# ------------------------------------------------------------------ a model whose sums overflow
+
+def overflowing_model():
+    """A 784-150-150-10 model that reads a blank input and a page full of ink (serve.check_outputs)
+    but overflows float32 on most drawings. First-layer units 0 and 1 weigh the left half of the
+    image +2^66 and the right half -2^66 (unit 1 the other way round): powers of 2, so that a
+    full page sums to exactly 0 in any order, while a drawing with more ink on one side gives
+    one of them about 2^66 times the difference; the second layer weighs both by 2^66 more,
+    2^132 = 5e39, past float32's largest (3.4e38)."""
+    model = MLP([784, 150, 150, 10], rng=np.random.default_rng(0))
+    huge = np.float32(2.0 ** 66)
+    left_half = np.arange(784) % 28 < 14
+    model.layers[0].W[:, 0] = np.where(left_half, huge, -huge)
+    model.layers[0].W[:, 1] = -model.layers[0].W[:, 0]
+    model.layers[1].W[:2, :] = huge
+    return model
+
+
+def test_a_model_whose_sums_overflow_is_refused_at_start_as_predict_refuses_it(tmp_path):
+    """Weights of 1e30 pass MLP.load; serve started and answered every drawing with status 200
+    and NaN probabilities, which are not JSON (the page's response.json() fails)."""
+    model = MLP([784, 150, 150, 10], rng=np.random.default_rng(0))
+    for layer in model.layers:
+        layer.W[...] = np.abs(layer.W) * np.float32(1e30)
+    model.save(tmp_path / "huge.npz", steps_done=5)
+    result = run_nn("serve", "--model", tmp_path / "huge.npz", "--port", 0, timeout=60)
+    assert result.returncode == 1 and result.stdout == ""
+    line = one_error_line(result)
+    assert line.startswith(f"nn.py serve: error: {tmp_path / 'huge.npz'}: {predict.OUTPUTS_OVERFLOW}"), line
+
+
+def test_a_drawing_that_overflows_the_model_gets_503_and_the_server_goes_on(tmp_path):
+    """A model that passes the start's check can still overflow on a drawing (a training run's
+    weights can too: test_training_session): one line of JSON with 503, not 200 with NaN."""
+    overflowing_model().save(tmp_path / "model_mnist.npz", steps_done=5)
+    process, url = start_server(tmp_path / "model_mnist.npz")
+    served = (urlsplit(url).hostname, urlsplit(url).port)
+    try:
+        status, answer, kind = ask(served, "POST", "/api/predict", as_json(drawing()))
+        assert (status, kind) == (503, "application/json"), (status, answer)
+        assert answer == {"error": f"the model in use: {predict.OUTPUTS_OVERFLOW}"}
+        image = predict.to_mnist(drawing())
+        status, answer, _ = ask(served, "POST", "/api/explain", json.dumps({"input": image.tolist(), "digit": 7}))
+        assert status == 503 and answer == {"error": f"the model in use: {predict.OUTPUTS_OVERFLOW}"}
+        status, answer, _ = ask(served, "POST", "/api/predict", as_json(np.zeros((28, 28))))
+        assert status == 200 and answer["digit"] is None  # still serving: a blank page asks for a digit
+        assert ask(served, "GET", "/api/model")[0] == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert process.stderr.read() == ""  # no RuntimeWarning, no traceback

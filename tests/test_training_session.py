@@ -533,3 +533,30 @@ def test_serve_train_into_a_folder_that_cannot_take_the_outputs_is_refused_at_st
                              "0", "--train"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == "" and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"nn.py serve: error: cannot train here: {model_path.parent / 'runs'}: not a folder")
+
+
+def test_a_page_trained_model_whose_sums_overflow_gets_503_not_nan(in_process, monkeypatch):
+    """A Train run whose weights end so large that float32 sums overflow (here: scaled by 1e30
+    once trained): the drawing is read with them, and /api/predict answered 200 with NaN in its
+    JSON, which the page cannot parse. Now: one line with 503, and the server goes on serving."""
+    train = nn.train
+
+    def overflowing_train(model, *args, **kwargs):
+        history = train(model, *args, **kwargs)
+        for layer in model.layers:
+            layer.W[...] = np.abs(layer.W) * np.float32(1e30)
+        return history
+
+    monkeypatch.setattr(nn, "train", overflowing_train)
+    session = in_process.training
+    session.start({"steps": 1})
+    wait_until(lambda: session.status not in ("loading", "running"))
+    threading.Thread(target=in_process.serve_forever, daemon=True).start()
+    try:
+        address = in_process.server_address[:2]
+        status, answer, _ = ask(address, "POST", "/api/predict", as_json(drawing()))
+        assert status == 503 and answer == {"error": "the model in use: its outputs are not numbers "
+                                                     "(weights so large that its sums overflow)"}, (status, answer)
+        assert ask(address, "GET", "/api/train")[0] == 200 and ask(address, "GET", "/api/model")[0] == 200
+    finally:
+        in_process.shutdown()
