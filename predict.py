@@ -59,16 +59,26 @@ def load_grey(path):
 def _read_upright(path):
     """The Pillow image at path, decoded, turned upright, reduced to READ_SIDE and in mode L, RGB,
     RGBA, I or F. Pillow comes with Matplotlib, so it is imported here, where images are read."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is lower
             picture = Image.open(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: a folder, not an image file") from None
     except Image.DecompressionBombError:
         raise ValueError(f"{path}: more than {MAX_PIXELS // 10**6} megapixels, the limit; "
                          f"scale it down first") from None
+    except UnidentifiedImageError:  # its own text names the path again: "cannot identify image file 'x.png'"
+        if isinstance(path, (str, Path)) and Path(path).stat().st_size == 0:
+            raise ValueError(f"{path}: an empty file, not an image") from None
+        raise ValueError(f"{path}: cannot read it as an image (not PNG, JPEG or another format "
+                         f"that Pillow reads)") from None
+    except OSError as error:  # the system's (PermissionError, say) names the path again: its strerror does not
+        reason = error.strerror if error.filename is not None else error
+        raise ValueError(f"{path}: cannot read it as an image ({reason})") from None
     except Exception as error:  # Pillow raises many kinds for unreadable files
         raise ValueError(f"{path}: cannot read it as an image ({error})") from None
     with picture:
@@ -443,6 +453,8 @@ def read_image(path):
 def read_csv(path):
     """(inputs (N, 784) float32, labels (N,)) of an MNIST CSV, or the one-line error that names it."""
     from data import DataError, load_csv, to_inputs
+    if path.is_dir():  # data.load_csv would say "file not found"
+        return f"{path}: a folder, not a CSV file"
     try:
         images, labels, _ = load_csv(path, use_cache=False)  # no file beside the user's data
     except DataError as error:
@@ -459,6 +471,8 @@ def read_model(path):
     """(the MLP of the model file at path, its steps_done), or (the one-line error that names it,
     None) when the file is missing, damaged or a network for other than 28x28 digits."""
     from mlp import MLP, ModelFileError
+    if path.is_dir():  # MLP.load would say "cannot read (Is a directory)"; serve's words, for --model
+        return f"{path}: a folder; name the model file (--model {path / 'model_mnist.npz'})", None
     try:
         model, info = MLP.load(path, with_info=True)
     except ModelFileError as error:

@@ -463,6 +463,18 @@ def bad_input(case, folder, model):
     if case == "model for other inputs":
         MLP([10, 3], rng=np.random.default_rng(0)).save(folder / "small.npz")
         return ["--model", folder / "small.npz", image], folder / "small.npz"
+    if case.startswith("folder as"):
+        (folder / "pictures").mkdir()
+        words = {"folder as image": [], "folder as csv": ["--csv"], "folder as model": [image, "--model"]}[case]
+        return [*words, folder / "pictures"], folder / "pictures"
+    if case == "empty image":
+        (folder / "empty.png").write_bytes(b"")
+        return [folder / "empty.png"], folder / "empty.png"
+    if case == "truncated png":
+        noise = np.random.default_rng(0).integers(0, 256, size=(100, 100), dtype=np.uint8)  # does not compress
+        Image.fromarray(noise).save(folder / "cut.png")
+        (folder / "cut.png").write_bytes((folder / "cut.png").read_bytes()[:5000])
+        return [folder / "cut.png"], folder / "cut.png"
     raise AssertionError(case)
 
 
@@ -477,6 +489,26 @@ def test_each_bad_input_is_one_line_naming_its_file(tmp_path, untrained_model, c
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith(f"nn.py predict: error: {named}") and result.stderr.count("\n") == 1, \
         result.stderr
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("folder as image", "a folder, not an image file"),
+    ("folder as csv", "a folder, not a CSV file"),
+    ("folder as model", "a folder; name the model file (--model {named}/model_mnist.npz)"),
+    ("not an image", "cannot read it as an image (not PNG, JPEG or another format that Pillow reads)"),
+    ("empty image", "an empty file, not an image"),
+    ("truncated png", "cannot read it as an image ("),  # the rest is Pillow's, without the path
+])
+def test_a_folder_is_called_a_folder_and_every_file_is_named_once(tmp_path, untrained_model, case, reason):
+    """`predict --csv FOLDER` said "file not found", an image FOLDER "cannot read it as an image
+    ([Errno 21] Is a directory: 'FOLDER')", --model FOLDER "cannot read (Is a directory)"; a
+    text or empty file as an image named its path twice, Pillow's own message holding it too
+    ("text.png: cannot read it as an image (cannot identify image file 'text.png')")."""
+    words, named = bad_input(case, tmp_path, untrained_model)
+    result = run_nn("predict", "--model", untrained_model, *words)
+    assert result.returncode == 1 and result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"nn.py predict: error: {named}: {reason.format(named=named)}"), result.stderr
+    assert result.stderr.count(named.name) == 1 + case.endswith("model"), result.stderr  # the model's hint names it again
 
 
 def test_good_images_beside_a_bad_one_are_read_under_the_model_line(tmp_path, untrained_model, test_digits):
