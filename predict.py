@@ -404,10 +404,17 @@ def main(argv=None):
 
     from runs import describe_model
     # Every input is read before anything is printed, so that each bad one gets its one
-    # line, and the "Model:" line stands only above answers.
-    readings = [(path, read_image(path)) for path in args.images]  # image (28, 28) or error line
-    csv_rows = read_csv(args.csv) if args.csv is not None else None  # (inputs, labels) or error line
+    # line, and the "Model:" line stands only above answers. The model comes first: without
+    # one the CSV's rows cannot be answered, so they are not parsed (half a second for the
+    # 60,000 training rows), and only what its path shows (missing, a folder) is said of it.
     model, steps_done = read_model(args.model)  # model or error line
+    readings = [(path, read_image(path)) for path in args.images]  # image (28, 28) or error line
+    if args.csv is None:
+        csv_rows = None
+    elif isinstance(model, str):
+        csv_rows = unreadable_csv(args.csv)  # error line, or None: the rows are not read
+    else:
+        csv_rows = read_csv(args.csv)  # (inputs, labels) or error line
     if not isinstance(model, str):  # the answers too: a model whose sums overflow answers nothing
         answers = [read if isinstance(read, str) else probabilities_of(model, read.reshape(1, 784))
                    for _, read in readings]  # (1, 10) each, or error line; one image at a time, as ever
@@ -453,13 +460,24 @@ def read_image(path):
 def read_csv(path):
     """(inputs (N, 784) float32, labels (N,)) of an MNIST CSV, or the one-line error that names it."""
     from data import DataError, load_csv, to_inputs
-    if path.is_dir():  # data.load_csv would say "file not found"
-        return f"{path}: a folder, not a CSV file"
+    error = unreadable_csv(path)
+    if error is not None:
+        return error
     try:
         images, labels, _ = load_csv(path, use_cache=False)  # no file beside the user's data
     except DataError as error:
         return _naming(path, error)
     return to_inputs(images), labels
+
+
+def unreadable_csv(path):
+    """The one-line error for a CSV path that is a folder or no file at all, else None: what
+    can be said of it without reading it (data.load_csv calls a folder "file not found")."""
+    if path.is_dir():
+        return f"{path}: a folder, not a CSV file"
+    if not path.is_file():
+        return f"{path}: file not found"
+    return None
 
 
 def _naming(path, error):

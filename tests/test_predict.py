@@ -511,6 +511,28 @@ def test_a_folder_is_called_a_folder_and_every_file_is_named_once(tmp_path, untr
     assert result.stderr.count(named.name) == 1 + case.endswith("model"), result.stderr  # the model's hint names it again
 
 
+def test_a_missing_model_is_said_without_reading_the_csv_first(tmp_path, test_digits, monkeypatch, capsys):
+    """`predict --csv FILE` without a model parsed the whole CSV before it said that the model
+    was missing (0.25 s for the 10,000 test rows, 0.65 s for the 60,000 training rows, against
+    0.15 s without), although the rows could not be answered. The model is read first now; the
+    other inputs' mistakes are said as before, the CSV's as far as its path shows them."""
+    images, labels = test_digits
+    data.write_csv(tmp_path / "rows.csv", images[:5], labels[:5])
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("the CSV was parsed, with no model to answer its rows")
+
+    monkeypatch.setattr(data, "parse_csv", no_parsing)
+    missing = tmp_path / "none.npz"
+    assert predict.main(["--model", str(missing), "--csv", str(tmp_path / "rows.csv")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"nn.py predict: error: {missing}: no such model file"), lines
+    assert predict.main(["--model", str(missing), str(tmp_path / "gone.png"), "--csv", str(tmp_path / "gone.csv")]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[2] for line in lines] == [str(missing), str(tmp_path / "gone.png"), str(tmp_path / "gone.csv")]
+    assert lines[1:] == [f"nn.py predict: error: {tmp_path / name}: file not found" for name in ("gone.png", "gone.csv")]
+
+
 def test_good_images_beside_a_bad_one_are_read_under_the_model_line(tmp_path, untrained_model, test_digits):
     images, _ = test_digits
     Image.fromarray(images[0].reshape(28, 28)).save(tmp_path / "good.png")
