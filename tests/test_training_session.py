@@ -535,6 +535,8 @@ def test_serve_train_into_a_folder_that_cannot_take_the_outputs_is_refused_at_st
     assert result.stderr.startswith(f"nn.py serve: error: cannot train here: {model_path.parent / 'runs'}: not a folder")
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",  # the run's save (nn.evaluate) reads
+                            "ignore:invalid value encountered:RuntimeWarning")  # the test set with it: not the server
 def test_a_page_trained_model_whose_sums_overflow_gets_503_not_nan(in_process, monkeypatch):
     """A Train run whose weights end so large that float32 sums overflow (here: scaled by 1e30
     once trained): the drawing is read with them, and /api/predict answered 200 with NaN in its
