@@ -36,7 +36,10 @@ def atomic_write(path, mode="wb"):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as error:  # a folder that is gone or read-only: named as the file asked for
+        raise OSError(error.errno, error.strerror or str(error), path) from error
     _unfinished.add(temporary)
     try:
         os.chmod(temporary, 0o666 & ~_umask())

@@ -248,6 +248,13 @@ def test_second_signal_during_a_write_leaves_no_temporary_file(tmp_path, monkeyp
     assert "quit at once" in capfd.readouterr().err
 
 
+def test_a_write_into_a_missing_folder_names_the_file_not_its_temporary_file(tmp_path):
+    from atomic import atomic_write
+    with pytest.raises(FileNotFoundError) as error, atomic_write(tmp_path / "gone" / "weights.png"):
+        pass
+    assert error.value.filename == str(tmp_path / "gone" / "weights.png")  # was .../gone/.weights.png.x1b2c3.tmp
+
+
 def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
     import nn
     stop = nn.StopRequest()
