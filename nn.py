@@ -321,10 +321,12 @@ import data  # noqa: E402
 import runs  # noqa: E402
 from augment import random_rotations, random_shifts  # noqa: E402
 import atomic  # noqa: E402
+import picture_workers  # noqa: E402
 from atomic import atomic_write  # noqa: E402
 from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
 from mlp import MLP, ModelFileError  # noqa: E402
 from optimizers import OPTIMIZERS, learning_rate_at, make_optimizer  # noqa: E402
+from picture_workers import PictureWorkers  # noqa: E402
 from progress import Progress, format_duration  # noqa: E402
 from words import count  # noqa: E402
 
@@ -492,6 +494,7 @@ class StopRequest:
         if self.signal is not None:
             if number == self.signal == signal.SIGTERM and time.monotonic() - self.signal_time < SAME_SIGNAL_S:
                 return  # the first SIGTERM again (see SAME_SIGNAL_S)
+            picture_workers.stop_all()  # the pictures being drawn keep their old version: said below as it is
             os.write(2, (self.quit_message() + "\n").encode())  # os.write: print may be mid-write
             atomic.remove_unfinished()  # the file being written keeps its old version, and no .tmp beside it
             remove_empty_folders(self.created_folders)
@@ -682,6 +685,13 @@ def evaluations_in_background():
     return blas_threads() == 1 and usable_cores() >= 2
 
 
+def picture_workers_wanted(show):
+    """How many PictureWorkers a run starts: two when the pictures go to files only and
+    the training leaves a core free (as for the evaluations); none otherwise, and the
+    run draws them itself (in windows too with --show)."""
+    return 2 if not show and evaluations_in_background() else 0
+
+
 class Evaluations:
     """The evaluations during training, each of the weights of its step, made on a
     core of their own while the training goes on, or in place.
@@ -815,34 +825,39 @@ def write_json(path, value):
         f.write("\n")
 
 
-def write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show):
-    """model_mnist.npz and the pictures, each written atomically. stats.json is not
-    among them: run writes it last, once it knows whether a signal arrived meanwhile."""
-    import plots
-    if show and not plots.use_display(True):
-        print("--show: no display found; the pictures are in files only")
-    elif not show:
-        plots.use_display(False)
-    with plots.collector_paused():  # many short-lived objects: see collector_paused
-        model.save(out_dir / MODEL_FILE, config=recorded_config(config), steps_done=history["steps_done"],
-                   history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
-        evaluations, subtitle = graph_evaluations(history, stats), graph_subtitle(config, history)
-        plots.loss_graph(out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], evaluations,
-                         title=f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}", subtitle=subtitle)
-        if history["evaluations"]:
-            plots.accuracy_graph(out_dir / "accuracy_graph.png", evaluations, subtitle=subtitle)
-        else:  # no evaluations: an earlier run's graph would pass for this run's
-            (out_dir / "accuracy_graph.png").unlink(missing_ok=True)
-        plots.confusion_matrix_plot(out_dir / "confusion_matrix.png", stats["confusion_matrix"])
-        images, labels = test_set
-        predicted = probabilities.argmax(axis=1)
-        wrong = np.flatnonzero(predicted != labels)
-        worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:24]
-        plots.misclassified_grid(out_dir / "misclassified.png", images[worst], labels[worst], predicted[worst],
-                                 probabilities[worst, predicted[worst]])
-        plots.first_layer_weights(out_dir / "weights.png", model.layers[0].W,
-                                  next_layer_W=model.layers[1].W if len(model.layers) > 1 else None)
-    plots.show()
+def write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show, pictures):
+    """model_mnist.npz and the pictures, each written atomically; the pictures are drawn by
+    `pictures`, a PictureWorkers. stats.json is not among them: run writes it last, once it
+    knows whether a signal arrived meanwhile."""
+    if show:
+        import plots
+        if not plots.use_display(True):
+            print("--show: no display found; the pictures are in files only")
+    model.save(out_dir / MODEL_FILE, config=recorded_config(config), steps_done=history["steps_done"],
+               history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
+    evaluations, subtitle = graph_evaluations(history, stats), graph_subtitle(config, history)
+    images, labels = test_set
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:24]
+    title = f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}"
+    # Each picture as (a function of plots.py, its arguments, its keyword arguments):
+    drawings = [("loss_graph", (out_dir / LOSS_GRAPH_FILE, history["loss_steps"], history["losses"], evaluations),
+                 {"title": title, "subtitle": subtitle})]
+    if history["evaluations"]:
+        drawings.append(("accuracy_graph", (out_dir / "accuracy_graph.png", evaluations), {"subtitle": subtitle}))
+    else:  # no evaluations: an earlier run's graph would pass for this run's
+        (out_dir / "accuracy_graph.png").unlink(missing_ok=True)
+    drawings += [
+        ("confusion_matrix_plot", (out_dir / "confusion_matrix.png", stats["confusion_matrix"]), {}),
+        ("misclassified_grid", (out_dir / "misclassified.png", images[worst], labels[worst], predicted[worst],
+                                probabilities[worst, predicted[worst]]), {}),
+        ("first_layer_weights", (out_dir / "weights.png", model.layers[0].W),
+         {"next_layer_W": model.layers[1].W if len(model.layers) > 1 else None}),
+    ]
+    pictures.draw(drawings)
+    if show:
+        plots.show()
 
 
 def graph_evaluations(history, stats):
@@ -986,16 +1001,18 @@ def run(args):
     created = [folder for folder in (out_dir, *out_dir.absolute().parents) if not folder.exists()]  # deepest first
     check_folders(args, out_dir, say)
     try:
-        return train_test_and_save(args, config, out_dir, say, resumed, resumed_info, created)
+        with PictureWorkers(picture_workers_wanted(args.show)) as pictures:  # Matplotlib loads while training runs
+            return train_test_and_save(args, config, out_dir, say, resumed, resumed_info, created, pictures)
     except BaseException:
         remove_empty_folders(created)  # a run that fails before writing anything leaves no empty folder behind
         raise
 
 
-def train_test_and_save(args, config, out_dir, say, resumed, resumed_info, created_folders=()):
+def train_test_and_save(args, config, out_dir, say, resumed, resumed_info, created_folders=(), pictures=None):
     """The data, the training, the test and the save of run(), once the flags and the
     folders are checked; returns the exit status. created_folders: the folders run()
-    created for out_dir, deepest first, removed by a second Ctrl-C while still empty."""
+    created for out_dir, deepest first, removed by a second Ctrl-C while still empty.
+    pictures: the PictureWorkers that draw the pictures (None: this process)."""
     saved_state = resumed_info and resumed_info["training_state"]
     started = time.perf_counter()
     (train_images, train_labels), eval_sets = prepare_data(args, config, say)
@@ -1035,7 +1052,7 @@ def train_test_and_save(args, config, out_dir, say, resumed, resumed_info, creat
         stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings,
                             stop.signal)
         run_folder, replaced = save_run(out_dir, model, config, stats, history, test_set, probabilities, args.show,
-                                        stop)
+                                        stop, pictures=pictures)
     print(final_line(history, first_step, train_time, stop.signal)
           + f" Test accuracy {100 * test_accuracy:.2f} %, test loss {test_loss:.4f}. "
           f"Wrote {MODEL_FILE}, {STATS_FILE}, {LOSS_GRAPH_FILE} and more to {out_dir}")
@@ -1053,7 +1070,7 @@ def blas_threads():
 
 
 def save_run(out_dir, model, config, stats, history, test_set, probabilities, show=False, stop=None,
-             own_model_sha256=None):
+             own_model_sha256=None, pictures=None):
     """Write every output of a finished run into out_dir (the model, the pictures, then
     stats.json, last) and copy them into a new folder under runs/, after keeping a copy
     of the model they replace. Used by nn.py's training and by `serve --train`.
@@ -1062,6 +1079,7 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
     learns what is being saved, so that a second Ctrl-C can say what was written.
     own_model_sha256: serve's Save again, after a failed save of this run wrote its model
     file; while the file still has that SHA-256 it is no replaced model (runs.keep_replaced_model).
+    pictures: the PictureWorkers that draw the pictures; None: this process draws them.
     Raises SaveFailed naming the file that could not be written (or "out of memory") and
     what the save had written by then; a run folder left empty by any failure is removed.
     """
@@ -1076,7 +1094,8 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
         if stop is not None:  # a second signal before anything is copied into them removes them
             stop.created_folders[:0] = [run_folder, out_dir / runs.RUNS_DIR] if runs_folder_is_new else [run_folder]
         stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
-        write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show)
+        write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show,
+                      pictures or PictureWorkers(0))
         stats["model_sha256"] = runs.file_sha256(out_dir / MODEL_FILE)  # which model file these stats describe
         write_stats(out_dir / STATS_FILE, stats, stop)
         for name in OUTPUT_FILES:

@@ -3,14 +3,20 @@
 
     python benchmarks/not_training.py                       # the one-step run, 5 times (about 10 s)
     python benchmarks/not_training.py --repeats 3 -- --preset fast
+    python benchmarks/not_training.py --pictures-here       # each picture timed (see below)
 
 Runs `python nn.py --quiet --threads 1 FLAGS` (default FLAGS: `--steps 1 --eval-every 0`,
 which is start-up, data, the test and every output around a single training step)
 in fresh processes, with a stopwatch around each part: the imports, loading the
-data, training, evaluating, the model file, each picture, stats.json, the copies
+data, training, evaluating, the model file, the pictures, stats.json, the copies
 under runs/, and the interpreter's exit after the last line of nn.py. Prints the
 median of each part in milliseconds, and the wall and CPU time of the whole
 process, so that the next speed-up can start where the time is.
+
+nn.py has its pictures drawn by two worker processes (picture_workers.py) when a core
+is free, as here: the table then shows how long the run waited for them. With
+--pictures-here, nn.py draws them itself, as it does on one core or with --show, and
+the table shows the import of Matplotlib and each picture.
 
 The stopwatches wrap nn.py's own functions from outside (nn.py is imported as a
 module, not changed); a part that calls another is shown with the other included,
@@ -40,19 +46,21 @@ PARTS = [
     ("nn", "evaluate", "evaluate the test set after training", 0),
     ("nn", "save_run", "save: model, pictures, stats.json, copies", 0),
     ("mlp.MLP", "save", "model_mnist.npz", 1),
-    ("plots", "loss_graph", "training_loss_graph.png", 1),
-    ("plots", "accuracy_graph", "accuracy_graph.png", 1),
-    ("plots", "confusion_matrix_plot", "confusion_matrix.png", 1),
-    ("plots", "misclassified_grid", "misclassified.png", 1),
-    ("plots", "first_layer_weights", "weights.png", 1),
+    ("picture_workers.PictureWorkers", "draw", "the pictures (waited for)", 1),
+    ("plots", "loss_graph", "training_loss_graph.png", 2),
+    ("plots", "accuracy_graph", "accuracy_graph.png", 2),
+    ("plots", "confusion_matrix_plot", "confusion_matrix.png", 2),
+    ("plots", "misclassified_grid", "misclassified.png", 2),
+    ("plots", "first_layer_weights", "weights.png", 2),
     ("nn", "write_stats", "stats.json", 1),
     ("runs", "copy_atomically", "copies under runs/", 1),
 ]
 
 
-def child(flags, report_path):
+def child(flags, report_path, pictures_here):
     """Run nn.py with FLAGS in this process, timing its parts; write them to report_path
-    as JSON (the exit's time is added by the parent)."""
+    as JSON (the exit's time is added by the parent). pictures_here: nn.py draws its
+    pictures itself rather than in worker processes."""
     seconds = {}
     running = []  # the labels of the parts under way, outermost first
 
@@ -78,16 +86,21 @@ def child(flags, report_path):
     sys.path.insert(0, str(PROJECT_DIR))
     import nn
     seconds["import nn.py and its modules"] = time.perf_counter() - started
-    started = time.perf_counter()
-    import plots  # imported by nn.py when it saves, with matplotlib's Figure and Agg
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-    seconds["import Matplotlib"] = time.perf_counter() - started
     import mlp
+    import picture_workers
     import runs
-    modules = {"nn": nn, "plots": plots, "runs": runs, "mlp.MLP": mlp.MLP}
+    modules = {"nn": nn, "runs": runs, "mlp.MLP": mlp.MLP, "picture_workers.PictureWorkers": picture_workers.PictureWorkers}
+    if pictures_here:
+        nn.picture_workers_wanted = lambda show: 0
+        started = time.perf_counter()
+        import plots  # imported by nn.py when it draws, with matplotlib's Figure and Agg
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+        seconds["import Matplotlib"] = time.perf_counter() - started
+        modules["plots"] = plots
     for module, name, label, depth in PARTS:
-        timed(modules[module], name, label, depth)
+        if module in modules:
+            timed(modules[module], name, label, depth)
     status = nn.main_quiet_on_closed_output(flags)
     Path(report_path).write_text(json.dumps({"seconds": seconds, "status": status, "ended": time.time()}))
     import gc
@@ -95,12 +108,12 @@ def child(flags, report_path):
     sys.exit(status)
 
 
-def one_run(flags):
+def one_run(flags, pictures_here):
     """{part: seconds} of one fresh `python nn.py` process, with "wall", "cpu" and "exit"."""
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.json"
-        command = [sys.executable, __file__, "--child", str(report), "--",
-                   "--quiet", "--threads", "1", "--out", folder, *flags]
+        command = [sys.executable, __file__, "--child", str(report), *(["--pictures-here"] if pictures_here else []),
+                   "--", "--quiet", "--threads", "1", "--out", folder, *flags]
         environment = dict(os.environ, OPENBLAS_NUM_THREADS="1")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
@@ -121,17 +134,20 @@ def one_run(flags):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="runs; the table gives medians (default: 5)")
+    parser.add_argument("--pictures-here", action="store_true",
+                        help="nn.py draws its pictures itself, not in worker processes: each picture is timed")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("flags", nargs="*", help="nn.py's flags, after -- (default: --steps 1 --eval-every 0)")
     args = parser.parse_args()
     if args.child:
-        return child(args.flags, args.child)
+        return child(args.flags, args.child, args.pictures_here)
     if args.repeats < 1:
         parser.error(f"--repeats must be 1 or more, got {args.repeats}")
     flags = args.flags or ["--steps", "1", "--eval-every", "0"]
-    runs = [one_run(flags) for _ in range(args.repeats)]
+    runs = [one_run(flags, args.pictures_here) for _ in range(args.repeats)]
     print(f"python nn.py --quiet --threads 1 {' '.join(flags)}: medians of {len(runs)} runs, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; the pictures drawn "
+          + ("by nn.py itself" if args.pictures_here else "by worker processes where a core is free"))
     labels = ["import NumPy", "import nn.py and its modules", "import Matplotlib"]
     labels += [label for _, _, label, _ in PARTS] + ["exit (after nn.py's last line)"]
     depth = {label: d for _, _, label, d in PARTS}

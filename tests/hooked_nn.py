@@ -75,4 +75,5 @@ np.savez, json.dump, matplotlib.figure.Figure.savefig = savez, dump, savefig
 
 import nn  # noqa: E402
 
+nn.picture_workers_wanted = lambda show: 0  # the pictures drawn here, where the hooks are (workers: test_picture_workers.py)
 sys.exit(nn.main(sys.argv[3:]))

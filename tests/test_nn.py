@@ -773,6 +773,7 @@ def test_an_error_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch
     def disk_full(path, *args, **kwargs):
         raise OSError(28, "No space left on device", str(path))
 
+    monkeypatch.setattr(nn, "picture_workers_wanted", lambda show: 0)  # drawn in this process, where the patch is
     monkeypatch.setattr(plots, "first_layer_weights", disk_full)
     capsys.readouterr()
     assert nn.main(["--dry-run", "--steps", "30", "--quiet", "--out", str(tmp_path)]) == 1
@@ -795,6 +796,7 @@ def test_out_of_memory_during_the_save_says_what_was_written(tmp_path, monkeypat
     def out_of_memory(*args, **kwargs):
         raise MemoryError()
 
+    monkeypatch.setattr(nn, "picture_workers_wanted", lambda show: 0)  # drawn in this process, where the patch is
     monkeypatch.setattr(plots, "first_layer_weights", out_of_memory)
     capsys.readouterr()
     assert nn.main(["--dry-run", "--steps", "30", "--quiet", "--out", str(tmp_path)]) == 1
@@ -819,6 +821,7 @@ def test_a_save_refused_by_the_file_system_names_the_output_and_leaves_no_empty_
             raise OSError(1, "Operation not permitted", str(source), str(target))
         return real_replace(source, target)
 
+    monkeypatch.setattr(nn, "picture_workers_wanted", lambda show: 0)  # drawn in this process, where the patch is
     monkeypatch.setattr(atomic.os, "replace", refuse_weights)
     assert nn.main(["--dry-run", "--steps", "20", "--quiet", "--out", str(tmp_path)]) == 1
     error = capsys.readouterr().err
@@ -953,6 +956,7 @@ def test_the_loss_graph_shows_the_final_test_loss_of_a_run_without_evaluations(t
     """--preset fast evaluates only after training: its loss graph had no test loss at all."""
     import nn
     import plots
+    monkeypatch.setattr(nn, "picture_workers_wanted", lambda show: 0)  # drawn in this process, where the patch is
     drawn = {}
     monkeypatch.setattr(plots, "loss_graph", lambda path, steps, losses, evaluations, **_: drawn.update(
         evaluations=evaluations))

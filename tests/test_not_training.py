@@ -14,7 +14,7 @@ def run_script(*arguments):
 
 
 def test_it_times_every_part_of_a_short_run():
-    result = run_script("--repeats", "1", "--", "--dry-run", "--steps", "20", "--eval-every", "10")
+    result = run_script("--repeats", "1", "--pictures-here", "--", "--dry-run", "--steps", "20", "--eval-every", "10")
     assert result.returncode == 0, result.stderr
     times = {match[0].strip(): float(match[1]) for match in re.findall(r"^ +(.+?) +([\d.]+) ms", result.stdout, re.M)}
     for part in ("import Matplotlib", "load the data (CSV caches)", "evaluations during training (a thread of their own)",
@@ -28,6 +28,16 @@ def test_it_times_every_part_of_a_short_run():
                  "save: model, pictures, stats.json, copies", "exit (after nn.py's last line)"]
     assert 0 < sum(times[part] for part in top_level) <= wall
     assert times["evaluations during training (a thread of their own)"] <= times["train (with the evaluations it waits for)"]
+
+
+def test_with_picture_workers_it_times_the_wait_for_them_and_imports_no_matplotlib():
+    """nn.py with a core to spare has its pictures drawn by worker processes: the table
+    gives the wait for them, and no import of Matplotlib or picture of nn.py's own."""
+    result = run_script("--repeats", "1", "--", "--dry-run", "--steps", "20", "--eval-every", "10")
+    assert result.returncode == 0, result.stderr
+    times = {match[0].strip(): float(match[1]) for match in re.findall(r"^ +(.+?) +([\d.]+) ms", result.stdout, re.M)}
+    assert "the pictures (waited for)" in times and "stats.json" in times, result.stdout
+    assert "import Matplotlib" not in times and "weights.png" not in times, result.stdout
 
 
 def test_the_test_set_after_training_is_not_counted_with_the_evaluations_during_it():

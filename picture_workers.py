@@ -1,0 +1,183 @@
+"""Draw a run's pictures in two helper processes that import Matplotlib while the network trains.
+
+Of the second or so that `python nn.py` spent outside its training, most went to
+Matplotlib: importing it (0.3 s) and drawing the five pictures (0.6 s), one after
+the other, once training was over. A worker is a second Python process, `python
+picture_workers.py`, started with the run: it imports Matplotlib and draws a first
+small figure into memory (warm_up) on the core that training leaves free, at a lower
+priority (nice 10) so that the training comes first, then waits. When the run is
+saved, the two workers draw its pictures side by side, each taking the next one as
+soon as it is free, and the run waits only for the drawing.
+
+A worker reads pickled pictures on its standard input, each a tuple (the name of a
+function of plots.py, its arguments, its keyword arguments), and answers each with
+True (drawn and written) or False (it could not). The pictures that no worker drew,
+because one failed, died or was never started, are drawn by the run itself
+afterwards, as they would be without workers: a worker can cost time, never a
+picture, and an error (a full disk) is reported as if there were no workers.
+
+A worker ignores Ctrl-C (the run decides what a signal means: stop training, then
+save), ends at once when its input closes (the run ended, or was killed), and on
+SIGTERM (stop_all) stops after removing the temporary file of the picture it was
+writing (atomic.py), which keeps its earlier version.
+"""
+
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+
+_drawing = set()  # the workers of this process that are drawing a picture now, for stop_all
+
+
+class PictureWorkers:
+    """`count` worker processes, started now, that draw pictures (see the module's
+    docstring); with count 0, or when a worker cannot be started, this process draws.
+    Use as a context manager, so that the workers end with the block.
+
+    A picture is a tuple (name of a function of plots.py, its positional arguments,
+    its keyword arguments), such as ("loss_graph", (path, steps, losses, evaluations), {})."""
+
+    def __init__(self, count):
+        self.workers = []
+        self.asked = set()  # the workers given a picture: they have imported Matplotlib
+        for _ in range(count):
+            try:
+                self.workers.append(subprocess.Popen(
+                    [sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL, env=dict(os.environ, OPENBLAS_NUM_THREADS="1")))
+            except (OSError, ValueError):  # no process to be had, no executable: this process draws
+                break
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def draw(self, pictures):
+        """Draw and write every picture, spread over the workers (each takes the next one
+        as soon as it is free), and return when all are written; the pictures that no
+        worker drew are drawn here afterwards, in their order, raising what they raise."""
+        pending = queue.SimpleQueue()
+        for index in range(len(pictures)):
+            pending.put(index)
+        undrawn = [] if self.workers else list(range(len(pictures)))
+
+        def feed(worker):  # in a thread of its own, one for each worker
+            while True:
+                try:
+                    index = pending.get_nowait()
+                except queue.Empty:
+                    return
+                self.asked.add(worker)
+                if not ask(worker, pictures[index]):
+                    undrawn.append(index)
+
+        threads = [threading.Thread(target=feed, args=(worker,)) for worker in self.workers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for index in sorted(undrawn):
+            draw_here(pictures[index])
+
+    def close(self):
+        """End the workers: each reads the end of its input and exits at once; one that is
+        still importing Matplotlib (the run failed or ended early) is stopped instead."""
+        for worker in self.workers:
+            for pipe in (worker.stdin, worker.stdout):
+                try:
+                    pipe.close()
+                except OSError:  # the worker is gone already
+                    pass
+            if worker not in self.asked:
+                worker.terminate()
+        for worker in self.workers:
+            worker.wait()
+        self.workers = []
+
+
+def draw_here(picture):
+    """Draw and write one picture in this process."""
+    import plots
+    name, args, kwargs = picture
+    with plots.collector_paused():
+        getattr(plots, name)(*args, **kwargs)
+
+
+def ask(worker, picture):
+    """Send `picture` to `worker` and wait for its answer: True when it drew and wrote it."""
+    _drawing.add(worker)
+    try:
+        pickle.dump(picture, worker.stdin)
+        worker.stdin.flush()
+        return pickle.load(worker.stdout) is True
+    except (OSError, EOFError, pickle.UnpicklingError):  # the worker died or was stopped
+        return False
+    finally:
+        _drawing.discard(worker)
+
+
+def stop_all():
+    """Stop the workers that are drawing, for a program about to quit at once (nn.py's
+    second Ctrl-C): each removes the temporary file of the picture it was writing, which
+    keeps its earlier version."""
+    stopping = list(_drawing)
+    for worker in stopping:
+        worker.terminate()
+    for worker in stopping:
+        try:
+            worker.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def work(pictures, answers):
+    """A worker's life: get ready to draw (warm_up), then draw each picture read from
+    `pictures` and write True (written) or False (failed) to `answers`, until `pictures` ends."""
+    warm_up()
+    while True:
+        try:
+            picture = pickle.load(pictures)
+        except EOFError:
+            return
+        try:
+            draw_here(picture)
+            drawn = True
+        except Exception:  # the run draws it again itself, and reports what that raises
+            drawn = False
+        pickle.dump(drawn, answers)
+        answers.flush()
+
+
+def warm_up():
+    """Import and load what every picture needs (Matplotlib's figures, its Agg canvas and
+    PNG writer, the font) by drawing a small figure into memory: done while the run
+    trains, it takes 0.2 s off the first picture of a fresh process."""
+    import io
+    import plots
+    figure, axes = plots.new_figure(2, 2)
+    axes.set_title("0123456789")
+    figure.savefig(io.BytesIO(), format="png", dpi=plots.DPI)
+
+
+def main():
+    """`python picture_workers.py`, started by PictureWorkers: work on standard input and output."""
+    if hasattr(os, "nice"):
+        os.nice(10)  # the training, on its core, comes first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches every process of the terminal: the run's to answer
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(1))  # stop_all: atomic_write removes its file
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes where errors go, not among the answers
+    try:
+        work(sys.stdin.buffer, answers)
+    finally:
+        os._exit(0)  # at once, ended or stopped: nothing is left to write, and the run may be waiting
+
+
+if __name__ == "__main__":
+    main()
