@@ -111,9 +111,13 @@ def draw_here(picture):
 
 def ask(worker, picture):
     """Send `picture` to `worker` and wait for its answer: True when it drew and wrote it."""
+    try:
+        message = pickle.dumps(picture)  # whole, before anything is sent
+    except Exception:  # arguments that cannot be sent to another process: drawn here
+        return False
     _drawing.add(worker)
     try:
-        pickle.dump(picture, worker.stdin)
+        worker.stdin.write(message)
         worker.stdin.flush()
         return pickle.load(worker.stdout) is True
     except (OSError, EOFError, pickle.UnpicklingError):  # the worker died or was stopped

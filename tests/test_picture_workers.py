@@ -84,6 +84,17 @@ def test_a_picture_no_worker_could_write_is_drawn_here_and_raises_its_error(tmp_
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_picture_that_cannot_be_sent_to_a_worker_is_drawn_here(tmp_path, monkeypatch):
+    names = drawn_here(monkeypatch)
+    wanted = pictures(tmp_path)
+    unpicklable_title = type("Title", (str,), {"__reduce__": lambda self: 1 / 0})("Training loss")
+    wanted[0][2]["title"] = unpicklable_title
+    with PictureWorkers(2) as workers:
+        workers.draw(wanted)
+        assert all(worker.poll() is None for worker in workers.workers)  # the workers are fine
+    assert names == ["loss_graph"] and len(list(tmp_path.glob("*.png"))) == 5
+
+
 @pytest.mark.parametrize("how", ["killed", "never started"])
 def test_the_pictures_of_a_worker_that_died_are_drawn_here(tmp_path, monkeypatch, how):
     names = drawn_here(monkeypatch)
