@@ -78,17 +78,16 @@ def keep_replaced_model(out_dir, model_file="model_mnist.npz", stats_file="stats
     if own_model_sha256 is not None and file_sha256(model_path) == own_model_sha256:
         return None
     stats = read_stats(out_dir, stats_file)
+    # A model written by a save that was cut short (a second Ctrl-C) sits beside the stats.json of the run before
+    stats_of_another_model = "model_sha256" in stats and stats["model_sha256"] != file_sha256(model_path)
     copy = out_dir / run_folder_of(stats) / model_file
     if not (copy.is_file() and filecmp.cmp(model_path, copy, shallow=False)):
         folder = new_run_folder(out_dir, when=model_path.stat().st_mtime)
-        if (out_dir / stats_file).is_file():
+        if (out_dir / stats_file).is_file() and not stats_of_another_model:  # never a model beside wrong stats
             copy_atomically(out_dir / stats_file, folder)
         copy_atomically(model_path, folder)
         copy = folder / model_file
-    if "model_sha256" in stats and stats["model_sha256"] != file_sha256(model_path):
-        summary = "the stats.json beside it is for another model"
-    else:
-        summary = _summary(stats)
+    summary = "the stats.json beside it is for another model" if stats_of_another_model else _summary(stats)
     return f"Replaced {model_path.name} ({summary}); its copy is {copy}"
 
 

@@ -118,3 +118,17 @@ def test_stats_that_record_another_model_file_lend_it_nothing(model_path):
     write_stats(model_path.parent, steps=300, weights_from_step=300, test_accuracy=0.5,
                 model_sha256=runs.file_sha256(model_path))
     assert runs.describe_model(model_path, 300).endswith(", 300 steps, test accuracy 50.00 %)")
+
+
+def test_a_replaced_model_is_copied_without_the_stats_of_another_model(model_path):
+    """A second Ctrl-C during a save leaves the new model beside the stats.json of the run
+    before (stats.json is written last). The next run copied both into one run folder,
+    a model beside stats that describe another: now the model goes alone."""
+    write_stats(model_path.parent, steps=300, test_accuracy=0.9, model_sha256="0" * 64, run_folder="runs/earlier")
+    line = runs.keep_replaced_model(model_path.parent)
+    assert line.startswith("Replaced model_mnist.npz (the stats.json beside it is for another model); its copy is ")
+    copies = list((model_path.parent / runs.RUNS_DIR).glob("*/*"))
+    assert [copy.name for copy in copies] == ["model_mnist.npz"], copies
+    write_stats(model_path.parent, steps=300, test_accuracy=0.9, model_sha256=runs.file_sha256(model_path))
+    runs.keep_replaced_model(model_path.parent)  # its own stats: copied with it
+    assert len(list((model_path.parent / runs.RUNS_DIR).glob("*/stats.json"))) == 1
