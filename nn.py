@@ -483,7 +483,9 @@ class StopRequest:
         self.created_folders = list(created_folders)  # the save adds its run folder (save_run)
 
     def __enter__(self):
-        self.previous = {s: signal.signal(s, self._handle) for s in EXIT_INTERRUPTED}
+        # A signal the parent ignores stays ignored (a job started with `nn.py &` from a script ignores Ctrl-C)
+        self.previous = {s: signal.signal(s, self._handle) for s in EXIT_INTERRUPTED
+                         if signal.getsignal(s) is not signal.SIG_IGN}
         return self
 
     def __exit__(self, *exc):

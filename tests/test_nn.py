@@ -255,6 +255,20 @@ def test_a_write_into_a_missing_folder_names_the_file_not_its_temporary_file(tmp
     assert error.value.filename == str(tmp_path / "gone" / "weights.png")  # was .../gone/.weights.png.x1b2c3.tmp
 
 
+def test_a_signal_the_parent_ignores_stays_ignored_during_training():
+    """`nn.py &` from a script runs with Ctrl-C ignored: start-up kept it ignored, but
+    StopRequest took it over, so that a Ctrl-C meant for the script stopped the training."""
+    import nn
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with nn.StopRequest():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL  # the other signal is the run's as usual
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
     import nn
     stop = nn.StopRequest()
