@@ -374,7 +374,7 @@ def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, qu
         axes.text(column * pitch + 0.5, row * pitch + 0.5, str(unit), fontsize=6, color="0.25", va="top", ha="left")
     axes.axis("off")
     if title is None:
-        title = f"What the first hidden units look for\n({chosen})"
+        title = f"What the first hidden units look for\n({chosen}, numbered)"
     axes.set_title(title, y=1.0)
     colour_bar = figure.add_axes(((0.35 + image_width) / width, 0.1 / height + 0.1 * image_height / height,
                                   0.15 / width, 0.8 * image_height / height))
