@@ -937,7 +937,8 @@ def build_stats(config, history, test_loss, test_accuracy, probabilities, labels
         "steps_per_s": round(timings["steps_this_run"] / max(timings["train"], 1e-9), 1),
         "per_class_accuracy": [round(float(a), 6) for a in per_class],
         "confusion_matrix": matrix.tolist(),
-        "evaluations": history["evaluations"],
+        "evaluations": [{key: round(value, 6) if isinstance(value, float) else value for key, value in evaluation.items()}
+                        for evaluation in history["evaluations"]],  # 6 decimals, as test_loss above
         "loss_curve": sampled_curve(history["loss_steps"], history["losses"]),
         "environment": {"python": platform.python_version(), "numpy": np.__version__,
                         "blas_threads": blas_threads()},

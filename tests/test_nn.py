@@ -45,6 +45,7 @@ def test_short_run_learns_and_writes_every_output(tmp_path):
     assert len(stats["confusion_matrix"]) == 10 and sum(map(sum, stats["confusion_matrix"])) == 10000
     for key in ("train_time_s", "data_load_time_s", "per_class_accuracy", "evaluations", "config"):
         assert key in stats
+    assert all(value == round(value, 6) for e in stats["evaluations"] for value in e.values())  # not 17 digits
     for name in OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png", "weights.png"):
         assert (tmp_path / name).read_bytes()[:4] == (b"PK\x03\x04" if name.endswith("npz") else
                                                         b"{\n  " if name.endswith("json") else b"\x89PNG")
