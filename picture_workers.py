@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 
-_drawing = set()  # the workers of this process that are drawing a picture now, for stop_all
+_running = set()  # the workers this process started and has not closed yet, for stop_all
 
 
 class PictureWorkers:
@@ -51,6 +51,7 @@ class PictureWorkers:
                     stderr=subprocess.DEVNULL, env=dict(os.environ, OPENBLAS_NUM_THREADS="1")))
             except (OSError, ValueError):  # no process to be had, no executable: this process draws
                 break
+            _running.add(self.workers[-1])
 
     def __enter__(self):
         return self
@@ -98,6 +99,7 @@ class PictureWorkers:
                 worker.terminate()
         for worker in self.workers:
             worker.wait()
+            _running.discard(worker)
         self.workers = []
 
 
@@ -115,22 +117,20 @@ def ask(worker, picture):
         message = pickle.dumps(picture)  # whole, before anything is sent
     except Exception:  # arguments that cannot be sent to another process: drawn here
         return False
-    _drawing.add(worker)
     try:
         worker.stdin.write(message)
         worker.stdin.flush()
         return pickle.load(worker.stdout) is True
     except (OSError, EOFError, pickle.UnpicklingError):  # the worker died or was stopped
         return False
-    finally:
-        _drawing.discard(worker)
 
 
 def stop_all():
-    """Stop the workers that are drawing, for a program about to quit at once (nn.py's
+    """Stop every worker of this process, for a program about to quit at once (nn.py's
     second Ctrl-C): each removes the temporary file of the picture it was writing, which
-    keeps its earlier version."""
-    stopping = list(_drawing)
+    keeps its earlier version. The idle ones too: a thread of draw() may be about to send
+    one its next picture, which it would then draw and write after the program had quit."""
+    stopping = list(_running)
     for worker in stopping:
         worker.terminate()
     for worker in stopping:

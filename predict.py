@@ -60,14 +60,14 @@ def _read_upright(path):
     """The Pillow image at path, decoded, turned upright, reduced to READ_SIDE and in mode L, RGB,
     RGBA, I or F. Pillow comes with Matplotlib, so it is imported here, where images are read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+    if isinstance(path, (str, Path)) and Path(path).is_dir():  # Windows opens none: "Permission denied"
+        raise ValueError(f"{path}: a folder, not an image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is lower
             picture = Image.open(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: a folder, not an image file") from None
     except Image.DecompressionBombError:
         raise ValueError(f"{path}: more than {MAX_PIXELS // 10**6} megapixels, the limit; "
                          f"scale it down first") from None

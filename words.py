@@ -15,7 +15,10 @@ def confidence_text(probability):
     decimal rounded down, so that a probability below 1 never reads as 100 % (a mistake made
     at 0.9996 said "100% sure"), and one above 0 never reads as 0 % (a runner-up of 0.0004
     said "0.0 %" beside ">99.9 %"). Exactly 0 (a float32 that underflowed) reads '0.0 %'.
-    The drawing page writes it the same way (confidenceText in web/app.js)."""
+    The drawing page writes it the same way (confidenceText in web/app.js). NaN, the output
+    of a model whose sums overflow (a Train run of the page can end so), reads '? %'."""
+    if math.isnan(probability):  # math.floor would raise: the run's save failed on a caption
+        return "? %"
     if probability >= 0.999:
         return ">99.9 %"
     tenths = math.floor(1000 * float(probability) + 1e-9)  # 1e-9: 0.123 * 1000 is 122.99999...

@@ -145,13 +145,23 @@ def test_stop_all_leaves_each_picture_old_or_new_and_no_temporary_file(tmp_path)
         answer = []
         asking = threading.Thread(target=lambda: answer.append(picture_workers.ask(worker, slow)))
         asking.start()
-        wait_until(lambda: worker in picture_workers._drawing)
-        time.sleep(0.3)
+        wait_until(lambda: list(tmp_path.glob(".misclassified.png.*.tmp")))  # writing it
         picture_workers.stop_all()
         asking.join()
         assert worker.poll() is not None and answer == [False]
     assert target.read_bytes() == b"the earlier picture" or is_png(target)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_after_stop_all_no_worker_draws_a_picture_sent_to_it(tmp_path):
+    """stop_all ends the idle workers too: a thread of draw() that sends its next picture
+    just after (the program is quitting) gets False, and the picture is not written later,
+    behind the message that said it was not."""
+    with PictureWorkers(1) as workers:
+        worker = workers.workers[0]
+        picture_workers.stop_all()  # the second Ctrl-C, at an instant when no worker draws
+        assert not picture_workers.ask(worker, pictures(tmp_path)[2])
+    assert not (tmp_path / "confusion.png").exists()  # the worker was stopped, and waited for, before
 
 
 def test_a_second_ctrl_c_while_workers_draw_stops_them_before_quitting(tmp_path, monkeypatch, capfd):
@@ -162,7 +172,7 @@ def test_a_second_ctrl_c_while_workers_draw_stops_them_before_quitting(tmp_path,
         worker = workers.workers[0]
         asking = threading.Thread(target=picture_workers.ask, args=(worker, slow))
         asking.start()
-        wait_until(lambda: worker in picture_workers._drawing)
+        wait_until(lambda: list(tmp_path.glob(".misclassified.png.*.tmp")))  # writing it
         stop = nn.StopRequest()
         stop._handle(signal.SIGINT, None)  # the first: a request, which the worker does not hear
         assert worker.poll() is None

@@ -140,6 +140,16 @@ def test_a_wrong_answer_never_claims_to_be_100_percent_sure(probability, text):
     assert words.confidence_text(probability) == text
 
 
+def test_a_confidence_that_is_not_a_number_is_captioned_not_raised(figures, tmp_path):
+    """A Train run of the page whose weights overflow has NaN probabilities: its save failed
+    on misclassified.png's captions with "ValueError: cannot convert float NaN to integer"."""
+    assert words.confidence_text(float("nan")) == words.confidence_text(np.float32("nan")) == "? %"
+    images = np.zeros((2, 784), dtype=np.uint8)
+    plots.misclassified_grid(tmp_path / "m.png", images, [3, 5], [0, 0], np.array([np.nan, np.nan], np.float32))
+    captions = [text.get_text() for text in figures[0].axes[0].texts]
+    assert captions == ["true 3 \u2192 0\n? % sure", "true 5 \u2192 0\n? % sure"]
+
+
 @pytest.mark.parametrize("lowest, highest", [(0.0002, 2.5), (0.2, 0.6), (1.85, 2.35), (0.5, 2.5)])  # 4 decades; under 1; from 1 to 10; across 1
 def test_loss_graph_labels_matplotlibs_log_ticks_in_plain_text(figures, tmp_path, lowest, highest):
     """The log axis of the loss graph labels the ticks that matplotlib's own formatter

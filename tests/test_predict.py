@@ -512,6 +512,18 @@ def test_a_folder_is_called_a_folder_and_every_file_is_named_once(tmp_path, untr
     assert result.stderr.count(named.name) == 1 + named_again, result.stderr
 
 
+def test_a_folder_given_as_an_image_is_called_a_folder_where_opening_it_is_denied(tmp_path, monkeypatch):
+    """On Windows, opening a folder raises PermissionError, not IsADirectoryError: an image
+    FOLDER read "cannot read it as an image (Permission denied)" there."""
+    import PIL.Image
+
+    def open_as_windows_does(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(PIL.Image, "open", open_as_windows_does)
+    assert predict.read_image(tmp_path) == f"{tmp_path}: a folder, not an image file"
+
+
 def test_a_missing_model_is_said_without_reading_the_csv_first(tmp_path, test_digits, monkeypatch, capsys):
     """`predict --csv FILE` without a model parsed the whole CSV before it said that the model
     was missing (0.25 s for the 10,000 test rows, 0.65 s for the 60,000 training rows, against
