@@ -326,7 +326,6 @@ from atomic import atomic_write  # noqa: E402
 from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
 from mlp import MLP, ModelFileError  # noqa: E402
 from optimizers import OPTIMIZERS, learning_rate_at, make_optimizer  # noqa: E402
-from picture_workers import PictureWorkers  # noqa: E402
 from progress import Progress, format_duration  # noqa: E402
 from words import count  # noqa: E402
 
@@ -937,8 +936,8 @@ def build_stats(config, history, test_loss, test_accuracy, probabilities, labels
         "steps_per_s": round(timings["steps_this_run"] / max(timings["train"], 1e-9), 1),
         "per_class_accuracy": [round(float(a), 6) for a in per_class],
         "confusion_matrix": matrix.tolist(),
-        "evaluations": [{key: round(value, 6) if isinstance(value, float) else value for key, value in evaluation.items()}
-                        for evaluation in history["evaluations"]],  # 6 decimals, as test_loss above
+        "evaluations": [{key: round(value, 6) if isinstance(value, float) else value  # 6 decimals, as test_loss
+                         for key, value in evaluation.items()} for evaluation in history["evaluations"]],
         "loss_curve": sampled_curve(history["loss_steps"], history["losses"]),
         "environment": {"python": platform.python_version(), "numpy": np.__version__,
                         "blas_threads": blas_threads()},
@@ -1004,7 +1003,8 @@ def run(args):
     created = [folder for folder in (out_dir, *out_dir.absolute().parents) if not folder.exists()]  # deepest first
     check_folders(args, out_dir, say)
     try:
-        with PictureWorkers(picture_workers_wanted(args.show)) as pictures:  # Matplotlib loads while training runs
+        # The workers load Matplotlib while the network trains (picture_workers.py)
+        with picture_workers.PictureWorkers(picture_workers_wanted(args.show)) as pictures:
             return train_test_and_save(args, config, out_dir, say, resumed, resumed_info, created, pictures)
     except BaseException:
         remove_empty_folders(created)  # a run that fails before writing anything leaves no empty folder behind
@@ -1098,7 +1098,7 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
             stop.created_folders[:0] = [run_folder, out_dir / runs.RUNS_DIR] if runs_folder_is_new else [run_folder]
         stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
         write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show,
-                      pictures or PictureWorkers(0))
+                      pictures or picture_workers.PictureWorkers(0))
         stats["model_sha256"] = runs.file_sha256(out_dir / MODEL_FILE)  # which model file these stats describe
         write_stats(out_dir / STATS_FILE, stats, stop)
         for name in OUTPUT_FILES:
