@@ -109,11 +109,13 @@ def thinned_line(x, y, columns):
     pixels wide: in each of `columns` equal slices of the x range, the first and the last
     point and the lowest and the highest one, in their order (the "M4" reduction).
 
-    A line through these points covers the same pixels as the line through all of them,
-    since within a slice the line runs between its extremes anyway: 20,000 training steps
-    on an 880-pixel graph come down to about 2,800 points, drawn 3 times quicker. x must
-    increase; a line with fewer than 4 points a slice, or with values that are not finite,
-    is returned whole. Returns (x, y) as arrays."""
+    A line through these points covers nearly the same pixels as the line through all of
+    them, since within a slice the line runs between its extremes anyway (what differs is
+    the anti-aliased edge of some spikes: 0.6 % of the loss graph's pixels by more than
+    16/255): 20,000 training steps on an 880-pixel graph come down to about 2,900 points,
+    and the graph is drawn in 0.14 s instead of 0.2 s. x must increase; a line with fewer
+    than 4 points a slice, or with values that are not finite, is returned whole. Returns
+    (x, y) as arrays."""
     import numpy as np
     x, y = np.asarray(x), np.asarray(y, dtype=np.float64)
     if len(y) < 4 * columns or not np.isfinite(y).all():
