@@ -137,7 +137,9 @@ def stop_all():
     """Stop every worker of this process, for a program about to quit at once (nn.py's
     second Ctrl-C): each removes the temporary file of the picture it was writing, which
     keeps its earlier version. The idle ones too: a thread of draw() may be about to send
-    one its next picture, which it would then draw and write after the program had quit."""
+    one its next picture, which it would then draw and write after the program had quit.
+    A worker that has not stopped within 2 s (a machine too busy to run it) is killed, which
+    leaves its temporary file (.NAME.*.tmp) beside the picture; each has ended on return."""
     stopping = list(_running)
     for worker in stopping:
         worker.terminate()
@@ -146,6 +148,7 @@ def stop_all():
             worker.wait(timeout=2)
         except subprocess.TimeoutExpired:
             worker.kill()
+            worker.wait()  # a killed process ends at once, but not before kill() returns
 
 
 def work(pictures, answers):

@@ -167,6 +167,18 @@ def test_stop_all_leaves_each_picture_old_or_new_and_no_temporary_file(tmp_path)
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_stop_all_returns_when_a_worker_it_had_to_kill_has_ended(tmp_path):
+    """A worker that does not answer SIGTERM within 2 s is killed; stop_all returned before
+    it had ended (seen in test_a_second_ctrl_c_while_workers_draw_stops_them_before_quitting
+    on a busy machine: worker.poll() was None). Here the worker is frozen (SIGSTOP)."""
+    with PictureWorkers(1) as workers:
+        worker = workers.workers[0]
+        assert picture_workers.ask(worker, pictures(tmp_path)[1])  # ready
+        os.kill(worker.pid, signal.SIGSTOP)
+        picture_workers.stop_all()
+        assert worker.poll() == -signal.SIGKILL
+
+
 def test_after_stop_all_no_worker_draws_a_picture_sent_to_it(tmp_path):
     """stop_all ends the idle workers too: a thread of draw() that sends its next picture
     just after (the program is quitting) gets False, and the picture is not written later,
