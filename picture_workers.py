@@ -67,7 +67,7 @@ class PictureWorkers:
         pending = queue.SimpleQueue()
         for index in range(len(pictures)):
             pending.put(index)
-        undrawn = [] if self.workers else list(range(len(pictures)))
+        undrawn = []
 
         def feed(worker):  # in a thread of its own, one for each worker
             while True:
@@ -76,14 +76,19 @@ class PictureWorkers:
                 except queue.Empty:
                     return
                 self.asked.add(worker)
-                if not ask(worker, pictures[index]):
+                answer = ask(worker, pictures[index])
+                if answer is not True:
                     undrawn.append(index)
+                if answer is None:  # the worker is gone: the others take the rest, not it (failing at once)
+                    return
 
         threads = [threading.Thread(target=feed, args=(worker,)) for worker in self.workers]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        while not pending.empty():  # left when there is no worker, or every one is gone
+            undrawn.append(pending.get())
         for index in sorted(undrawn):
             draw_here(pictures[index])
 
@@ -113,7 +118,9 @@ def draw_here(picture):
 
 
 def ask(worker, picture):
-    """Send `picture` to `worker` and wait for its answer: True when it drew and wrote it."""
+    """Send `picture` to `worker` and wait for its answer: True when it drew and wrote it,
+    False when it could not (or the picture cannot be sent), None when the worker is gone
+    (it died or was stopped), so that it is asked no more."""
     try:
         message = pickle.dumps(picture)  # whole, before anything is sent
     except Exception:  # arguments that cannot be sent to another process: drawn here
@@ -123,14 +130,16 @@ def ask(worker, picture):
         worker.stdin.flush()
         return pickle.load(worker.stdout) is True
     except (OSError, EOFError, pickle.UnpicklingError):  # the worker died or was stopped
-        return False
+        return None
 
 
 def stop_all():
     """Stop every worker of this process, for a program about to quit at once (nn.py's
     second Ctrl-C): each removes the temporary file of the picture it was writing, which
     keeps its earlier version. The idle ones too: a thread of draw() may be about to send
-    one its next picture, which it would then draw and write after the program had quit."""
+    one its next picture, which it would then draw and write after the program had quit.
+    A worker that has not stopped within 2 s (a machine too busy to run it) is killed, which
+    leaves its temporary file (.NAME.*.tmp) beside the picture; each has ended on return."""
     stopping = list(_running)
     for worker in stopping:
         worker.terminate()
@@ -139,6 +148,7 @@ def stop_all():
             worker.wait(timeout=2)
         except subprocess.TimeoutExpired:
             worker.kill()
+            worker.wait()  # a killed process ends at once, but not before kill() returns
 
 
 def work(pictures, answers):

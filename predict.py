@@ -12,6 +12,7 @@ pen's strokes widened to MNIST's, cropped to the digit, scaled into a 20x20 box 
 centred by its centre of mass in 28x28, as the MNIST images were made.
 """
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -60,7 +61,9 @@ def _read_upright(path):
     """The Pillow image at path, decoded, turned upright, reduced to READ_SIDE and in mode L, RGB,
     RGBA, I or F. Pillow comes with Matplotlib, so it is imported here, where images are read."""
     from PIL import Image, ImageOps, UnidentifiedImageError
-    if isinstance(path, (str, Path)) and Path(path).is_dir():  # Windows opens none: "Permission denied"
+    # Windows opens no folder ("Permission denied"); os.path.isdir, unlike Path.is_dir, says False for a
+    # path it cannot look at (a name too long), which Image.open then reports
+    if isinstance(path, (str, Path)) and os.path.isdir(path):
         raise ValueError(f"{path}: a folder, not an image file")
     try:
         with warnings.catch_warnings():

@@ -112,6 +112,20 @@ def test_the_pictures_of_a_worker_that_died_are_drawn_here(tmp_path, monkeypatch
     assert len(list(tmp_path.glob("*.png"))) == 5 and all(is_png(path) for path in tmp_path.glob("*.png"))
 
 
+def test_the_pictures_of_a_dead_worker_go_to_the_live_one(tmp_path, monkeypatch):
+    """A dead worker fails at once (a broken pipe): its thread took picture after picture and
+    gave them all to the run, the live worker drawing none (6 of 6 drawn here). Now it gives
+    up the first only, and the live worker draws the rest."""
+    names = drawn_here(monkeypatch)
+    with PictureWorkers(2) as workers:
+        dead, live = workers.workers
+        dead.kill()
+        dead.wait()
+        workers.draw(pictures(tmp_path))
+        assert live.poll() is None
+    assert len(names) == 1 and len(list(tmp_path.glob("*.png"))) == 5
+
+
 def test_a_worker_ignores_ctrl_c_which_is_the_run_s_to_answer(tmp_path):
     """Ctrl-C reaches every process of the terminal: the worker goes on (the run, told
     to stop, saves, and the worker draws its pictures)."""
@@ -148,9 +162,21 @@ def test_stop_all_leaves_each_picture_old_or_new_and_no_temporary_file(tmp_path)
         wait_until(lambda: list(tmp_path.glob(".misclassified.png.*.tmp")))  # writing it
         picture_workers.stop_all()
         asking.join()
-        assert worker.poll() is not None and answer == [False]
+        assert worker.poll() is not None and answer == [None]  # the worker is gone
     assert target.read_bytes() == b"the earlier picture" or is_png(target)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_stop_all_returns_when_a_worker_it_had_to_kill_has_ended(tmp_path):
+    """A worker that does not answer SIGTERM within 2 s is killed; stop_all returned before
+    it had ended (seen in test_a_second_ctrl_c_while_workers_draw_stops_them_before_quitting
+    on a busy machine: worker.poll() was None). Here the worker is frozen (SIGSTOP)."""
+    with PictureWorkers(1) as workers:
+        worker = workers.workers[0]
+        assert picture_workers.ask(worker, pictures(tmp_path)[1])  # ready
+        os.kill(worker.pid, signal.SIGSTOP)
+        picture_workers.stop_all()
+        assert worker.poll() == -signal.SIGKILL
 
 
 def test_after_stop_all_no_worker_draws_a_picture_sent_to_it(tmp_path):

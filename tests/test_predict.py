@@ -524,6 +524,13 @@ def test_a_folder_given_as_an_image_is_called_a_folder_where_opening_it_is_denie
     assert predict.read_image(tmp_path) == f"{tmp_path}: a folder, not an image file"
 
 
+def test_an_image_path_too_long_to_look_at_is_said_in_one_line(tmp_path):
+    """The check for a folder (Path.is_dir) raised OSError 'File name too long' for a name of
+    300 characters: `nn.py predict` ended in a traceback instead of naming the file."""
+    path = tmp_path / ("x" * 300) / "digit.png"  # longer than the 255 bytes a file name may have
+    assert predict.read_image(path).startswith(f"{path}: cannot read it as an image (")
+
+
 def test_a_missing_model_is_said_without_reading_the_csv_first(tmp_path, test_digits, monkeypatch, capsys):
     """`predict --csv FILE` without a model parsed the whole CSV before it said that the model
     was missing (0.25 s for the 10,000 test rows, 0.65 s for the 60,000 training rows, against
