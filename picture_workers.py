@@ -5,10 +5,11 @@ Matplotlib: importing it (0.3 s) and drawing the five pictures (0.6 s), one afte
 the other, once training was over. A worker is a second Python process, `python
 picture_workers.py`, started with the run: it imports Matplotlib and draws a first
 small figure into memory (warm_up) on the core that training leaves free, in a thread
-of lower priority (nice 10, on Linux) so that the training comes first, then waits.
-When the run is saved, the two workers draw its pictures side by side, at the usual
-priority, each taking the next one as soon as it is free, and the run waits only for
-the drawing.
+of lower priority (nice 10, on Linux) so that the training comes first, then says it
+is ready and waits. When the run is saved, the workers that are ready draw its pictures
+side by side, at the usual priority, each taking the next one as soon as it is free,
+and the run waits only for the drawing. A worker not ready by then (a short run, or a
+machine so busy that the low-priority loading has hardly begun) is not waited for.
 
 A worker reads pickled pictures on its standard input, each a tuple (the name of a
 function of plots.py, its arguments, its keyword arguments), and answers each with
@@ -18,9 +19,9 @@ afterwards, as they would be without workers: a worker can cost time, never a
 picture, and an error (a full disk) is reported as if there were no workers.
 
 A worker ignores Ctrl-C (the run decides what a signal means: stop training, then
-save), ends at once when its input closes (the run ended, or was killed), and on
-SIGTERM (stop_all) stops after removing the temporary file of the picture it was
-writing (atomic.py), which keeps its earlier version.
+save), ends when its input closes (the run ended, or was killed; at once unless it is
+still loading Matplotlib), and on SIGTERM (stop_all) stops after removing the temporary
+file of the picture it was writing (atomic.py), which keeps its earlier version.
 """
 
 import os
@@ -44,15 +45,29 @@ class PictureWorkers:
 
     def __init__(self, count):
         self.workers = []
+        self.ready = set()  # the workers that said they are ready: they have loaded Matplotlib
         self.asked = set()  # the workers given a picture; close() stops the others rather than wait for them
+        self.listeners = []  # a thread for each worker, waiting for it to say it is ready
         for _ in range(count):
             try:
-                self.workers.append(subprocess.Popen(
+                worker = subprocess.Popen(
                     [sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL, env=dict(os.environ, OPENBLAS_NUM_THREADS="1")))
+                    stderr=subprocess.DEVNULL, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
             except (OSError, ValueError):  # no process to be had, no executable: this process draws
                 break
-            _running.add(self.workers[-1])
+            _running.add(worker)
+            self.workers.append(worker)
+            self.listeners.append(threading.Thread(target=self._listen_for_ready, args=(worker,), daemon=True))
+            self.listeners[-1].start()
+
+    def _listen_for_ready(self, worker):
+        """Wait for `worker`'s first answer, "ready", and note it (in a thread of its own,
+        blocked on the pipe meanwhile: the training does not feel it)."""
+        try:
+            if pickle.load(worker.stdout) == "ready":
+                self.ready.add(worker)
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError):  # the worker died, or was stopped
+            pass
 
     def __enter__(self):
         return self
@@ -61,9 +76,11 @@ class PictureWorkers:
         self.close()
 
     def draw(self, pictures):
-        """Draw and write every picture, spread over the workers (each takes the next one
-        as soon as it is free), and return when all are written; the pictures that no
-        worker drew are drawn here afterwards, in their order, raising what they raise."""
+        """Draw and write every picture, spread over the workers that are ready (each takes
+        the next one as soon as it is free), and return when all are written; the pictures
+        that no worker drew are drawn here afterwards, in their order, raising what they
+        raise. A worker still loading Matplotlib (a short run, or a machine so busy that
+        the loading, at a low priority, has hardly begun) is not waited for."""
         pending = queue.SimpleQueue()
         for index in range(len(pictures)):
             pending.put(index)
@@ -82,7 +99,11 @@ class PictureWorkers:
                 if answer is None:  # the worker is gone: the others take the rest, not it (failing at once)
                     return
 
-        threads = [threading.Thread(target=feed, args=(worker,)) for worker in self.workers]
+        ready = [worker for worker in self.workers if worker in self.ready]
+        for worker in self.workers:
+            if worker not in ready:
+                worker.terminate()  # now: the cores are for the drawing
+        threads = [threading.Thread(target=feed, args=(worker,)) for worker in ready]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -93,20 +114,23 @@ class PictureWorkers:
             draw_here(pictures[index])
 
     def close(self):
-        """End the workers: each reads the end of its input and exits at once; one that is
-        still importing Matplotlib (the run failed or ended early) is stopped instead."""
+        """End the workers: each one asked to draw reads the end of its input and exits at
+        once; the others (still loading Matplotlib, or not needed) are stopped."""
         for worker in self.workers:
-            for pipe in (worker.stdin, worker.stdout):
-                try:
-                    pipe.close()
-                except OSError:  # the worker is gone already
-                    pass
             if worker not in self.asked:
                 worker.terminate()
+            try:
+                worker.stdin.close()
+            except OSError:  # the worker is gone already
+                pass
         for worker in self.workers:
             worker.wait()
             _running.discard(worker)
-        self.workers = []
+        for listener in self.listeners:  # each has heard "ready" or the end of its worker's output
+            listener.join()
+        for worker in self.workers:
+            worker.stdout.close()
+        self.workers, self.listeners = [], []
 
 
 def draw_here(picture):
@@ -152,12 +176,14 @@ def stop_all():
 
 
 def work(pictures, answers):
-    """A worker's life: get ready to draw (warm_up, at a low priority), then draw each
-    picture read from `pictures` and write True (written) or False (failed) to `answers`,
-    until `pictures` ends."""
+    """A worker's life: get ready to draw (warm_up, at a low priority) and say "ready" on
+    `answers`, then draw each picture read from `pictures` and write True (written) or
+    False (failed) to `answers`, until `pictures` ends."""
     warming_up = threading.Thread(target=warm_up, args=(10,))
     warming_up.start()
     warming_up.join()
+    pickle.dump("ready", answers)
+    answers.flush()
     while True:
         try:
             picture = pickle.load(pictures)

@@ -49,6 +49,12 @@ def wait_until(condition, seconds=60):
         time.sleep(0.02)
 
 
+def ready(workers):
+    """`workers` (a PictureWorkers), once each has said it is ready (it has loaded Matplotlib)."""
+    wait_until(lambda: len(workers.ready) == len(workers.workers))
+    return workers
+
+
 def drawn_here(monkeypatch):
     """A list that collects the names of the pictures this process draws itself."""
     names = []
@@ -62,7 +68,7 @@ def test_workers_draw_the_very_pictures_this_process_draws(tmp_path, monkeypatch
     here.mkdir(), there.mkdir()
     PictureWorkers(0).draw(pictures(here))
     names = drawn_here(monkeypatch)
-    with PictureWorkers(2) as workers:
+    with ready(PictureWorkers(2)) as workers:
         workers.draw(pictures(there))
         assert names == [] and all(worker.poll() is None for worker in workers.workers)
     for path in here.iterdir():
@@ -76,7 +82,7 @@ def test_a_picture_no_worker_could_write_is_drawn_here_and_raises_its_error(tmp_
     names = drawn_here(monkeypatch)
     wanted = pictures(tmp_path)
     wanted[2] = ("confusion_matrix_plot", (tmp_path / "gone" / "confusion.png", *wanted[2][1][1:]), {})
-    with PictureWorkers(2) as workers, pytest.raises(FileNotFoundError) as error:
+    with ready(PictureWorkers(2)) as workers, pytest.raises(FileNotFoundError) as error:
         workers.draw(wanted)
     assert error.value.filename == str(tmp_path / "gone" / "confusion.png") and names == ["confusion_matrix_plot"]
     assert sorted(path.name for path in tmp_path.glob("*.png")) == [
@@ -89,7 +95,7 @@ def test_a_picture_that_cannot_be_sent_to_a_worker_is_drawn_here(tmp_path, monke
     wanted = pictures(tmp_path)
     unpicklable_title = type("Title", (str,), {"__reduce__": lambda self: 1 / 0})("Training loss")
     wanted[0][2]["title"] = unpicklable_title
-    with PictureWorkers(2) as workers:
+    with ready(PictureWorkers(2)) as workers:
         workers.draw(wanted)
         assert all(worker.poll() is None for worker in workers.workers)  # the workers are fine
     assert names == ["loss_graph"] and len(list(tmp_path.glob("*.png"))) == 5
@@ -101,7 +107,7 @@ def test_the_pictures_of_a_worker_that_died_are_drawn_here(tmp_path, monkeypatch
     if how == "never started":
         monkeypatch.setattr(picture_workers.subprocess, "Popen", lambda *args, **kwargs: (_ for _ in ()).throw(
             OSError(11, "Resource temporarily unavailable")))
-    with PictureWorkers(2) as workers:
+    with ready(PictureWorkers(2)) as workers:
         if how == "killed":
             for worker in workers.workers:
                 worker.kill()
@@ -117,7 +123,7 @@ def test_the_pictures_of_a_dead_worker_go_to_the_live_one(tmp_path, monkeypatch)
     gave them all to the run, the live worker drawing none (6 of 6 drawn here). Now it gives
     up the first only, and the live worker draws the rest."""
     names = drawn_here(monkeypatch)
-    with PictureWorkers(2) as workers:
+    with ready(PictureWorkers(2)) as workers:
         dead, live = workers.workers
         dead.kill()
         dead.wait()
@@ -126,12 +132,23 @@ def test_the_pictures_of_a_dead_worker_go_to_the_live_one(tmp_path, monkeypatch)
     assert len(names) == 1 and len(list(tmp_path.glob("*.png"))) == 5
 
 
+def test_workers_still_loading_matplotlib_are_not_waited_for(tmp_path, monkeypatch):
+    """A run saved before its workers are ready (a short run; a busy machine, where their
+    low-priority loading may take seconds) draws its pictures itself: a --dry-run beside one
+    busy program took 9.95 s waiting for them, against 5.35 s without workers."""
+    names = drawn_here(monkeypatch)
+    with PictureWorkers(2) as workers:
+        workers.draw(pictures(tmp_path))  # at once: no worker has loaded Matplotlib yet
+        assert workers.ready == set()
+        started = list(workers.workers)
+    assert len(names) == 5 and all(worker.poll() is not None for worker in started)  # stopped at close
+
+
 def test_a_worker_ignores_ctrl_c_which_is_the_run_s_to_answer(tmp_path):
     """Ctrl-C reaches every process of the terminal: the worker goes on (the run, told
     to stop, saves, and the worker draws its pictures)."""
-    with PictureWorkers(1) as workers:
+    with ready(PictureWorkers(1)) as workers:
         worker = workers.workers[0]
-        assert picture_workers.ask(worker, pictures(tmp_path)[1])  # ready: it has imported Matplotlib
         worker.send_signal(signal.SIGINT)
         time.sleep(0.2)
         assert worker.poll() is None and picture_workers.ask(worker, pictures(tmp_path)[2])
@@ -153,9 +170,8 @@ def test_stop_all_leaves_each_picture_old_or_new_and_no_temporary_file(tmp_path)
     slow = pictures(tmp_path, mistakes=3000)[3]  # 3,000 captions: seconds of drawing
     target = tmp_path / "misclassified.png"
     target.write_bytes(b"the earlier picture")
-    with PictureWorkers(1) as workers:
+    with ready(PictureWorkers(1)) as workers:
         worker = workers.workers[0]
-        assert picture_workers.ask(worker, pictures(tmp_path)[1])  # ready
         answer = []
         asking = threading.Thread(target=lambda: answer.append(picture_workers.ask(worker, slow)))
         asking.start()
@@ -171,9 +187,8 @@ def test_stop_all_returns_when_a_worker_it_had_to_kill_has_ended(tmp_path):
     """A worker that does not answer SIGTERM within 2 s is killed; stop_all returned before
     it had ended (seen in test_a_second_ctrl_c_while_workers_draw_stops_them_before_quitting
     on a busy machine: worker.poll() was None). Here the worker is frozen (SIGSTOP)."""
-    with PictureWorkers(1) as workers:
+    with ready(PictureWorkers(1)) as workers:
         worker = workers.workers[0]
-        assert picture_workers.ask(worker, pictures(tmp_path)[1])  # ready
         os.kill(worker.pid, signal.SIGSTOP)
         picture_workers.stop_all()
         assert worker.poll() == -signal.SIGKILL
@@ -183,7 +198,7 @@ def test_after_stop_all_no_worker_draws_a_picture_sent_to_it(tmp_path):
     """stop_all ends the idle workers too: a thread of draw() that sends its next picture
     just after (the program is quitting) gets False, and the picture is not written later,
     behind the message that said it was not."""
-    with PictureWorkers(1) as workers:
+    with ready(PictureWorkers(1)) as workers:
         worker = workers.workers[0]
         picture_workers.stop_all()  # the second Ctrl-C, at an instant when no worker draws
         assert not picture_workers.ask(worker, pictures(tmp_path)[2])
@@ -194,7 +209,7 @@ def test_a_second_ctrl_c_while_workers_draw_stops_them_before_quitting(tmp_path,
     import nn
     slow = pictures(tmp_path, mistakes=3000)[3]
     monkeypatch.setattr(os, "_exit", lambda status: sys.exit(status))
-    with PictureWorkers(1) as workers:
+    with ready(PictureWorkers(1)) as workers:
         worker = workers.workers[0]
         asking = threading.Thread(target=picture_workers.ask, args=(worker, slow))
         asking.start()
@@ -250,6 +265,8 @@ import picture_workers
 from test_picture_workers import pictures
 workers = picture_workers.PictureWorkers(2)
 print(*(worker.pid for worker in workers.workers), flush=True)
+while len(workers.ready) < 2:
+    time.sleep(0.02)
 threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
 workers.draw(pictures(Path({str(tmp_path)!r}), mistakes=2000))
 """
