@@ -55,10 +55,18 @@ class PictureWorkers:
                     stderr=subprocess.DEVNULL, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
             except (OSError, ValueError):  # no process to be had, no executable: this process draws
                 break
+            listener = threading.Thread(target=self._listen_for_ready, args=(worker,), daemon=True)
+            try:
+                listener.start()
+            except RuntimeError:  # no thread to be had (the same limit as for processes): this process draws
+                worker.terminate()
+                worker.wait()
+                for pipe in (worker.stdin, worker.stdout):
+                    pipe.close()
+                break
             _running.add(worker)
             self.workers.append(worker)
-            self.listeners.append(threading.Thread(target=self._listen_for_ready, args=(worker,), daemon=True))
-            self.listeners[-1].start()
+            self.listeners.append(listener)
 
     def _listen_for_ready(self, worker):
         """Wait for `worker`'s first answer, "ready", and note it (in a thread of its own,

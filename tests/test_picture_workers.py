@@ -118,6 +118,32 @@ def test_the_pictures_of_a_worker_that_died_are_drawn_here(tmp_path, monkeypatch
     assert len(list(tmp_path.glob("*.png"))) == 5 and all(is_png(path) for path in tmp_path.glob("*.png"))
 
 
+def test_a_worker_whose_listener_cannot_be_started_is_stopped_and_the_run_draws(tmp_path, monkeypatch):
+    """Near the limit on processes, which counts threads too, a worker can start where the
+    thread that waits for its "ready" cannot: PictureWorkers raised RuntimeError ("can't
+    start new thread") and left that worker running. Now it stops it, as it gives up a
+    worker that cannot be started, and the run draws."""
+    names = drawn_here(monkeypatch)
+
+    def no_thread(thread):
+        raise RuntimeError("can't start new thread")
+
+    started = []  # the workers started, whether or not PictureWorkers keeps them
+    popen = picture_workers.subprocess.Popen
+
+    def popen_and_note(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(picture_workers.subprocess, "Popen", popen_and_note)
+    monkeypatch.setattr(picture_workers.threading.Thread, "start", no_thread)
+    with PictureWorkers(2) as workers:
+        assert workers.workers == [] and picture_workers._running == set()
+        workers.draw(pictures(tmp_path))
+    assert len(started) == 1 and started[0].poll() is not None  # the one started, stopped
+    assert len(names) == 5 and len(list(tmp_path.glob("*.png"))) == 5
+
+
 def test_the_pictures_of_a_dead_worker_go_to_the_live_one(tmp_path, monkeypatch):
     """A dead worker fails at once (a broken pipe): its thread took picture after picture and
     gave them all to the run, the live worker drawing none (6 of 6 drawn here). Now it gives
