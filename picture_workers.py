@@ -109,8 +109,8 @@ class PictureWorkers:
 
         ready = [worker for worker in self.workers if worker in self.ready]
         for worker in self.workers:
-            if worker not in ready:
-                worker.terminate()  # now: the cores are for the drawing
+            if worker not in ready:  # stopped now, to leave the cores to the drawing; not with terminate(),
+                os.kill(worker.pid, signal.SIGTERM)  # whose lock a second Ctrl-C's stop_all would wait on
         threads = [threading.Thread(target=feed, args=(worker,)) for worker in ready]
         for thread in threads:
             thread.start()
