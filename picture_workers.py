@@ -110,7 +110,10 @@ class PictureWorkers:
         ready = [worker for worker in self.workers if worker in self.ready]
         for worker in self.workers:
             if worker not in ready:  # stopped now, to leave the cores to the drawing; not with terminate(),
-                os.kill(worker.pid, signal.SIGTERM)  # whose lock a second Ctrl-C's stop_all would wait on
+                try:  # whose lock a second Ctrl-C's stop_all would wait on
+                    os.kill(worker.pid, signal.SIGTERM)
+                except OSError:  # it has ended already (Windows says so; elsewhere it is a zombie until close)
+                    pass
         threads = [threading.Thread(target=feed, args=(worker,)) for worker in ready]
         for thread in threads:
             thread.start()
