@@ -476,9 +476,9 @@ def read_csv(path):
 def unreadable_csv(path):
     """The one-line error for a CSV path that is a folder or no file at all, else None: what
     can be said of it without reading it (data.load_csv calls a folder "file not found")."""
-    if path.is_dir():
+    if os.path.isdir(path):  # os.path's, not Path's: False, not an error, for a name too long to look at
         return f"{path}: a folder, not a CSV file"
-    if not path.is_file():
+    if not os.path.isfile(path):
         return f"{path}: file not found"
     return None
 
@@ -492,12 +492,13 @@ def read_model(path):
     """(the MLP of the model file at path, its steps_done), or (the one-line error that names it,
     None) when the file is missing, damaged or a network for other than 28x28 digits."""
     from mlp import MLP, ModelFileError
-    if path.is_dir():  # MLP.load would say "cannot read (Is a directory)"; serve's words, for --model
+    if os.path.isdir(path):  # MLP.load would say "cannot read (Is a directory)"; serve's words, for --model
         return f"{path}: a folder; name the model file (--model {path / 'model_mnist.npz'})", None
     try:
         model, info = MLP.load(path, with_info=True)
     except ModelFileError as error:
-        return f"{error} (train one first: python nn.py)" if not path.exists() else str(error), None
+        hint = " (train one first: python nn.py)" if str(error).endswith(": no such model file") else ""
+        return f"{error}{hint}", None
     if model.layer_sizes[0] != 784 or model.layer_sizes[-1] != 10:  # as serve.py says it
         return f"{path}: a {model.layer_sizes} network, not one for 28x28 digits (784 in, 10 out)", None
     return model, info["steps_done"]

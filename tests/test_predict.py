@@ -531,6 +531,15 @@ def test_an_image_path_too_long_to_look_at_is_said_in_one_line(tmp_path):
     assert predict.read_image(path).startswith(f"{path}: cannot read it as an image (")
 
 
+def test_a_model_or_csv_path_too_long_to_look_at_is_said_in_one_line(tmp_path):
+    """--model and --csv with a name of 300 characters ended in a traceback (OSError 'File name
+    too long' from Path.is_dir and Path.exists, which only say False for a missing file)."""
+    long_folder = tmp_path / ("x" * 300)
+    assert predict.read_model(long_folder / "m.npz") == (f"{long_folder / 'm.npz'}: cannot read (File name too long)",
+                                                         None)  # no "train one first": it may well exist
+    assert predict.unreadable_csv(long_folder / "a.csv") == f"{long_folder / 'a.csv'}: file not found"
+
+
 def test_a_missing_model_is_said_without_reading_the_csv_first(tmp_path, test_digits, monkeypatch, capsys):
     """`predict --csv FILE` without a model parsed the whole CSV before it said that the model
     was missing (0.25 s for the 10,000 test rows, 0.65 s for the 60,000 training rows, against
