@@ -410,7 +410,7 @@ def check_folders(args, out_dir, say):
     """Refuse a --data folder that does not exist, then check the --out folder
     (check_output_folder): all before the data loads, so that a long run never fails
     at its save."""
-    if not args.data.is_dir():
+    if not os.path.isdir(args.data):
         raise UsageError(f"--data {args.data}: no such folder")
     check_output_folder(out_dir, say)
 
@@ -421,9 +421,10 @@ def check_output_folder(out_dir, say, label="--out", elsewhere="choose another -
     the place of an output. label names the folder in the messages and elsewhere says how
     to choose another: --out for nn.py; for `serve`'s training runs, which save beside
     the model, "the model's folder"."""
-    if out_dir.exists() and not out_dir.is_dir():
+    # os.path's checks, not Path's: False, not an error, for a path too long to look at (mkdir then says why)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UsageError(f"{label} {out_dir}: not a folder")
-    if not out_dir.exists():
+    if not os.path.exists(out_dir):
         try:
             out_dir.mkdir(parents=True)
         except OSError as error:
@@ -1000,7 +1001,8 @@ def run(args):
         if resumed_info["steps_done"] >= config["steps"]:
             raise UsageError(f"--resume {args.resume}: already trained for {count(resumed_info['steps_done'], 'step')}; "
                              f"ask for more with --steps")
-    created = [folder for folder in (out_dir, *out_dir.absolute().parents) if not folder.exists()]  # deepest first
+    # deepest first; os.path.exists: False, not an error, for a path too long to look at
+    created = [folder for folder in (out_dir, *out_dir.absolute().parents) if not os.path.exists(folder)]
     check_folders(args, out_dir, say)
     try:
         # The workers load Matplotlib while the network trains (picture_workers.py)

@@ -722,7 +722,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     from mlp import ModelFileError
-    if args.model.is_dir():
+    if os.path.isdir(args.model):  # os.path's: False, not an error, for a path too long to look at
         parser.error(f"--model {args.model}: a folder; name the model file (--model {args.model / nn.MODEL_FILE})")
     if args.train and args.model.name != nn.MODEL_FILE:
         print(f"nn.py serve: error: --train saves {nn.MODEL_FILE} (with its stats.json and pictures), and --model "

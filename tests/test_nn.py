@@ -762,6 +762,20 @@ def test_runs_or_an_output_that_cannot_be_written_is_refused_before_the_data_loa
     assert not (tmp_path / "model_mnist.npz").exists()
 
 
+def test_paths_too_long_to_look_at_are_one_line(tmp_path):
+    """--out, --data and serve --model with a name of 300 characters ended in a traceback
+    (OSError 'File name too long' from Path.exists and Path.is_dir)."""
+    too_long = tmp_path / ("x" * 300)
+    result = run_nn("--dry-run", "--quiet", "--out", too_long)
+    assert result.returncode == 2 and result.stderr == f"nn.py: error: --out {too_long}: cannot create it " \
+                                                       f"(File name too long)\n", result.stderr
+    result = run_nn("--dry-run", "--quiet", "--data", too_long, "--out", tmp_path)
+    assert result.returncode == 2 and result.stderr == f"nn.py: error: --data {too_long}: no such folder\n"
+    result = run_nn("serve", "--model", too_long / "model_mnist.npz", "--port", 0, timeout=60)
+    assert result.returncode != 0 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "File name too long" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_runs_link_to_nothing_is_named_as_such(tmp_path):
     """A runs/ that is a link to a missing folder was called 'not a folder' with the advice
     to 'move the file away': it is a link, and its target is what is missing."""
