@@ -28,6 +28,30 @@ def test_shapes_dtype_and_initialisation():
     assert layer.backward(np.ones((7, 150), np.float32)).shape == (7, 784)
 
 
+# He's std for the ReLU family (which passes on half the variance), Glorot's for the others,
+# written here from the papers rather than read from functions.init_std.
+EXPECTED_STD = {
+    "relu": lambda n_in, n_out: np.sqrt(2 / n_in),
+    "leaky_relu": lambda n_in, n_out: np.sqrt(2 / n_in),
+    "gelu": lambda n_in, n_out: np.sqrt(2 / n_in),
+    "tanh": lambda n_in, n_out: np.sqrt(2 / (n_in + n_out)),
+    "sigmoid": lambda n_in, n_out: np.sqrt(2 / (n_in + n_out)),
+    "linear": lambda n_in, n_out: np.sqrt(2 / (n_in + n_out)),
+}
+
+
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_initialisation_of_every_activation(activation):
+    n_in, n_out = 600, 200
+    layer = DenseLayer(n_in, n_out, activation, np.random.default_rng(3))
+    std, n = EXPECTED_STD[activation](n_in, n_out), n_in * n_out
+    assert not layer.b.any()
+    # n = 120,000 normal draws: the sample std's relative error has std 1 / sqrt(2 n) = 0.2 % and
+    # the mean's std is std / sqrt(n); 5 of each is 1 %, while He and Glorot differ by 15 % here.
+    assert layer.W.std() == pytest.approx(std, rel=5 / np.sqrt(2 * n))  # see above
+    assert abs(layer.W.mean()) < 5 * std / np.sqrt(n)  # see above
+
+
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="unknown activation"):
         DenseLayer(2, 2, "swish")
