@@ -88,6 +88,25 @@ def test_rotations_turn_each_image_by_its_own_angle_and_round_the_pixels():
     assert len(angles) > 1
 
 
+def test_rotation_angles_cover_the_whole_range():
+    # max_degrees 1: the nine quarter degrees -1, -0.75, ..., 1. Among 200 images an angle is
+    # missed with probability at most 9 (8/9)^200 < 1e-9.
+    max_degrees, B = 1, 200
+    images = digit_like_images(B, seed=4)
+    out = random_rotations(images, max_degrees, np.random.default_rng(5)).reshape(B, SIDE, SIDE)
+    candidates = np.arange(-4 * max_degrees, 4 * max_degrees + 1) / 4
+    angles = set()
+    for image, result in zip(images, out):
+        for degrees in candidates:
+            reference = rotated_reference(image, degrees)
+            if np.array_equal(result[decided(reference)], np.rint(reference)[decided(reference)]):
+                angles.add(degrees)
+                break
+        else:
+            raise AssertionError("an output is not its input turned by a quarter-degree angle")
+    assert angles == set(candidates)
+
+
 def decided(reference):
     """Where float32 arithmetic cannot change which way a pixel rounds (see above)."""
     return np.abs(reference - np.floor(reference) - 0.5) > 1e-3

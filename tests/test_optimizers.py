@@ -216,9 +216,9 @@ def test_sgd_step_by_step():
 def test_sgd_has_no_state():
     assert SGD().state() == ({}, {})
     SGD().load_state({}, {})
-    with pytest.raises(ValueError, match="no state"):
+    with pytest.raises(ValueError, match="^plain SGD has no state to load$"):
         SGD().load_state({}, {"velocity.0": np.zeros(2)})
-    with pytest.raises(ValueError, match="no state"):
+    with pytest.raises(ValueError, match="^plain SGD has no state to load$"):
         SGD().load_state({"t": 1}, {})
 
 
@@ -268,6 +268,12 @@ def test_every_schedule_at_every_step(schedule, total_steps, warmup_steps):
     actual = [learning_rate_at(k, total_steps, BASE, schedule, warmup_steps) for k in range(total_steps)]
     # Python floats (float64): the same formula in another order, a few ulps (1e-16) apart.
     assert actual == pytest.approx(expected_rates(schedule, total_steps, warmup_steps), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("total_steps, warmup_steps", [(8, 0), (13, 3), (5, 4)])
+def test_cosine_reaches_zero_one_step_past_the_last(total_steps, warmup_steps):
+    # cos(pi) is -1.0 exactly in float64, so the rate is exactly 0.
+    assert learning_rate_at(total_steps, total_steps, BASE, "cosine", warmup_steps) == 0.0
 
 
 def test_schedules_worked_out_by_hand():
