@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from app.atomic import atomic_write
+from app.cli import UsageError
 from app.words import count
 
 N_PIXELS = 28 * 28
@@ -35,7 +36,8 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 # The SHA-256 of the official MNIST files (decompressed), kept with the project.
-MNIST_CHECKSUMS = Path(__file__).resolve().parent.parent / "datasets" / "SHA256SUMS"
+PROJECT_DATASETS = Path(__file__).resolve().parent.parent / "datasets"  # datasets/ beside nn.py
+MNIST_CHECKSUMS = PROJECT_DATASETS / "SHA256SUMS"
 
 
 def to_inputs(pixels, out=None):
@@ -489,3 +491,38 @@ def load_mnist(data_dir, idx_dirs, log=print):
         images, labels, _ = load_csv(path)
         splits[split] = (images, labels)
     return splits
+
+
+# ------------------------------------------------------------------ the data of a run
+
+def prepare_data(args, config, say):
+    """((train images, labels), {"test": (...), "val": (...)}): the MNIST CSVs of --data
+    (written from the IDX files first if missing), cut down for --dry-run, with the
+    validation split held out of the training set when one is asked for."""
+    splits = load_mnist(args.data, [args.data, PROJECT_DATASETS], log=say)
+    train_set, test_set = splits["train"], splits["test"]
+    if args.dry_run:
+        train_set = (train_set[0][:2000], train_set[1][:2000])
+        test_set = (test_set[0][:1000], test_set[1][:1000])
+    eval_sets = {"test": test_set}
+    if config["val_split"] > 0:
+        train_set, eval_sets["val"] = split_validation(*train_set, config["val_split"],
+                                                       np.random.default_rng([config["seed"], 1]))
+    n_train = len(train_set[1])
+    if config["batch_size"] > n_train and "val" in eval_sets:
+        raise UsageError(f"--val-split {config['val_split']} leaves too few training images for one batch of "
+                         f"{config['batch_size']}: {count(n_train, 'image')} for training, "
+                         f"{count(len(eval_sets['val'][1]), 'image')} for validation")
+    if config["batch_size"] > n_train:
+        raise UsageError(f"--batch-size {config['batch_size']} is larger than the {count(n_train, 'training image')}")
+    return train_set, eval_sets
+
+
+def split_validation(images, labels, fraction, rng):
+    """((train images, labels), (validation images, labels)): a random `fraction` held out."""
+    n_val = int(round(len(labels) * fraction))
+    if n_val == 0:
+        raise UsageError(f"--val-split {fraction} holds out no image of the {len(labels)} training images")
+    order = rng.permutation(len(labels))
+    held, kept = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return (images[kept], labels[kept]), (images[held], labels[held])

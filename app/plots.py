@@ -1,15 +1,16 @@
 """The pictures of a run: loss and accuracy curves, confusion matrix, worst mistakes,
 first-layer weights.
 
-Every function draws one figure and writes it atomically as PNG. Matplotlib is
-used through its headless Agg backend unless ``use_display`` chose a window
-backend, so a run without a display never blocks or fails.
+Every function draws one figure and writes it as PNG, to a path (atomically) or into a
+file object (the save of a run writes the same bytes twice). Matplotlib is used through
+its headless Agg backend unless ``use_display`` chose a window backend, so a run without
+a display never blocks or fails.
 
-Drawn for speed (issue 13): pyplot is imported only when windows are wanted (or
-it is loaded already, as in a notebook); margins are fixed rather than measured
-by ``tight_layout``, and titles sit at the top of their axes (``y=1.0``) rather
-than being placed by measuring the tick labels; many small images are one image
-(a mosaic), not many axes; log-axis labels are plain text, not maths.
+Drawn for speed: pyplot is imported only when windows are wanted (or it is loaded
+already, as in a notebook); margins are fixed rather than measured by ``tight_layout``,
+and titles sit at the top of their axes (``y=1.0``) rather than being placed by
+measuring the tick labels; many small images are one image (a mosaic), not many axes;
+log-axis labels are plain text, not maths.
 """
 
 import contextlib
@@ -61,10 +62,18 @@ def new_figure(width, height, margins=(0.1, 0.12, 0.97, 0.9)):
 DPI = 110  # pixels per inch of the PNG files: an 8-inch graph is 880 pixels wide
 
 
+def _write_png(figure, file):
+    figure.savefig(file, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})  # 3x quicker than 6, 1.5x the bytes
+
+
 def save_figure(figure, path):
-    """Write a figure as PNG, atomically, and close it unless it is to be shown."""
-    with atomic_write(path) as f:
-        figure.savefig(f, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})  # 3x quicker than 6, 1.5x the bytes
+    """Write a figure as PNG to `path` (atomically) or to a file object (the save of a run
+    passes one, to write the same bytes twice), and close it unless it is to be shown."""
+    if hasattr(path, "write"):
+        _write_png(figure, path)
+    else:
+        with atomic_write(path) as f:
+            _write_png(figure, f)
     if not _display_wanted and "matplotlib.pyplot" in sys.modules:
         _pyplot().close(figure)
 

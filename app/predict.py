@@ -382,8 +382,8 @@ def describe(probabilities, top=3):
 def build_parser():
     """The flags of `python nn.py predict` (nn.py reads them too, for its hint to a
     photo given to the training command). Its errors are one line, as nn.py's."""
-    import nn  # imported here: nn.py imports this module when it runs `predict`
-    parser = nn._Parser(prog="nn.py predict", description="Read digits with a trained model.")
+    from app.cli import Parser
+    parser = Parser(prog="nn.py predict", description="Read digits with a trained model.")
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
                         help="PNG or JPEG files: MNIST-style 28x28, or a photo or scan of a dark digit on light "
                              f"paper (turned upright by its EXIF tag; at most {MAX_PIXELS // 10**6} megapixels)")
@@ -405,7 +405,7 @@ def main(argv=None):
     if args.rows != "summary" and args.csv is None:
         parser.error(f"--rows {args.rows} goes with --csv FILE")
 
-    from app.runs import describe_model
+    from app.save import describe_model
     # Every input is read before anything is printed, so that each bad one gets its one
     # line, and the "Model:" line stands only above answers. The model comes first: without
     # one the CSV's rows cannot be answered, so they are not parsed (half a second for the
@@ -447,7 +447,7 @@ OUTPUTS_OVERFLOW = "its outputs are not numbers (weights so large that its sums 
 
 def probabilities_of(model, inputs):
     """The model's class probabilities (N, 10) for inputs (N, 784), NaN where its sums overflow:
-    finite weights as large as 1e30 pass MLP.load (main then names the model, in one line)."""
+    finite weights as large as 1e30 pass model_file.load (main then names the model, in one line)."""
     with np.errstate(over="ignore", invalid="ignore"):  # no RuntimeWarning lines: main's one line says it
         return model.predict_proba(np.asarray(inputs, dtype=np.float32))
 
@@ -491,11 +491,12 @@ def _naming(path, error):
 def read_model(path):
     """(the MLP of the model file at path, its steps_done), or (the one-line error that names it,
     None) when the file is missing, damaged or a network for other than 28x28 digits."""
-    from mlp import MLP, ModelFileError
-    if os.path.isdir(path):  # MLP.load would say "cannot read (Is a directory)"; serve's words, for --model
+    from app import model_file
+    from app.model_file import ModelFileError
+    if os.path.isdir(path):  # model_file.load would say "cannot read (Is a directory)"; serve's words, for --model
         return f"{path}: a folder; name the model file (--model {path / 'model_mnist.npz'})", None
     try:
-        model, info = MLP.load(path, with_info=True)
+        model, info = model_file.load(path, with_info=True)
     except ModelFileError as error:
         hint = " (train one first: python nn.py)" if str(error).endswith(": no such model file") else ""
         return f"{error}{hint}", None

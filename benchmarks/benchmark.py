@@ -59,12 +59,13 @@ def worker_numpy(steps, warmup):
     """Seconds per step of the project's own training loop."""
     import numpy as np
     import nn
+    from app import cli
     from mlp import MLP
     from app.progress import Progress
     images, labels = load_training_set()
     rng = np.random.default_rng(0)
     model = MLP(SIZES, rng=rng)
-    config = dict(nn.DEFAULTS, steps=warmup, eval_every=0)
+    config = dict(cli.DEFAULTS, steps=warmup, eval_every=0)
 
     class NoStop:
         signal = None
@@ -229,10 +230,10 @@ def worker_torch(steps, warmup):
 
 
 def worker_evaluate(steps, warmup):
-    """Seconds of one evaluation of the 10,000 test images (nn.evaluate), the median of
+    """Seconds of one evaluation of the 10,000 test images (monitor.evaluate), the median of
     `steps` after `warmup`: what each evaluation during training costs."""
     import numpy as np
-    import nn
+    from app import monitor
     from mlp import MLP
     sys.path.insert(0, str(PROJECT_DIR))
     from app import data
@@ -241,7 +242,7 @@ def worker_evaluate(steps, warmup):
     times = []
     for _ in range(warmup + steps):
         started = time.perf_counter()
-        nn.evaluate(model, images, labels)
+        monitor.evaluate(model, images, labels)
         times.append(time.perf_counter() - started)
     return statistics.median(times[warmup:])
 
@@ -253,11 +254,11 @@ def torch_recipe(preset):
     the project's: v <- m v + g, p <- p - lr (g + m v)). Only the loop is timed."""
     import numpy as np
     import torch
-    import nn
+    from app import cli
     from mlp import MLP
     from optimizers import learning_rate_at
     torch.set_num_threads(int(os.environ["OPENBLAS_NUM_THREADS"]))
-    config = dict(nn.DEFAULTS, **nn.PRESETS[preset])
+    config = dict(cli.DEFAULTS, **cli.PRESETS[preset])
     assert config["optimizer"] in ("sgd", "momentum", "nesterov") and not (config["dropout"] or config["augment"]
                                                                           or config["rotate"] or config["weight_decay"])
     sys.path.insert(0, str(PROJECT_DIR))
@@ -505,7 +506,7 @@ def report_full_runs(summary):
     alone = summary["default_no_evaluations"]["median"]
     print(f"  default: the {default['evaluations']:.0f} evaluations during training cost "
           f"{summary['evaluation_s'] * 1e3:.0f} ms each, made beside the training when a core is free "
-          f"(nn.Evaluations); the training steps alone (--eval-every 0) take {alone['train_time_s']:.2f} s "
+          f"(monitor.Evaluations); the training steps alone (--eval-every 0) take {alone['train_time_s']:.2f} s "
           f"(spread {spread('default_no_evaluations', 'train_time_s'):.0%}); counted against them, all else "
           f"in the default run is {default['not_training_ratio_with_evaluations']:.3f} of the training time")
     one_step = summary["one_step"]["median"]

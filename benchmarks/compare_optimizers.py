@@ -21,7 +21,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 import numpy as np  # noqa: E402
 
-from app import data  # noqa: E402
+from app import cli, data  # noqa: E402
 import nn  # noqa: E402
 from app import plots  # noqa: E402
 from mlp import MLP  # noqa: E402
@@ -54,7 +54,7 @@ def main():
     splits = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"])
     runs = []
     for label, changes in CONTENDERS:
-        config = dict(nn.DEFAULTS, steps=args.steps, eval_every=max(args.steps // 20, 1), **changes)
+        config = dict(cli.DEFAULTS, steps=args.steps, eval_every=max(args.steps // 20, 1), **changes)
         rng = np.random.default_rng(0)
         model = MLP([784, 150, 150, 10], rng=rng)
         history = nn.train(model, config, splits["train"], {"test": splits["test"]}, rng,

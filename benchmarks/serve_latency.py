@@ -139,8 +139,9 @@ def main():
         model_path = args.model
         if not model_path.exists():
             from mlp import MLP
+            from app import model_file
             model_path = Path(folder) / "model_mnist.npz"
-            MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(model_path)
+            model_file.save(MLP([784, 150, 150, 10], rng=np.random.default_rng(0)), model_path)
             print(f"{args.model} not found: timing a model with random weights")
         grey = drawing()
         png = png_bytes(grey)

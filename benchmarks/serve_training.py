@@ -59,7 +59,8 @@ def time_serve(steps, folder):
         sys.path.insert(0, str(PROJECT_DIR))
         import numpy as np
         from mlp import MLP
-        MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(model_path)
+        from app import model_file
+        model_file.save(MLP([784, 150, 150, 10], rng=np.random.default_rng(0)), model_path)
     process = subprocess.Popen([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(model_path),
                                 "--port", "0"], stdout=subprocess.PIPE, text=True, env=environment(),
                                preexec_fn=pinned())

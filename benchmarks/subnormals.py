@@ -26,8 +26,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 import numpy as np  # noqa: E402
 
-from app import data  # noqa: E402
-import nn  # noqa: E402
+from app import cli, data, resume  # noqa: E402
 from functions import softmax_cross_entropy  # noqa: E402
 from mlp import MLP  # noqa: E402
 from optimizers import make_optimizer  # noqa: E402
@@ -49,14 +48,14 @@ def mean_seconds(function, repeats=300):
 
 
 def main():
-    config = dict(nn.DEFAULTS, **nn.PRESETS["fast"])
+    config = dict(cli.DEFAULTS, **cli.PRESETS["fast"])
     images, labels = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"],
                                      log=lambda text: None)["train"]
     rng = np.random.default_rng([config["seed"], 0])
     model = MLP([784, *config["hidden"], 10], rng=rng)
     optimizer = make_optimizer(config["optimizer"], config["momentum"])
     batch_size, total_steps = config["batch_size"], config["steps"]
-    rates = nn.learning_rates_of_run(config, total_steps)
+    rates = resume.learning_rates_of_run(config, total_steps)
     steps_per_epoch = len(labels) // batch_size
     X = np.empty((batch_size, 784), np.float32)
     print(f"fast recipe: {config['optimizer']} lr {config['lr']} {config['lr_schedule']}, batch {batch_size}, "

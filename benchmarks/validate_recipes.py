@@ -25,7 +25,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 import numpy as np  # noqa: E402
 
-from app import data  # noqa: E402
+from app import cli, data, monitor  # noqa: E402
 import nn  # noqa: E402
 from mlp import MLP  # noqa: E402
 from app.progress import Progress  # noqa: E402
@@ -40,7 +40,7 @@ class NoStop:
 def validate(config, train_set, seed):
     """(validation loss, validation accuracy, CPU seconds of training) of `config` with `seed`."""
     config = dict(config, seed=seed, val_split=VAL_SPLIT, eval_every=0)
-    kept, held_out = nn.split_validation(*train_set, VAL_SPLIT, np.random.default_rng([seed, 1]))  # as nn.py
+    kept, held_out = data.split_validation(*train_set, VAL_SPLIT, np.random.default_rng([seed, 1]))  # as nn.py
     rng = np.random.default_rng([seed, 0])  # as nn.py: initial weights, then the permutations
     model = MLP([784, *config["hidden"], 10], [config["activation"]] * len(config["hidden"]) + ["softmax"],
                 rng=rng, dropout=config["dropout"])
@@ -48,7 +48,7 @@ def validate(config, train_set, seed):
     started = time.process_time()
     nn.train(model, config, kept, {}, rng, Progress(config["steps"], steps_per_epoch, quiet=True), NoStop())
     cpu_seconds = time.process_time() - started
-    loss, accuracy, _ = nn.evaluate(model, *held_out)
+    loss, accuracy, _ = monitor.evaluate(model, *held_out)
     return loss, accuracy, cpu_seconds
 
 
@@ -58,8 +58,8 @@ def main():
                         help='nn.py flags, one quoted string per recipe, after -- (e.g. -- "--preset fast")')
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(default: 0 1 2)")
     args = parser.parse_args()
-    flags = nn.build_parser()
-    configs = [nn.resolve_config(flags.parse_args(shlex.split(recipe))) for recipe in args.recipes]
+    flags = cli.build_parser()
+    configs = [cli.resolve_config(flags.parse_args(shlex.split(recipe))) for recipe in args.recipes]
     train_set = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"], log=lambda text: None)["train"]
     print(f"| recipe | images seen | validation accuracy, mean (lowest) over seeds {args.seeds} "
           "| validation loss | CPU s |\n| --- | --- | --- | --- | --- |")

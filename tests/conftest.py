@@ -12,7 +12,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))
 
 # A suite started where Ctrl-C is ignored (a background job of a script) would pass that on to
-# every program it starts, which keep it ignored as they should (nn.StopRequest), and the tests
+# every program it starts, which keep it ignored as they should (signals.StopRequest), and the tests
 # that stop nn.py or serve with SIGINT, as a terminal's Ctrl-C does, would wait for them in vain.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -2,7 +2,7 @@
 
     python tests/slow_save_nn.py MARKER NN_ARGS...
 
-Every nn.write_json (stats.json is the last output nn.save_run writes) first creates
+Every save.write_stats (stats.json is the last output save.save_run writes) first creates
 the file MARKER, then waits SLOW_SECONDS before writing: a test that sees MARKER
 knows that the model and the pictures are written and stats.json is not yet.
 """
@@ -16,17 +16,18 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nn  # noqa: E402
+from app import save  # noqa: E402
 
 SLOW_SECONDS = 3
 MARKER = Path(sys.argv[1])
-write_json = nn.write_json
+write_stats = save.write_stats
 
 
-def slow_write_json(path, value):
+def slow_write_stats(paths, stats, stop):
     MARKER.touch()
     time.sleep(SLOW_SECONDS)
-    write_json(path, value)
+    write_stats(paths, stats, stop)
 
 
-nn.write_json = slow_write_json
+save.write_stats = slow_write_stats
 sys.exit(nn.main(sys.argv[2:]))

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import run_nn, start_server
+from app import model_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -296,7 +297,7 @@ def test_the_pages_percentages_are_rounded_down_as_words_confidence_text(browser
     import numpy as np
     from mlp import MLP
     from app.words import confidence_text
-    MLP([784, 150, 10], rng=np.random.default_rng(0)).save(tmp_path / "model_mnist.npz", steps_done=7)
+    model_file.save(MLP([784, 150, 10], rng=np.random.default_rng(0)), tmp_path / "model_mnist.npz", steps_done=7)
     process, url = start_server(tmp_path / "model_mnist.npz")
     try:
         browser.get(url)
@@ -322,7 +323,7 @@ def test_a_saturated_reading_says_so_instead_of_showing_a_blank_map(browser, tmp
     model_path = tmp_path / "model_mnist.npz"
     model = MLP([784, 150, 10], rng=np.random.default_rng(0))
     model.layers[-1].b[3] = 200.0
-    model.save(model_path, steps_done=7)
+    model_file.save(model, model_path, steps_done=7)
     process, url = start_server(model_path)
     try:
         browser.get(url)
@@ -351,7 +352,7 @@ def test_break_it_follows_a_model_file_replaced_on_disk(browser, tmp_path):
     from selenium.webdriver.support.wait import WebDriverWait
     from mlp import MLP
     model_path = tmp_path / "model_mnist.npz"
-    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(model_path, steps_done=7)
+    model_file.save(MLP([784, 150, 150, 10], rng=np.random.default_rng(0)), model_path, steps_done=7)
     process, url = start_server(model_path)
     layer_choices = "return [...document.getElementById('zero-layer').options].map((o) => o.value)"
     try:
@@ -362,7 +363,7 @@ def test_break_it_follows_a_model_file_replaced_on_disk(browser, tmp_path):
         browser.find_element(By.ID, "zero-biases").click()
         wait_idle(browser, "damaging")
         assert browser.find_element(By.ID, "zero-biases").is_selected()
-        MLP([784, 64, 10], rng=np.random.default_rng(1)).save(model_path, steps_done=9)  # replaced on disk
+        model_file.save(MLP([784, 64, 10], rng=np.random.default_rng(1)), model_path, steps_done=9)  # replaced on disk
         draw(browser, DIGIT_STROKES[7])  # the next reading finds the new file
         reading(browser)
         WebDriverWait(browser, 20).until(lambda d: d.execute_script(layer_choices) == ["", "1", "2"])
@@ -383,7 +384,7 @@ def test_a_page_on_another_site_cannot_start_a_training_run(browser, tmp_path):
     from mlp import MLP
     from test_serve import ask
     model_path = tmp_path / "model_mnist.npz"
-    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(model_path, steps_done=7)
+    model_file.save(MLP([784, 150, 150, 10], rng=np.random.default_rng(0)), model_path, steps_done=7)
     process, url = start_server(model_path)
     other_site = tmp_path / "other"
     other_site.mkdir()
@@ -463,7 +464,7 @@ def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_read
         assert "Saved model_mnist.npz: 3,000 steps" in browser.find_element(By.ID, "train-status").text
         assert browser.find_element(By.ID, "train-evaluations").text.startswith("Test accuracy at step 937: ")
         from mlp import MLP
-        assert MLP.load(model_path, with_info=True)[1]["steps_done"] == 3000  # the file was replaced at the end
+        assert model_file.load(model_path, with_info=True)[1]["steps_done"] == 3000  # the file was replaced at the end
     finally:
         process.terminate()
         process.wait(timeout=10)

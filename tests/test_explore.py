@@ -12,6 +12,7 @@ import pytest
 
 from app.page import damage
 from app import data
+from app import model_file
 from conftest import EPS32, PROJECT_DIR, gamma, numerical_gradient, start_server
 from functions import log_softmax
 from mlp import MLP
@@ -25,13 +26,13 @@ def model_path(tmp_path_factory):
     for layer in model.layers:
         layer.b[...] = np.random.default_rng(1).normal(0, 0.3, size=layer.b.shape)
     path = tmp_path_factory.mktemp("explore") / "model_mnist.npz"
-    model.save(path, steps_done=10)
+    model_file.save(model, path, steps_done=10)
     return path
 
 
 @pytest.fixture(scope="module")
 def model(model_path):
-    return MLP.load(model_path)
+    return model_file.load(model_path)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT_DIR, run_nn
+from app import cli, data, errors, model_file, monitor, report, save, signals, startup
 from mlp import MLP
 
 OUTPUTS = ("model_mnist.npz", "stats.json", "training_loss_graph.png")
@@ -49,7 +50,7 @@ def test_short_run_learns_and_writes_every_output(tmp_path):
     for name in OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png", "weights.png"):
         assert (tmp_path / name).read_bytes()[:4] == (b"PK\x03\x04" if name.endswith("npz") else
                                                         b"{\n  " if name.endswith("json") else b"\x89PNG")
-    model = MLP.load(tmp_path / "model_mnist.npz")
+    model = model_file.load(tmp_path / "model_mnist.npz")
     assert model.layer_sizes == [784, 150, 150, 10]
     assert "Test accuracy" in result.stdout and "\r" not in result.stdout
 
@@ -59,7 +60,7 @@ def test_same_seed_same_model(tmp_path):
     first.mkdir(), second.mkdir()
     for folder in (first, second):
         assert run_nn("--steps", 50, "--eval-every", 0, "--out", folder, "--quiet").returncode == 0
-    a, b = MLP.load(first / "model_mnist.npz"), MLP.load(second / "model_mnist.npz")
+    a, b = model_file.load(first / "model_mnist.npz"), model_file.load(second / "model_mnist.npz")
     assert np.array_equal(a.flat_parameters, b.flat_parameters)
 
 
@@ -179,7 +180,7 @@ def test_interrupt_saves_what_was_reached(tmp_path, signal_number, status):
     assert time.perf_counter() - sent < 15  # stops at the next step; saving the plots takes a second or two
     stats = read_stats(tmp_path)
     assert stats["interrupted"] is True and 0 < stats["steps"] < 1000000
-    assert MLP.load(tmp_path / "model_mnist.npz").all_finite()
+    assert model_file.load(tmp_path / "model_mnist.npz").all_finite()
     assert "saving what was reached" in output and "Interrupted by" in output
 
 
@@ -224,7 +225,7 @@ def test_second_signal_removes_the_run_folders_still_empty(tmp_path, monkeypatch
     deep.mkdir(parents=True), kept.mkdir()
     (kept / "notes.txt").write_text("mine")
     monkeypatch.setattr(os, "_exit", lambda status: (_ for _ in ()).throw(SystemExit(status)))
-    stop = nn.StopRequest([deep, deep.parent, kept])
+    stop = signals.StopRequest([deep, deep.parent, kept])
     stop._handle(signal.SIGINT, None)  # the first: a request, seen at the next step
     assert deep.is_dir()
     with pytest.raises(SystemExit) as quit:
@@ -240,7 +241,7 @@ def test_second_signal_during_a_write_leaves_no_temporary_file(tmp_path, monkeyp
     from app.atomic import atomic_write
     left_at_exit = []
     monkeypatch.setattr(os, "_exit", lambda status: (left_at_exit.extend(tmp_path.iterdir()), sys.exit(status)))
-    stop = nn.StopRequest()
+    stop = signals.StopRequest()
     stop._handle(signal.SIGINT, None)  # the first: a request
     with pytest.raises(SystemExit), atomic_write(tmp_path / "accuracy_graph.png") as f:
         f.write(b"half a picture")
@@ -262,7 +263,7 @@ def test_a_signal_the_parent_ignores_stays_ignored_during_training():
     import nn
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with nn.StopRequest():
+        with signals.StopRequest():
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
             assert signal.getsignal(signal.SIGTERM) != signal.SIG_DFL  # the other signal is the run's as usual
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
@@ -272,9 +273,9 @@ def test_a_signal_the_parent_ignores_stays_ignored_during_training():
 
 def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
     import nn
-    stop = nn.StopRequest()
+    stop = signals.StopRequest()
     (tmp_path / "stats.json").write_text("{}")
-    stop.saving = (tmp_path, nn.folder_contents(tmp_path))
+    stop.saving = (tmp_path, save.folder_contents(tmp_path))
     (tmp_path / "model_mnist.npz").write_bytes(b"PK")
     assert stop.quit_message() == (f"nn.py: quit during the save: wrote model_mnist.npz to {tmp_path}; not written: "
                                    f"stats.json, training_loss_graph.png, accuracy_graph.png, confusion_matrix.png, "
@@ -283,9 +284,11 @@ def test_second_interrupt_during_the_save_says_what_was_written(tmp_path):
 
 
 ALL_OUTPUTS = OUTPUTS + ("accuracy_graph.png", "confusion_matrix.png", "misclassified.png", "weights.png")
-# The writes of a run, in order (tests/hooked_nn.py counts them): the model, the five pictures, stats.json.
-WRITES = ("model_mnist.npz", "training_loss_graph.png", "accuracy_graph.png", "confusion_matrix.png",
-          "misclassified.png", "weights.png", "stats.json")
+PICTURES = ("training_loss_graph.png", "accuracy_graph.png", "confusion_matrix.png", "misclassified.png", "weights.png")
+# The writes of a run, in order (tests/hooked_nn.py counts them): the model and the five pictures into --out,
+# the same bytes and stats.json into the run folder, then stats.json into --out, last.
+WRITES = (("out", "model_mnist.npz"), *(("out", name) for name in PICTURES),
+          ("run", "model_mnist.npz"), *(("run", name) for name in PICTURES), ("run", "stats.json"), ("out", "stats.json"))
 
 
 def run_hooked(action, write_number, out_dir):
@@ -300,7 +303,7 @@ def is_whole(path):
     parses, a PNG that ends with its IEND chunk."""
     if path.suffix == ".npz":
         try:
-            return MLP.load(path).all_finite()
+            return model_file.load(path).all_finite()
         except ValueError:
             return False
     if path.suffix == ".json":
@@ -317,14 +320,19 @@ def test_sigkill_while_saving_leaves_each_output_old_or_new_and_whole(tmp_path):
     every output is then the previous run's or the new one, never half a file."""
     assert run_nn("--dry-run", "--steps", 20, "--seed", 1, "--out", tmp_path, "--quiet").returncode == 0
     before = {name: (tmp_path / name).read_bytes() for name in ALL_OUTPUTS}
-    points = [("kill-midway", n) for n in range(len(WRITES))] + [("kill-before", n) for n in range(1, len(WRITES))]
+    into_out = [n for n, (where, _) in enumerate(WRITES) if where == "out"]
+    first_into_run, last_into_run = len(PICTURES) + 1, len(WRITES) - 2  # the run folder's model and stats.json
+    points = ([("kill-midway", n) for n in [*into_out, first_into_run, last_into_run]]
+              + [("kill-before", n) for n in into_out[1:]])
     for action, number in points:
         result = run_hooked(action, number, tmp_path)
         assert result.returncode == -signal.SIGKILL, (action, number, result.stderr)
         for name in ALL_OUTPUTS:
             assert is_whole(tmp_path / name), (action, number, name)
+        for path in (tmp_path / "runs").glob("*/[!.]*"):  # a SIGKILL leaves a .tmp file, under no output's name
+            assert is_whole(path), (action, number, path)
         renamed = {name for name in ALL_OUTPUTS if (tmp_path / name).read_bytes() != before[name]}
-        assert renamed == set(WRITES[:number]), (action, number, renamed)  # killed where it was meant to be
+        assert renamed == {name for where, name in WRITES[:number] if where == "out"}, (action, number, renamed)
         for name in renamed:  # back to the previous run's outputs for the next kill
             (tmp_path / name).write_bytes(before[name])
 
@@ -348,7 +356,7 @@ def test_dry_run_of_a_preset_shrinks_its_warm_up_with_its_steps(preset, tmp_path
     import nn
     result = run_nn("--preset", preset, "--dry-run", "--quiet", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    config, recipe = read_stats(tmp_path)["config"], nn.PRESETS[preset]
+    config, recipe = read_stats(tmp_path)["config"], cli.PRESETS[preset]
     assert config["steps"] == 50 and config["warmup_steps"] == round(recipe["warmup_steps"] * 50 / recipe["steps"])
 
 
@@ -384,8 +392,8 @@ def test_resume_continues_steps_and_curves(tmp_path):
     assert stats["loss_curve"]["step"][-1] == 400 and stats["loss_curve"]["step"][0] < 200
     assert "steps 201-400" in result.stdout and "Done: steps 201-400 (200 this run) in" in result.stdout
     # the same batches from the same weights: the very model of the straight run
-    assert np.array_equal(MLP.load(resumed / "model_mnist.npz").flat_parameters,
-                          MLP.load(straight / "model_mnist.npz").flat_parameters)
+    assert np.array_equal(model_file.load(resumed / "model_mnist.npz").flat_parameters,
+                          model_file.load(straight / "model_mnist.npz").flat_parameters)
     assert stats["test_loss"] == read_stats(straight)["test_loss"]
     again = run_nn("--resume", resumed / "model_mnist.npz", "--steps", 400, "--out", resumed)
     assert again.returncode == 2 and "already trained for 400 steps" in again.stderr
@@ -395,7 +403,7 @@ def test_once_an_epoch_stays_once_an_epoch_on_resume(tmp_path):
     """A --dry-run model (31 steps an epoch) resumed on the full training set (937)
     evaluates once that epoch, not every 31 steps."""
     assert run_nn("--dry-run", "--steps", 40, "--out", tmp_path, "--quiet").returncode == 0
-    _, info = MLP.load(tmp_path / "model_mnist.npz", with_info=True)
+    _, info = model_file.load(tmp_path / "model_mnist.npz", with_info=True)
     assert info["config"]["eval_every"] is None and read_stats(tmp_path)["config"]["eval_every"] is None
     result = run_nn("--resume", tmp_path / "model_mnist.npz", "--steps", 100, "--out", tmp_path, "--quiet")
     assert result.returncode == 0, result.stderr
@@ -414,7 +422,7 @@ def test_once_an_epoch_stays_once_an_epoch_on_resume(tmp_path):
 def test_a_bad_saved_configuration_is_refused_before_loading_data(tmp_path, change, message):
     config = {**nn_defaults(), **change}
     path = tmp_path / "bad.npz"
-    MLP([784, 150, 150, 10]).save(path, config=config, steps_done=10)
+    model_file.save(MLP([784, 150, 150, 10]), path, config=config, steps_done=10)
     result = run_nn("--resume", path, "--steps", 20, "--out", tmp_path, "--data", tmp_path / "no-data-needed")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr
@@ -426,10 +434,10 @@ def test_momentum_is_recorded_as_null_for_an_optimizer_without_it(tmp_path):
     """stats.json and the model said "momentum": 0.9 for sgd, which uses none. An older
     model that says 0.9 still resumes; null reads back as 0.9 when a resume turns to momentum."""
     old = tmp_path / "old.npz"  # as saved before: momentum 0.9 beside sgd
-    MLP([784, 150, 150, 10]).save(old, config=dict(nn_defaults(), momentum=0.9, steps=10), steps_done=10)
+    model_file.save(MLP([784, 150, 150, 10]), old, config=dict(nn_defaults(), momentum=0.9, steps=10), steps_done=10)
     result = run_nn("--dry-run", "--resume", old, "--steps", 20, "--quiet", "--out", tmp_path / "sgd")
     assert result.returncode == 0, result.stderr
-    _, info = MLP.load(tmp_path / "sgd" / "model_mnist.npz", with_info=True)
+    _, info = model_file.load(tmp_path / "sgd" / "model_mnist.npz", with_info=True)
     assert info["config"]["momentum"] is None and read_stats(tmp_path / "sgd")["config"]["momentum"] is None
     result = run_nn("--dry-run", "--resume", tmp_path / "sgd" / "model_mnist.npz", "--steps", 30,
                     "--optimizer", "momentum", "--quiet", "--out", tmp_path / "momentum")
@@ -447,7 +455,7 @@ def test_early_stopping_saves_the_best_model_with_its_own_step(tmp_path):
     stats = read_stats(tmp_path)
     best = min(stats["evaluations"], key=lambda e: e["val_loss"])["step"]
     assert best < 800 and stats["steps"] == 800 and stats["weights_from_step"] == best
-    _, info = MLP.load(tmp_path / "model_mnist.npz", with_info=True)
+    _, info = model_file.load(tmp_path / "model_mnist.npz", with_info=True)
     assert info["steps_done"] == best and info["history"]["loss_steps"][-1] == best
     assert info["training_state"]["generator"] is None  # the generator of step 800 does not belong to these weights
     assert f"kept the weights of step {best}" in result.stdout
@@ -455,7 +463,7 @@ def test_early_stopping_saves_the_best_model_with_its_own_step(tmp_path):
 
 def nn_defaults():
     import nn
-    return dict(nn.DEFAULTS)
+    return dict(cli.DEFAULTS)
 
 
 def test_progress_on_a_terminal_is_one_updating_line_per_epoch(tmp_path):
@@ -564,7 +572,7 @@ def test_two_runs_at_once_in_one_folder_do_not_corrupt_anything(tmp_path):
         assert run.wait(timeout=120) == 0, run.stderr.read()
     assert data.load_csv(data_dir / "mnist_train.csv")[2]  # a cache that one of them wrote, intact
     stats = read_stats(tmp_path)
-    model, info = MLP.load(tmp_path / "model_mnist.npz", with_info=True)
+    model, info = model_file.load(tmp_path / "model_mnist.npz", with_info=True)
     assert stats["seed"] in (1, 2) and info["config"]["seed"] in (1, 2)
     assert not list(tmp_path.glob(".*.tmp")) and not list(data_dir.glob(".*.tmp"))
 
@@ -589,8 +597,8 @@ def test_default_learning_rate_follows_the_optimizer(tmp_path):
 
 def test_divergence_advice_never_repeats_the_learning_rate_used():
     import nn
-    assert nn.divergence_advice({"optimizer": "adam", "lr": 0.1}) == "try --lr 0.001, the default for adam"
-    advice = nn.divergence_advice({"optimizer": "sgd", "lr": 0.1})
+    assert report.divergence_advice({"optimizer": "adam", "lr": 0.1}) == "try --lr 0.001, the default for adam"
+    advice = report.divergence_advice({"optimizer": "sgd", "lr": 0.1})
     assert "0.01" in advice and "0.1," not in advice and "default" not in advice
 
 
@@ -599,8 +607,8 @@ def test_flag_choices_match_the_modules():
     import functions
     import nn
     import optimizers
-    assert nn.OPTIMIZER_NAMES == optimizers.OPTIMIZERS and set(nn.DEFAULT_LR) == set(optimizers.OPTIMIZERS)
-    assert set(nn.HIDDEN_ACTIVATIONS) == set(functions.ACTIVATIONS) - {"linear"}
+    assert cli.OPTIMIZER_NAMES == optimizers.OPTIMIZERS and set(cli.DEFAULT_LR) == set(optimizers.OPTIMIZERS)
+    assert set(cli.HIDDEN_ACTIVATIONS) == set(functions.ACTIVATIONS) - {"linear"}
 
 
 def test_threads_flag_is_read_as_argparse_reads_it(tmp_path):
@@ -711,7 +719,7 @@ def test_interrupt_in_predict_is_one_line(monkeypatch, capsys):
     def interrupted(argv):
         raise KeyboardInterrupt
     monkeypatch.setattr(predict, "main", interrupted)
-    assert nn.main_quiet_on_closed_output(["predict", "digit.png"]) == 130
+    assert errors.quiet_on_closed_output(nn.main, ["predict", "digit.png"]) == 130
     assert capsys.readouterr().err == "nn.py: interrupted\n"
 
 
@@ -725,7 +733,7 @@ def test_interrupt_during_data_setup_names_what_was_written(tmp_path, monkeypatc
         raise KeyboardInterrupt
 
     (tmp_path / "old.csv").write_text("here before\n")
-    monkeypatch.setattr(nn.data, "load_mnist", write_one_csv_then_interrupt)
+    monkeypatch.setattr(data, "load_mnist", write_one_csv_then_interrupt)
     assert nn.main(["--data", str(tmp_path), "--out", str(tmp_path), "--quiet"]) == 130
     message = capsys.readouterr().err
     assert message.startswith("nn.py: interrupted before training started; it wrote mnist_train.csv in ")
@@ -742,7 +750,7 @@ def test_threads_beside_busy_cores_get_a_warning(threads, cores, load, expected)
     """--threads 2 while another program keeps one of two cores busy ran at 17 steps/s:
     the run says so when the load average leaves fewer idle cores than threads."""
     import nn
-    warning = nn.busy_cores_warning(threads, cores, load)
+    warning = startup.busy_cores_warning(threads, cores, load)
     assert warning is None if expected is None else warning.startswith(f"nn.py: warning: {expected}")
 
 
@@ -795,15 +803,17 @@ def test_an_error_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch
     """A disk that fills up during the save: one line naming the file and what was written,
     exit status 1, and the outputs not yet written keep their previous version."""
     import nn
-    from app import plots
+    from app import atomic
     assert nn.main(["--dry-run", "--steps", "20", "--quiet", "--out", str(tmp_path)]) == 0
     previous_stats = (tmp_path / "stats.json").read_bytes()
+    real_fsync = os.fsync
 
-    def disk_full(path, *args, **kwargs):
-        raise OSError(28, "No space left on device", str(path))
+    def disk_full(fd):  # weights.png's bytes do not fit on the disk
+        if any(os.path.basename(name).startswith(".weights.png.") for name in atomic._unfinished):
+            raise OSError(28, "No space left on device")
+        return real_fsync(fd)
 
-    monkeypatch.setattr(nn, "picture_workers_wanted", lambda show: 0)  # drawn in this process, where the patch is
-    monkeypatch.setattr(plots, "first_layer_weights", disk_full)
+    monkeypatch.setattr(atomic.os, "fsync", disk_full)
     capsys.readouterr()
     assert nn.main(["--dry-run", "--steps", "30", "--quiet", "--out", str(tmp_path)]) == 1
     error = capsys.readouterr().err
@@ -825,7 +835,6 @@ def test_out_of_memory_during_the_save_says_what_was_written(tmp_path, monkeypat
     def out_of_memory(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr(nn, "picture_workers_wanted", lambda show: 0)  # drawn in this process, where the patch is
     monkeypatch.setattr(plots, "first_layer_weights", out_of_memory)
     capsys.readouterr()
     assert nn.main(["--dry-run", "--steps", "30", "--quiet", "--out", str(tmp_path)]) == 1
@@ -850,7 +859,6 @@ def test_a_save_refused_by_the_file_system_names_the_output_and_leaves_no_empty_
             raise OSError(1, "Operation not permitted", str(source), str(target))
         return real_replace(source, target)
 
-    monkeypatch.setattr(nn, "picture_workers_wanted", lambda show: 0)  # drawn in this process, where the patch is
     monkeypatch.setattr(atomic.os, "replace", refuse_weights)
     assert nn.main(["--dry-run", "--steps", "20", "--quiet", "--out", str(tmp_path)]) == 1
     error = capsys.readouterr().err
@@ -870,8 +878,8 @@ def test_a_save_refused_by_the_file_system_names_the_output_and_leaves_no_empty_
 ])
 def test_learning_rate_on_resume_follows_the_optimizer(flags, resumed, lr):
     import nn
-    args = nn.build_parser().parse_args(flags)
-    assert nn.resolve_config(args, resumed)["lr"] == lr
+    args = cli.build_parser().parse_args(flags)
+    assert cli.resolve_config(args, resumed)["lr"] == lr
 
 
 def test_resume_says_which_learning_rate_it_uses_and_why(tmp_path):
@@ -896,11 +904,11 @@ def test_the_loss_graph_states_the_recipe_of_its_curve():
     """The title said 'nesterov, lr 0.05, batch 128' for --preset best: no schedule, warm-up,
     steps or regularisers, so two different curves could carry the same title."""
     import nn
-    assert nn.recipe_text(nn.DEFAULTS) == "sgd, lr 0.1 constant, batch 64, 20,000 steps"
-    best = dict(nn.DEFAULTS, **nn.PRESETS["best"])
-    assert nn.recipe_text(best) == ("nesterov 0.9, lr 0.05 cosine (warm-up 500), batch 128, 24,000 steps, "
+    assert report.recipe_text(cli.DEFAULTS) == "sgd, lr 0.1 constant, batch 64, 20,000 steps"
+    best = dict(cli.DEFAULTS, **cli.PRESETS["best"])
+    assert report.recipe_text(best) == ("nesterov 0.9, lr 0.05 cosine (warm-up 500), batch 128, 24,000 steps, "
                                     "dropout 0.2, shifts 2 px")
-    assert nn.recipe_text(dict(best, lr_schedule="step", warmup_steps=0, optimizer="adam", lr=0.001)).startswith(
+    assert report.recipe_text(dict(best, lr_schedule="step", warmup_steps=0, optimizer="adam", lr=0.001)).startswith(
         "adam, lr 0.001 step, batch 128")
 
 
@@ -913,15 +921,15 @@ def test_the_graphs_of_an_interrupted_run_end_where_it_stopped_and_say_so():
                    {"step": 10307, "test_loss": 0.071, "test_accuracy": 0.9786}]
     history = {"evaluations": evaluations, "steps_done": 11030, "last_step": 11030, "ended": "interrupted"}
     stats = {"test_loss": 0.069, "test_accuracy": 0.9788}
-    assert nn.graph_evaluations(history, stats) == evaluations + [
+    assert report.graph_evaluations(history, stats) == evaluations + [
         {"step": 11030, "test_loss": 0.069, "test_accuracy": 0.9788}]
-    assert nn.graph_subtitle(nn.DEFAULTS, history) == (
+    assert report.graph_subtitle(cli.DEFAULTS, history) == (
         "sgd, lr 0.1 constant, batch 64, 20,000 steps; interrupted at step 11,030")
     completed = dict(history, evaluations=evaluations[:1], steps_done=9370, last_step=9370, ended="completed")
-    assert nn.graph_evaluations(completed, stats) == evaluations[:1]  # its last evaluation is the final test's step
-    assert nn.graph_subtitle(nn.DEFAULTS, completed) == "sgd, lr 0.1 constant, batch 64, 20,000 steps"
+    assert report.graph_evaluations(completed, stats) == evaluations[:1]  # its last evaluation is the final test's step
+    assert report.graph_subtitle(cli.DEFAULTS, completed) == "sgd, lr 0.1 constant, batch 64, 20,000 steps"
     early = dict(history, steps_done=10307, last_step=12000, ended="early_stopping")
-    assert nn.graph_subtitle(nn.DEFAULTS, early).endswith("; early stopping at step 12,000")
+    assert report.graph_subtitle(cli.DEFAULTS, early).endswith("; early stopping at step 12,000")
 
 
 def test_a_runs_folder_that_cannot_be_written_is_refused_before_the_data_loads(tmp_path, monkeypatch, capsys):
@@ -937,8 +945,8 @@ def test_a_runs_folder_that_cannot_be_written_is_refused_before_the_data_loads(t
             raise PermissionError(13, "Permission denied")
         return real_temporary_file(*args, dir=dir, **kwargs)
 
-    monkeypatch.setattr(nn.tempfile, "TemporaryFile", refused_in_runs)
-    monkeypatch.setattr(nn.data, "load_mnist", lambda *args, **kwargs: pytest.fail("the data was loaded"))
+    monkeypatch.setattr(save.tempfile, "TemporaryFile", refused_in_runs)
+    monkeypatch.setattr(data, "load_mnist", lambda *args, **kwargs: pytest.fail("the data was loaded"))
     assert nn.main(["--dry-run", "--quiet", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"nn.py: error: {tmp_path / 'runs'}: cannot write there (Permission denied); "
                                        f"every run copies its outputs into runs/ in --out\n")
@@ -985,7 +993,6 @@ def test_the_loss_graph_shows_the_final_test_loss_of_a_run_without_evaluations(t
     """--preset fast evaluates only after training: its loss graph had no test loss at all."""
     import nn
     from app import plots
-    monkeypatch.setattr(nn, "picture_workers_wanted", lambda show: 0)  # drawn in this process, where the patch is
     drawn = {}
     monkeypatch.setattr(plots, "loss_graph", lambda path, steps, losses, evaluations, **_: drawn.update(
         evaluations=evaluations))
@@ -997,15 +1004,15 @@ def test_the_loss_graph_shows_the_final_test_loss_of_a_run_without_evaluations(t
     assert [e["step"] for e in drawn["evaluations"]] == [15, 30]  # the last evaluation is the final test already
 
 
-# ------------------------------------------- evaluations in the background (nn.Evaluations)
+# ------------------------------------------- evaluations in the background (monitor.Evaluations)
 
 class SlowEvaluations:
-    """nn.evaluate_sets taking at least `seconds`: an evaluation in the background then
+    """monitor.evaluate_sets taking at least `seconds`: an evaluation in the background then
     ends many steps after its own (a step of the small network takes a fraction of a ms)."""
 
     def __init__(self, seconds):
         import nn
-        self.evaluate_sets, self.seconds = nn.evaluate_sets, seconds
+        self.evaluate_sets, self.seconds = monitor.evaluate_sets, seconds
 
     def __call__(self, *args):
         time.sleep(self.seconds)
@@ -1041,18 +1048,18 @@ def train_small_run(monkeypatch, in_background, config=None, stop_at=None, evalu
             return True
 
     monkeypatch.setenv("COLUMNS", "100")
-    monkeypatch.setattr(nn, "evaluations_in_background", lambda: in_background)
-    monkeypatch.setattr(nn, "evaluate_sets", SlowEvaluations(evaluation_s))
+    monkeypatch.setattr(startup, "evaluations_in_background", lambda: in_background)
+    monkeypatch.setattr(monitor, "evaluate_sets", SlowEvaluations(evaluation_s))
     data_rng = np.random.default_rng(5)
     images, labels = data_rng.integers(0, 256, (320, 784), np.uint8), data_rng.integers(0, 10, 320)
     eval_sets = {"test": (data_rng.integers(0, 256, (500, 784), np.uint8), data_rng.integers(0, 10, 500)),
                  "val": (data_rng.integers(0, 256, (200, 784), np.uint8), data_rng.integers(0, 10, 200))}
-    config = dict(nn.DEFAULTS, steps=23, batch_size=32, hidden=[20], lr=0.05, **(config or {}))
+    config = dict(cli.DEFAULTS, steps=23, batch_size=32, hidden=[20], lr=0.05, **(config or {}))
     rng = np.random.default_rng(0)
-    model = nn.new_model(config, rng)
+    model = model_file.new_model(config, rng)
     terminal = Terminal() if log_interval is None else io.StringIO()  # a log: plain lines
     progress = Progress(config["steps"], 10, log_interval=log_interval, stream=terminal, refresh_per_second=1e9)
-    stop = nn.StopRequest()
+    stop = signals.StopRequest()
     if stop_at is not None:
         progress = StopAtStep(progress, stop, stop_at)
     history = nn.train(model, config, (images, labels), eval_sets, rng, progress, stop)
@@ -1116,9 +1123,8 @@ def test_a_signal_while_the_loop_collects_evaluations_waits_for_the_one_under_wa
     and before it checked for a stop, ended the run at once: the evaluation (of step 7,
     made beside the training) was dropped from the history, which one made in place kept.
     Here the signal arrives while the loop collects the finished evaluations at step 7."""
-    import nn
     stops, started = [], []
-    make_stop, start, record_finished = nn.StopRequest, nn.Evaluations.start, nn.Evaluations.record_finished
+    make_stop, start, record_finished = signals.StopRequest, monitor.Evaluations.start, monitor.Evaluations.record_finished
 
     def new_stop():
         stops.append(make_stop())
@@ -1132,9 +1138,9 @@ def test_a_signal_while_the_loop_collects_evaluations_waits_for_the_one_under_wa
         if started == [7] and stops[-1].signal is None:
             stops[-1].signal = signal.SIGINT
         return record_finished(self, wait)
-    monkeypatch.setattr(nn, "StopRequest", new_stop)
-    monkeypatch.setattr(nn.Evaluations, "start", recording_start)
-    monkeypatch.setattr(nn.Evaluations, "record_finished", signalled_record_finished)
+    monkeypatch.setattr(signals, "StopRequest", new_stop)
+    monkeypatch.setattr(monitor.Evaluations, "start", recording_start)
+    monkeypatch.setattr(monitor.Evaluations, "record_finished", signalled_record_finished)
     in_place, _ = train_small_run(monkeypatch, False, {"eval_every": 7})
     started.clear()
     background, _ = train_small_run(monkeypatch, True, {"eval_every": 7})
@@ -1149,9 +1155,27 @@ def test_an_evaluation_in_the_background_that_finds_broken_weights_stops_the_run
     from app.progress import Progress
     model = MLP([784, 5, 10], rng=np.random.default_rng(0))
     images, labels = np.zeros((3, 784), np.uint8), np.zeros(3, np.int64)
-    evaluations = nn.Evaluations({"test": (images, labels)}, [], Progress(10, 10, quiet=True), True)
+    evaluations = monitor.Evaluations({"test": (images, labels)}, [], Progress(10, 10, quiet=True), True)
     model.layers[0].W[0, 0] = np.nan
     evaluations.start(model, 7)
-    with pytest.raises(nn.Diverged, match="stopped being finite numbers by step 7"):
+    with pytest.raises(monitor.Diverged, match="stopped being finite numbers by step 7"):
         evaluations.record_finished(wait=True)
     evaluations.close()
+
+
+def test_nn_py_opens_with_the_original_settings_and_the_training_loop():
+    """A reader meets the algorithm first: the settings that the flags default to (app/cli.py)
+    on the first screen, train() within the first 150 lines, its loop one screen."""
+    import ast
+
+    import nn
+    d = cli.DEFAULTS
+    settings = nn.__doc__.split("Read the algorithm")[0]
+    assert f"784 inputs -> {' -> '.join(f'{n} ReLU' for n in d['hidden'])} -> 10 softmax" in settings
+    assert (d["activation"], d["optimizer"]) == ("relu", "sgd") and f"plain SGD, learning rate {d['lr']}" in settings
+    assert f"batch       {d['batch_size']} images" in settings and f"seed        {d['seed']}" in settings
+    assert f"steps       {d['steps']:,}" in settings
+    source = (PROJECT_DIR / "nn.py").read_text()
+    train = next(node for node in ast.parse(source).body if isinstance(node, ast.FunctionDef) and node.name == "train")
+    loop = next(node for node in train.body if isinstance(node, ast.For))
+    assert train.lineno <= 150 and loop.end_lineno - loop.lineno + 1 <= 15 and len(source.splitlines()) <= 300

@@ -15,6 +15,7 @@ from PIL import Image  # noqa: E402  (Pillow comes with Matplotlib)
 
 from app import data  # noqa: E402
 from app import predict  # noqa: E402
+from app import model_file  # noqa: E402
 from conftest import PROJECT_DIR, run_nn  # noqa: E402
 
 
@@ -288,7 +289,7 @@ def test_a_fine_pen_is_read_as_surely_as_a_thick_one(trained_model):
     Scaled to 20 pixels such a digit was faint lines a fifth of a pixel wide: read right, but
     at 64-90 % for some digits (mean 83 %), where a 36-pixel marker gives 100 %."""
     from mlp import MLP
-    model = MLP.load(trained_model)
+    model = model_file.load(trained_model)
     for pen_width in (3, 36):
         images = np.stack([predict.to_mnist(pen_drawing(digit, pen_width)).ravel() for digit in range(10)])
         probabilities = model.predict_proba(images.astype(np.float32))
@@ -438,7 +439,7 @@ def untrained_model(tmp_path_factory):
     """A 784-150-150-10 model with random weights: enough for the command's errors."""
     from mlp import MLP
     path = tmp_path_factory.mktemp("untrained") / "model_mnist.npz"
-    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(path, steps_done=5)
+    model_file.save(MLP([784, 150, 150, 10], rng=np.random.default_rng(0)), path, steps_done=5)
     return path
 
 
@@ -461,7 +462,7 @@ def bad_input(case, folder, model):
         (folder / "short.csv").write_text("7,0,0\n")
         return ["--csv", folder / "short.csv"], folder / "short.csv"
     if case == "model for other inputs":
-        MLP([10, 3], rng=np.random.default_rng(0)).save(folder / "small.npz")
+        model_file.save(MLP([10, 3], rng=np.random.default_rng(0)), folder / "small.npz")
         return ["--model", folder / "small.npz", image], folder / "small.npz"
     if case.startswith("folder as"):
         (folder / "pictures").mkdir()
@@ -604,7 +605,7 @@ def test_a_probability_above_0_never_reads_as_0_percent(probability, text):
 
 @pytest.mark.parametrize("words", [["IMAGE"], ["--csv", "CSV", "--rows", "all"]])
 def test_a_model_whose_sums_overflow_is_one_line_not_a_traceback(tmp_path, test_digits, words):
-    """Finite weights of 1e30 pass MLP.load, but the logits overflow float32 and every
+    """Finite weights of 1e30 pass model_file.load, but the logits overflow float32 and every
     probability is NaN: describe() ended in "ValueError: cannot convert float NaN to integer"
     (confidence_text rounds down with math.floor), where it once printed "nan %"."""
     from mlp import MLP
@@ -612,7 +613,7 @@ def test_a_model_whose_sums_overflow_is_one_line_not_a_traceback(tmp_path, test_
     model = MLP([784, 150, 150, 10], rng=np.random.default_rng(0))
     for layer in model.layers:
         layer.W[...] = np.abs(layer.W) * np.float32(1e30)
-    model.save(tmp_path / "huge.npz", steps_done=5)
+    model_file.save(model, tmp_path / "huge.npz", steps_done=5)
     Image.fromarray(images[0].reshape(28, 28)).save(tmp_path / "digit.png")
     (tmp_path / "rows.csv").write_text("".join(f"{label}," + ",".join(map(str, image)) + "\n"
                                                for image, label in zip(images[:3], labels[:3])))

@@ -85,7 +85,7 @@ def terminal_lines(stream):
 
 
 def test_an_epoch_line_waits_for_its_evaluation_made_in_the_background(monkeypatch):
-    """An evaluation made beside the training (nn.Evaluations) comes some steps after its
+    """An evaluation made beside the training (monitor.Evaluations) comes some steps after its
     epoch ended: the epoch's line stays on screen as it ended, with no refresh of the next
     epoch, and the evaluation closes it, as it does when it comes at once. An evaluation
     that comes after the next epoch ended too gets lines of its own."""

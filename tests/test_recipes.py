@@ -7,6 +7,7 @@ import pytest
 
 import augment
 from app import data
+from app import cli, model_file, monitor, resume
 import nn
 import optimizers
 from conftest import PROJECT_DIR, assert_close_gradients, numerical_gradient
@@ -27,14 +28,14 @@ def subset():
 
 
 def train_small(subset, steps=400, **changes):
-    config = dict(nn.DEFAULTS, steps=steps, eval_every=0, hidden=[64], **changes)
+    config = dict(cli.DEFAULTS, steps=steps, eval_every=0, hidden=[64], **changes)
     rng = np.random.default_rng(0)
     model = MLP([784, *config["hidden"], 10], [config["activation"]] * len(config["hidden"]) + ["softmax"],
                 rng=rng, dropout=config["dropout"])
     train_set, test_set = subset
     history = nn.train(model, config, train_set, {"test": test_set}, rng,
                        Progress(steps, len(train_set[1]) // config["batch_size"], quiet=True), NoStop())
-    loss, accuracy, _ = nn.evaluate(model, *test_set)
+    loss, accuracy, _ = monitor.evaluate(model, *test_set)
     return accuracy, history, model
 
 
@@ -77,7 +78,7 @@ def test_random_shifts_move_images_by_at_most_the_limit():
 
 def test_early_stopping_restores_the_best_weights(subset):
     train_set, test_set = subset
-    config = dict(nn.DEFAULTS, steps=3000, eval_every=50, hidden=[32], lr=0.5, early_stopping=2)
+    config = dict(cli.DEFAULTS, steps=3000, eval_every=50, hidden=[32], lr=0.5, early_stopping=2)
     rng = np.random.default_rng(1)
     model = MLP([784, 32, 10], rng=rng)
     val_set = (train_set[0][:500], train_set[1][:500])
@@ -88,16 +89,16 @@ def test_early_stopping_restores_the_best_weights(subset):
     assert history["best_step"] == best["step"]
     # The same float32 weights through the same evaluation: equal on one machine; 8 float32
     # ulps of slack only for a BLAS that would split the work differently from call to call.
-    assert nn.evaluate(model, *val_set)[0] == pytest.approx(best["val_loss"], rel=8 * 1.2e-7)  # see above
+    assert monitor.evaluate(model, *val_set)[0] == pytest.approx(best["val_loss"], rel=8 * 1.2e-7)  # see above
 
 
 def test_best_preset_is_documented_flags():
-    parser = nn.build_parser()
+    parser = cli.build_parser()
     args = parser.parse_args(["--preset", "best", "--lr", "0.01"])
-    config = nn.resolve_config(args)
-    assert config["hidden"] == nn.PRESETS["best"]["hidden"] and config["lr"] == 0.01  # a flag given wins
+    config = cli.resolve_config(args)
+    assert config["hidden"] == cli.PRESETS["best"]["hidden"] and config["lr"] == 0.01  # a flag given wins
     help_text = " ".join(parser.format_help().split())  # argparse wraps lines where it likes
-    for key, value in nn.PRESETS["best"].items():
+    for key, value in cli.PRESETS["best"].items():
         flag = f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
         assert flag in help_text, flag
         assert parser.parse_args(flag.split())  # and it is a real flag with a value it takes
@@ -130,7 +131,7 @@ def test_after_a_training_step_dW_is_the_gradient_of_the_mean_loss(subset, optim
     optimizer did with them, and the update must be the textbook one for SGD."""
     (images, labels), _ = subset
     batch = (images[:64], labels[:64])  # batch 64 of 64 images: one step sees them all
-    config = dict(nn.DEFAULTS, steps=1, eval_every=0, optimizer=optimizer)
+    config = dict(cli.DEFAULTS, steps=1, eval_every=0, optimizer=optimizer)
     rng = np.random.default_rng(0)
     model = MLP([784, 150, 150, 10], rng=rng, dtype=np.float64)
     before = model.flat_parameters.copy()
@@ -171,23 +172,23 @@ class StopAtStep(Progress):
     {"optimizer": "adam", "lr": 0.002, "weight_decay": 1e-4},
 ], ids=["sgd", "nesterov-cosine-warmup-dropout-augment", "adam"])
 def test_a_stopped_and_resumed_run_is_the_straight_run(subset, tmp_path, changes):
-    """Stopped at step 50 of 150, saved, loaded and resumed as nn.run does it: the weights
+    """Stopped at step 50 of 150, saved, loaded and resumed as nn.py's run() does it: the weights
     and every loss are exactly those of the run that was never stopped (same generator
     state, epoch order, optimizer state and schedule position)."""
     steps, stop_step = 150, 50  # 6,000 images: 93 steps an epoch, so the stop falls inside an epoch
     _, straight_history, straight = train_small(subset, steps=steps, **changes)
     train_set, test_set = subset
-    config = dict(nn.DEFAULTS, steps=steps, eval_every=0, hidden=[64], **changes)
+    config = dict(cli.DEFAULTS, steps=steps, eval_every=0, hidden=[64], **changes)
     rng = np.random.default_rng(0)
     model = MLP([784, 64, 10], rng=rng, dropout=config["dropout"])
     stopper = StopAtStep(stop_step, steps, 93)
     history = nn.train(model, config, train_set, {"test": test_set}, rng, stopper, stopper)
     assert history["ended"] == "interrupted" and history["steps_done"] == stop_step
-    model.save(tmp_path / "model.npz", config=config, steps_done=stop_step, history=history,
+    model_file.save(model, tmp_path / "model.npz", config=config, steps_done=stop_step, history=history,
                training_state=history["training_state"])
 
-    resumed, info = MLP.load(tmp_path / "model.npz", with_info=True)
-    rng = np.random.default_rng([0, stop_step])  # as nn.run makes it; the saved state replaces it
+    resumed, info = model_file.load(tmp_path / "model.npz", with_info=True)
+    rng = np.random.default_rng([0, stop_step])  # as nn.py's run() makes it; the saved state replaces it
     for layer in resumed.layers[:-1]:
         layer.dropout, layer.rng = config["dropout"], rng
     history = nn.train(resumed, config, train_set, {"test": test_set}, rng, Progress(steps, 93, quiet=True),
@@ -197,12 +198,12 @@ def test_a_stopped_and_resumed_run_is_the_straight_run(subset, tmp_path, changes
 
 
 def test_a_resume_past_the_schedule_keeps_its_last_rate():
-    config = dict(nn.DEFAULTS, steps=2000, lr=0.05, lr_schedule="cosine", warmup_steps=500)
-    rates = nn.learning_rates_of_run(config, 1000)
-    assert rates[:1000] == nn.learning_rates_of_run(dict(config, steps=1000), 1000)  # the first run's schedule
+    config = dict(cli.DEFAULTS, steps=2000, lr=0.05, lr_schedule="cosine", warmup_steps=500)
+    rates = resume.learning_rates_of_run(config, 1000)
+    assert rates[:1000] == resume.learning_rates_of_run(dict(config, steps=1000), 1000)  # the first run's schedule
     assert rates[1000:] == [rates[999]] * 1000 and rates[999] < 1e-6  # then its last rate, not a restart
-    assert "steps 1,001-2,000 keep its last rate, 4.93e-07" in nn.schedule_note(config, 1000)
-    assert nn.schedule_note(dict(config, lr_schedule="constant", warmup_steps=0), 1000) is None
+    assert "steps 1,001-2,000 keep its last rate, 4.93e-07" in resume.schedule_note(config, 1000)
+    assert resume.schedule_note(dict(config, lr_schedule="constant", warmup_steps=0), 1000) is None
 
 
 @pytest.mark.parametrize("stop_step", [None, 1050], ids=["steps-reached", "interrupted"])
@@ -211,7 +212,7 @@ def test_early_stopping_keeps_the_best_weights_however_the_run_ends(subset, tmp_
     evaluations. The model keeps the weights of the best validation loss, says their
     step, and carries no generator or optimizer state of a later step."""
     train_set, _ = subset
-    config = dict(nn.DEFAULTS, steps=1200, eval_every=100, hidden=[32], lr=0.5, early_stopping=1000)
+    config = dict(cli.DEFAULTS, steps=1200, eval_every=100, hidden=[32], lr=0.5, early_stopping=1000)
     rng = np.random.default_rng(1)
     model = MLP([784, 32, 10], rng=rng)
     val_set = (train_set[0][:500], train_set[1][:500])
@@ -224,20 +225,20 @@ def test_early_stopping_keeps_the_best_weights_however_the_run_ends(subset, tmp_
     best = min(history["evaluations"], key=lambda e: e["val_loss"])
     assert best["step"] < history["evaluations"][-1]["step"]  # the last weights are not the best ones
     assert history["steps_done"] == history["best_step"] == best["step"]
-    assert nn.evaluate(model, *val_set)[0] == best["val_loss"]  # the very weights that were evaluated
+    assert monitor.evaluate(model, *val_set)[0] == best["val_loss"]  # the very weights that were evaluated
     assert history["training_state"]["generator"] is None and history["training_state"]["optimizer"] is None
 
 
 def test_fast_preset_is_flags_on_the_default_network():
     """--preset fast is training flags only: the default network and loop, far fewer images
     seen, no evaluations during training."""
-    parser = nn.build_parser()
-    config = nn.resolve_config(parser.parse_args(["--preset", "fast"]))
-    assert config["hidden"] == nn.DEFAULTS["hidden"] and config["activation"] == nn.DEFAULTS["activation"]
+    parser = cli.build_parser()
+    config = cli.resolve_config(parser.parse_args(["--preset", "fast"]))
+    assert config["hidden"] == cli.DEFAULTS["hidden"] and config["activation"] == cli.DEFAULTS["activation"]
     assert config["dropout"] == 0 and config["augment"] == 0 and config["rotate"] == 0
     images_seen = config["steps"] * config["batch_size"]  # its time is measured by benchmarks/benchmark.py
-    assert images_seen < nn.DEFAULTS["steps"] * nn.DEFAULTS["batch_size"] / 5
+    assert images_seen < cli.DEFAULTS["steps"] * cli.DEFAULTS["batch_size"] / 5
     assert config["eval_every"] == 0  # tested once, after training: evaluations cost training time
-    assert nn.resolve_config(parser.parse_args(["--preset", "fast", "--eval-every", "100"]))["eval_every"] == 100
-    assert nn.resolve_config(parser.parse_args([])) == dict(nn.DEFAULTS)  # the defaults stay the original run
+    assert cli.resolve_config(parser.parse_args(["--preset", "fast", "--eval-every", "100"]))["eval_every"] == 100
+    assert cli.resolve_config(parser.parse_args([])) == dict(cli.DEFAULTS)  # the defaults stay the original run
     assert "fast: --optimizer nesterov --lr 0.2" in " ".join(parser.format_help().split())

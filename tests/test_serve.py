@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from app import predict
+from app import model_file
 from conftest import EPS32, PROJECT_DIR, run_nn, start_server
 from mlp import MLP
 
@@ -28,14 +29,14 @@ from mlp import MLP
 def model_path(tmp_path_factory):
     """A 784-150-150-10 model with random weights, saved with a stats.json beside it."""
     folder = tmp_path_factory.mktemp("served")
-    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(folder / "model_mnist.npz", steps_done=1234)
+    model_file.save(MLP([784, 150, 150, 10], rng=np.random.default_rng(0)), folder / "model_mnist.npz", steps_done=1234)
     (folder / "stats.json").write_text(json.dumps({"test_accuracy": 0.9765, "steps": 1234, "weights_from_step": 1234}))
     return folder / "model_mnist.npz"
 
 
 @pytest.fixture(scope="module")
 def model(model_path):
-    return MLP.load(model_path)
+    return model_file.load(model_path)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_the_pages_percentages_are_those_of_predict(tmp_path):
     model = MLP([784, 10], rng=np.random.default_rng(0))
     model.layers[0].W[...] = 0
     model.layers[0].b[3] = np.log(9 * 0.998997 / 0.001003)
-    model.save(tmp_path / "model_mnist.npz", steps_done=1)
+    model_file.save(model, tmp_path / "model_mnist.npz", steps_done=1)
     exact = model.predict_proba(np.zeros((1, 784), dtype=np.float32))[0]
     assert 0.998995 < exact[3] < 0.999  # the window that 5 decimals round up to 0.999
     process, url = start_server(tmp_path / "model_mnist.npz")
@@ -674,7 +675,7 @@ def test_a_replaced_model_file_is_read_on_the_next_request(tmp_path, model_path)
     try:
         facts = ask(served, "GET", "/api/model")[1]
         assert facts["steps_done"] == 1234 and facts["test_accuracy"] == 0.9765
-        MLP([784, 30, 10], rng=np.random.default_rng(1)).save(served_path, steps_done=77)
+        model_file.save(MLP([784, 30, 10], rng=np.random.default_rng(1)), served_path, steps_done=77)
         facts = ask(served, "GET", "/api/model")[1]
         assert facts["layer_sizes"] == [784, 30, 10] and facts["steps_done"] == 77
         assert facts["model_warning"] is None and facts["test_accuracy"] is None  # stats.json is not for it
@@ -790,12 +791,12 @@ def overflowing_model():
 
 
 def test_a_model_whose_sums_overflow_is_refused_at_start_as_predict_refuses_it(tmp_path):
-    """Weights of 1e30 pass MLP.load; serve started and answered every drawing with status 200
+    """Weights of 1e30 pass model_file.load; serve started and answered every drawing with status 200
     and NaN probabilities, which are not JSON (the page's response.json() fails)."""
     model = MLP([784, 150, 150, 10], rng=np.random.default_rng(0))
     for layer in model.layers:
         layer.W[...] = np.abs(layer.W) * np.float32(1e30)
-    model.save(tmp_path / "huge.npz", steps_done=5)
+    model_file.save(model, tmp_path / "huge.npz", steps_done=5)
     result = run_nn("serve", "--model", tmp_path / "huge.npz", "--port", 0, timeout=60)
     assert result.returncode == 1 and result.stdout == ""
     line = one_error_line(result)
@@ -805,7 +806,7 @@ def test_a_model_whose_sums_overflow_is_refused_at_start_as_predict_refuses_it(t
 def test_a_drawing_that_overflows_the_model_gets_503_and_the_server_goes_on(tmp_path):
     """A model that passes the start's check can still overflow on a drawing (a training run's
     weights can too: test_training_session): one line of JSON with 503, not 200 with NaN."""
-    overflowing_model().save(tmp_path / "model_mnist.npz", steps_done=5)
+    model_file.save(overflowing_model(), tmp_path / "model_mnist.npz", steps_done=5)
     process, url = start_server(tmp_path / "model_mnist.npz")
     served = (urlsplit(url).hostname, urlsplit(url).port)
     try:

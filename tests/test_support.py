@@ -10,26 +10,26 @@ from pathlib import Path
 
 import pytest
 
-import nn
+from app import startup
 from conftest import PROJECT_DIR, run_nn
 
 
 def declared_lowest(requirements_text):
     """{package: (major, minor, patch)} from the `name>=X.Y.Z` lines of a requirements file."""
-    return {name: nn._version_tuple(version)[:3]
+    return {name: startup.version_tuple(version)[:3]
             for name, version in re.findall(r"^([A-Za-z0-9_-]+)>=([0-9.]+)", requirements_text, re.M)}
 
 
 def test_lowest_versions_agree_in_code_requirements_ci_and_readme():
     requirements = declared_lowest((PROJECT_DIR / "requirements.txt").read_text())
-    assert requirements == nn.LOWEST_PACKAGES
+    assert requirements == startup.LOWEST_PACKAGES
     pins = dict(re.findall(r"^([A-Za-z0-9_-]+)==([0-9.]+)", (PROJECT_DIR / ".ci" / "lowest.txt").read_text(), re.M))
-    for name, lowest in nn.LOWEST_PACKAGES.items():
-        assert nn._version_tuple(pins[name]) == lowest + (1,), name  # CI tests exactly the declared lowest
+    for name, lowest in startup.LOWEST_PACKAGES.items():
+        assert startup.version_tuple(pins[name]) == lowest + (1,), name  # CI tests exactly the declared lowest
     readme = (PROJECT_DIR / "README.md").read_text()
-    python = ".".join(map(str, nn.LOWEST_PYTHON))
+    python = ".".join(map(str, startup.LOWEST_PYTHON))
     assert f"Python {python}" in readme
-    for name, lowest in nn.LOWEST_PACKAGES.items():
+    for name, lowest in startup.LOWEST_PACKAGES.items():
         assert f"{name} {'.'.join(map(str, lowest))}" in readme.lower(), name
     ci = (PROJECT_DIR / ".ci" / "run").read_text()
     assert f'LOWEST_PYTHON={python}' in ci
@@ -41,17 +41,17 @@ def test_lowest_versions_agree_in_code_requirements_ci_and_readme():
     ("1.25.2+local", (1, 25, 2, 1)),
 ])
 def test_version_numbers_compare_by_their_leading_numbers(text, expected):
-    assert nn._version_tuple(text) == expected
+    assert startup.version_tuple(text) == expected
 
 
 def test_a_pre_release_of_the_lowest_version_is_older_than_it():
-    assert nn._version_tuple("1.25.2rc1") < nn.LOWEST_PACKAGES["numpy"] + (1,) <= nn._version_tuple("1.25.2")
+    assert startup.version_tuple("1.25.2rc1") < startup.LOWEST_PACKAGES["numpy"] + (1,) <= startup.version_tuple("1.25.2")
 
 
-@pytest.mark.parametrize("package", sorted(nn.LOWEST_PACKAGES))
+@pytest.mark.parametrize("package", sorted(startup.LOWEST_PACKAGES))
 def test_an_old_package_gets_one_line_before_anything_runs(tmp_path, package):
     # A stand-in distribution that is found first on the path, one patch release too old.
-    major, minor, patch = nn.LOWEST_PACKAGES[package]
+    major, minor, patch = startup.LOWEST_PACKAGES[package]
     old = f"{major}.{minor}.{patch - 1}" if patch else f"{major}.{minor - 1}.99"
     dist = tmp_path / f"{package}-{old}.dist-info"
     dist.mkdir()
@@ -59,7 +59,7 @@ def test_an_old_package_gets_one_line_before_anything_runs(tmp_path, package):
     result = run_nn("--help", env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"nn.py: error: {package} {old} is older than {'.'.join(map(str, nn.LOWEST_PACKAGES[package]))}, "
+        f"nn.py: error: {package} {old} is older than {'.'.join(map(str, startup.LOWEST_PACKAGES[package]))}, "
         f"the lowest this project supports: pip install -r requirements.txt"]
 
 
@@ -69,11 +69,11 @@ def test_a_package_without_metadata_is_judged_by_its_version_attribute(monkeypat
         raise metadata.PackageNotFoundError(name)
     monkeypatch.setattr(metadata, "version", no_metadata)
     monkeypatch.setitem(sys.modules, "numpy", types.SimpleNamespace(__version__="1.24.0"))
-    assert nn.unsupported_versions() == ("numpy 1.24.0 is older than 1.25.2, the lowest this project "
+    assert startup.unsupported_versions() == ("numpy 1.24.0 is older than 1.25.2, the lowest this project "
                                          "supports: pip install -r requirements.txt")
     monkeypatch.setitem(sys.modules, "numpy", types.SimpleNamespace(__version__="2.4.6"))
     monkeypatch.setitem(sys.modules, "matplotlib", types.SimpleNamespace(__version__="3.11.2"))
-    assert nn.unsupported_versions() is None
+    assert startup.unsupported_versions() is None
 
 
 def older_pythons():
@@ -85,7 +85,7 @@ def older_pythons():
     found = []
     for python in sorted(Path(root).glob("versions/3.*/bin/python3")):
         version = tuple(int(n) for n in python.parent.parent.name.split(".")[:2] if n.isdigit())
-        if (3, 6) <= version < nn.LOWEST_PYTHON:  # f-strings need 3.6 to read nn.py at all
+        if (3, 6) <= version < startup.LOWEST_PYTHON:  # f-strings need 3.6 to read nn.py at all
             found.append(python)
     return found
 
@@ -98,22 +98,22 @@ def test_an_old_python_gets_one_line(python):
     version = python.parent.parent.name
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"nn.py: error: Python {version} is older than {'.'.join(map(str, nn.LOWEST_PYTHON))}, "
+        f"nn.py: error: Python {version} is older than {'.'.join(map(str, startup.LOWEST_PYTHON))}, "
         f"the lowest this project supports: run nn.py with a newer one"]
 
 
 def test_this_python_is_supported():
-    assert sys.version_info >= nn.LOWEST_PYTHON and nn.unsupported_versions() is None
+    assert sys.version_info >= startup.LOWEST_PYTHON and startup.unsupported_versions() is None
 
 
 def test_outside_the_projects_virtual_environment_the_advice_is_to_activate_it(tmp_path, monkeypatch):
     """A new shell forgets the activated .venv that the README makes: 'pip install' there
     meets PEP 668 ("externally managed environment"), activating is what helps."""
     monkeypatch.setattr(sys, "prefix", sys.base_prefix)  # a Python outside any virtual environment
-    assert nn.install_advice(tmp_path) == "pip install -r requirements.txt"  # no .venv: nothing to activate
+    assert startup.install_advice(tmp_path) == "pip install -r requirements.txt"  # no .venv: nothing to activate
     (tmp_path / ".venv").mkdir()
-    advice = nn.install_advice(tmp_path)
+    advice = startup.install_advice(tmp_path)
     assert advice.startswith("activate the project's virtual environment first (. ") and str(tmp_path / ".venv") in advice
     monkeypatch.undo()
     if sys.prefix != sys.base_prefix:  # these tests run in a virtual environment: activating is done
-        assert nn.install_advice(tmp_path) == "pip install -r requirements.txt"
+        assert startup.install_advice(tmp_path) == "pip install -r requirements.txt"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from app.page import explore
+from app import cli, model_file, monitor, save, signals
 import nn
 from app.page import server as serve
 from conftest import PROJECT_DIR, start_server
@@ -28,7 +29,7 @@ from app.page.training_session import PageProgress, TrainingSession
 @pytest.fixture
 def model_path(tmp_path):
     path = tmp_path / "model_mnist.npz"
-    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(path, steps_done=7)
+    model_file.save(MLP([784, 150, 150, 10], rng=np.random.default_rng(0)), path, steps_done=7)
     return path
 
 
@@ -71,7 +72,7 @@ def test_a_completed_run_replaces_the_model_file_and_keeps_the_old_one(served):
     assert state["step"] == 300 and len(state["curve"]["loss"]) == 300  # one point a step below 400 steps
     assert state["evaluations"][-1]["step"] == 300  # the last step is evaluated, as in nn.train
     assert len(state["weights"]) == 36 and all(len(unit) == 784 for unit in state["weights"])
-    model, info = MLP.load(model_path, with_info=True)
+    model, info = model_file.load(model_path, with_info=True)
     assert info["steps_done"] == 300 and info["config"]["seed"] == 3
     kept = [path for path in (model_path.parent / "runs").glob("*/model_mnist.npz") if path.read_bytes() == old_bytes]
     assert kept, "the replaced model was not kept under runs/"
@@ -79,7 +80,7 @@ def test_a_completed_run_replaces_the_model_file_and_keeps_the_old_one(served):
     stats = json.loads((model_path.parent / "stats.json").read_text())
     assert facts["steps_done"] == 300 and facts["test_accuracy"] == stats["test_accuracy"]
     assert not list(model_path.parent.glob(".*.tmp"))
-    for name in nn.OUTPUT_FILES:  # nn.save_run's outputs, pictures included, beside the model and in the run's copy
+    for name in save.OUTPUT_FILES:  # save.save_run's outputs, pictures included, beside the model and in the run's copy
         assert (model_path.parent / name).is_file() and (model_path.parent / stats["run_folder"] / name).is_file()
 
 
@@ -114,7 +115,7 @@ def test_one_run_at_a_time_and_a_stopped_run_asks_first(served):
     stopped = wait_for(server, {"stopped"})
     status, state, _ = post(server, "/api/train/save", {"save": True})
     assert status == 200 and state["status"] == "saved"
-    assert MLP.load(model_path, with_info=True)[1]["steps_done"] == stopped["step"]
+    assert model_file.load(model_path, with_info=True)[1]["steps_done"] == stopped["step"]
 
 
 BAD_TRAINING = [
@@ -149,7 +150,7 @@ def test_ctrl_c_mid_run_leaves_the_model_file_whole_and_unchanged(model_path, ho
     time.sleep(0.5)
     process.send_signal(how)
     output, errors = process.communicate(timeout=60)
-    assert process.returncode == nn.EXIT_INTERRUPTED[how] and errors == ""  # 130, 143: a run was dropped
+    assert process.returncode == signals.EXIT_INTERRUPTED[how] and errors == ""  # 130, 143: a run was dropped
     lines = output.splitlines()
     assert lines[-1] == "Stopped."  # the server's last line, after what became of the run
     assert lines[-2].startswith("The training run stopped at step ") and lines[-2].endswith(
@@ -200,8 +201,8 @@ def test_page_progress_keeps_each_loss_and_sends_block_means():
 
 def test_the_config_is_nn_defaults_with_the_pages_steps_and_seed():
     config = TrainingSession.checked_config({"steps": 500, "seed": 2})
-    assert config == dict(nn.DEFAULTS, steps=500, seed=2)
-    assert TrainingSession.checked_config({}) == nn.DEFAULTS
+    assert config == dict(cli.DEFAULTS, steps=500, seed=2)
+    assert TrainingSession.checked_config({}) == cli.DEFAULTS
 
 
 def test_serve_train_flag_is_in_the_help():
@@ -235,7 +236,7 @@ def test_serve_train_from_a_fresh_clone_needs_no_model_file(tmp_path):
         post(server, "/api/train/stop", {})
         stopped = wait_for(server, {"stopped"})
         post(server, "/api/train/save", {"save": True})
-        assert MLP.load(model_path, with_info=True)[1]["steps_done"] == stopped["step"]
+        assert model_file.load(model_path, with_info=True)[1]["steps_done"] == stopped["step"]
         _, facts, _ = ask(server, "GET", "/api/model")
         assert facts["steps_done"] == stopped["step"] and facts["test_accuracy"] is not None
     finally:
@@ -288,10 +289,10 @@ def test_ctrl_c_while_the_page_saves_a_stopped_run_lets_the_save_finish_and_says
     assert "Saving the training run" in output and f"Saved model_mnist.npz: {stopped['step']:,} steps" in output
     assert "was not saved" not in output
     stats = json.loads((model_path.parent / "stats.json").read_text())
-    assert stats["steps"] == stopped["step"] == MLP.load(model_path, with_info=True)[1]["steps_done"]
+    assert stats["steps"] == stopped["step"] == model_file.load(model_path, with_info=True)[1]["steps_done"]
     copied = {path.name for path in (model_path.parent / stats["run_folder"]).iterdir()}
-    beside = {path.name for path in model_path.parent.iterdir() if path.name in nn.OUTPUT_FILES}
-    assert copied == beside >= set(nn.OUTPUT_FILES) - {"accuracy_graph.png"}  # none without evaluations
+    beside = {path.name for path in model_path.parent.iterdir() if path.name in save.OUTPUT_FILES}
+    assert copied == beside >= set(save.OUTPUT_FILES) - {"accuracy_graph.png"}  # none without evaluations
 
 
 def test_a_second_ctrl_c_during_a_save_quits_at_once_saying_what_was_written(model_path, tmp_path):
@@ -310,7 +311,7 @@ def test_a_second_ctrl_c_during_a_save_quits_at_once_saying_what_was_written(mod
     assert process.returncode == 130 and "Traceback" not in errors and errors.count("\n") == 1, errors
     assert errors.startswith(f"nn.py serve: quit during the save: wrote model_mnist.npz, training_loss_graph.png")
     assert f"to {model_path.parent}; not written: stats.json (" in errors
-    assert MLP.load(model_path, with_info=True)[1]["steps_done"] == 50  # whole: the new model
+    assert model_file.load(model_path, with_info=True)[1]["steps_done"] == 50  # whole: the new model
     kept = [path for path in (model_path.parent / "runs").glob("*/model_mnist.npz") if path.read_bytes() == old_bytes]
     assert kept and not (model_path.parent / "stats.json").exists()
 
@@ -319,7 +320,7 @@ def test_a_second_ctrl_c_during_a_save_quits_at_once_saying_what_was_written(mod
 def in_process(model_path):
     """A serve.Server in this process (not listening to requests), for tests that patch nn."""
     server = serve.Server(("127.0.0.1", 0), serve.load_served_model(model_path), model_path=model_path,
-                          data_dir=PROJECT_DIR / "datasets")
+                          data_dir=PROJECT_DIR / "datasets", train=nn.train)
     yield server
     server.training.stop_button.press()
     if server.training.thread is not None:
@@ -329,15 +330,15 @@ def in_process(model_path):
 
 def test_a_failed_save_keeps_the_run_so_that_save_can_be_tried_again(in_process, model_path, monkeypatch):
     session, stats_path = in_process.training, model_path.parent / "stats.json"
-    write_json = nn.write_json
+    write_stats = save.write_stats
     failures = [OSError(errno.ENOSPC, "No space left on device", str(stats_path))]
 
-    def full_disk_once(path, value):
+    def full_disk_once(paths, stats, stop):
         if failures:
             raise failures.pop()
-        write_json(path, value)
+        write_stats(paths, stats, stop)
 
-    monkeypatch.setattr(nn, "write_json", full_disk_once)
+    monkeypatch.setattr(save, "write_stats", full_disk_once)
     session.start({"steps": 50})
     wait_until(lambda: session.status not in ("loading", "running"))
     assert session.status == "stopped", session.message  # the run waits: Save again, or discard
@@ -346,27 +347,27 @@ def test_a_failed_save_keeps_the_run_so_that_save_can_be_tried_again(in_process,
     assert "not written: stats.json (" in session.message and session.message.endswith("Save again, or discard the run?")
     state = session.decide({"save": True})
     assert state["status"] == "saved", state["message"]
-    assert json.loads(stats_path.read_text())["steps"] == 50 == MLP.load(model_path, with_info=True)[1]["steps_done"]
+    assert json.loads(stats_path.read_text())["steps"] == 50 == model_file.load(model_path, with_info=True)[1]["steps_done"]
     assert in_process.served.facts["steps_done"] == 50 and in_process.served.facts["test_accuracy"] is not None
 
 
-def fail_write_json_once(monkeypatch, error):
-    """Make the next nn.write_json (stats.json, the save's last output) raise `error`."""
-    write_json, failures = nn.write_json, [error]
+def fail_write_stats_once(monkeypatch, error):
+    """Make the next save.write_stats (stats.json, the save's last output) raise `error`."""
+    write_stats, failures = save.write_stats, [error]
 
-    def failing_once(path, value):
+    def failing_once(paths, stats, stop):
         if failures:
             raise failures.pop()
-        write_json(path, value)
+        write_stats(paths, stats, stop)
 
-    monkeypatch.setattr(nn, "write_json", failing_once)
+    monkeypatch.setattr(save, "write_stats", failing_once)
 
 
 def test_a_save_out_of_memory_keeps_the_run_for_a_retry_too(in_process, model_path, monkeypatch, capsys):
     """Not only an OSError: a MemoryError while writing leaves the run waiting, with one
     line on the page and the console, and no empty run folder."""
     session = in_process.training
-    fail_write_json_once(monkeypatch, MemoryError())
+    fail_write_stats_once(monkeypatch, MemoryError())
     session.start({"steps": 50})
     wait_until(lambda: session.status not in ("loading", "running"))
     assert session.status == "stopped", session.message  # it said "failed", and the run was gone
@@ -385,7 +386,7 @@ def test_a_save_interrupted_by_keyboardinterrupt_is_not_taken_for_a_failure(in_p
     wait_until(lambda: session.status == "running")
     session.stop()
     wait_until(lambda: session.status == "stopped")
-    fail_write_json_once(monkeypatch, KeyboardInterrupt())
+    fail_write_stats_once(monkeypatch, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         session.decide({"save": True})
     assert session.saving is None
@@ -395,11 +396,11 @@ def test_save_again_keeps_only_the_model_genuinely_replaced(in_process, model_pa
     """The failed save replaced model_mnist.npz with the run's model before failing at
     stats.json; Save again must not copy that half-saved model under runs/ as "replaced"."""
     old_bytes = model_path.read_bytes()
-    fail_write_json_once(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    fail_write_stats_once(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     session = in_process.training
     session.start({"steps": 50})
     wait_until(lambda: session.status not in ("loading", "running"))
-    assert session.status == "stopped" and MLP.load(model_path, with_info=True)[1]["steps_done"] == 50
+    assert session.status == "stopped" and model_file.load(model_path, with_info=True)[1]["steps_done"] == 50
     assert session.decide({"save": True})["status"] == "saved"
     stats = json.loads((model_path.parent / "stats.json").read_text())
     copies = sorted((model_path.parent / "runs").glob("*/model_mnist.npz"))
@@ -421,7 +422,7 @@ def test_a_failed_save_whose_model_cannot_be_read_back_still_waits_for_save_agai
     The request answered 500 ("internal error"), the page kept "Stopped at step ...", and Save
     again copied the failed save's model under runs/ as if it were the one replaced."""
     old_bytes = model_path.read_bytes()
-    fail_write_json_once(monkeypatch, MemoryError())
+    fail_write_stats_once(monkeypatch, MemoryError())
     session = in_process.training
     reload, failures = session.reload, [MemoryError()]
 
@@ -452,13 +453,13 @@ def test_a_save_that_failed_after_writing_the_model_is_told_as_it_is(in_process,
     and Discard then say what that save wrote, not that the file is unchanged."""
     session, stats_path = in_process.training, model_path.parent / "stats.json"
 
-    def full_disk(path, value):
+    def full_disk(paths, stats, stop):
         raise OSError(errno.ENOSPC, "No space left on device", str(stats_path))
 
-    monkeypatch.setattr(nn, "write_json", full_disk)
+    monkeypatch.setattr(save, "write_stats", full_disk)
     session.start({"steps": 50})
     wait_until(lambda: session.status not in ("loading", "running"))
-    assert session.status == "stopped" and MLP.load(model_path, with_info=True)[1]["steps_done"] == 50
+    assert session.status == "stopped" and model_file.load(model_path, with_info=True)[1]["steps_done"] == 50
     assert in_process.served.number == 2  # read once, by the save itself
     in_process.reload_if_replaced()  # what every request does first: nothing new to read
     assert in_process.served.number == 2 and in_process.served.facts["steps_done"] == 50
@@ -471,13 +472,13 @@ def test_a_save_that_failed_after_writing_the_model_is_told_as_it_is(in_process,
 
 
 def test_the_server_reads_the_file_its_run_saved_once(in_process, monkeypatch):
-    write_json = nn.write_json
+    write_stats = save.write_stats
 
-    def slow_write_json(path, value):  # the page's requests land while the save is under way
+    def slow_write_stats(paths, stats, stop):  # the page's requests land while the save is under way
         time.sleep(0.7)
-        write_json(path, value)
+        write_stats(paths, stats, stop)
 
-    monkeypatch.setattr(nn, "write_json", slow_write_json)
+    monkeypatch.setattr(save, "write_stats", slow_write_stats)
     session = in_process.training
     session.start({"steps": 50})
     while session.status in ("loading", "running"):
@@ -496,7 +497,7 @@ def test_a_run_that_could_not_be_saved_is_refused_before_it_starts(in_process, m
 
 def test_training_needs_the_served_file_to_be_named_model_mnist_npz(tmp_path):
     other = tmp_path / "experiment.npz"
-    MLP([784, 150, 150, 10], rng=np.random.default_rng(0)).save(other, steps_done=7)
+    model_file.save(MLP([784, 150, 150, 10], rng=np.random.default_rng(0)), other, steps_done=7)
     result = subprocess.run([sys.executable, str(PROJECT_DIR / "nn.py"), "serve", "--model", str(other), "--port", "0",
                              "--train"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stdout == ""
@@ -535,7 +536,7 @@ def test_serve_train_into_a_folder_that_cannot_take_the_outputs_is_refused_at_st
     assert result.stderr.startswith(f"nn.py serve: error: cannot train here: {model_path.parent / 'runs'}: not a folder")
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",  # the run's save (nn.evaluate) reads
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",  # the run's save (monitor.evaluate) reads
                             "ignore:invalid value encountered:RuntimeWarning")  # the test set with it: not the server
 def test_a_page_trained_model_whose_sums_overflow_gets_503_not_nan(in_process, monkeypatch):
     """A Train run whose weights end so large that float32 sums overflow (here: scaled by 1e30
@@ -549,8 +550,8 @@ def test_a_page_trained_model_whose_sums_overflow_gets_503_not_nan(in_process, m
             layer.W[...] = np.abs(layer.W) * np.float32(1e30)
         return history
 
-    monkeypatch.setattr(nn, "train", overflowing_train)
     session = in_process.training
+    monkeypatch.setattr(session, "train", overflowing_train)
     session.start({"steps": 1})
     wait_until(lambda: session.status not in ("loading", "running"))
     threading.Thread(target=in_process.serve_forever, daemon=True).start()

@@ -52,11 +52,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from app import cli, model_file, predict, save, signals
 from app.page import explore
-import nn
-from app import predict
-from app import runs
 from app.page import training_session
+from app.model_file import ModelFileError
 from functions import softmax
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -100,7 +99,7 @@ class ServedModel:
         self.number = number  # 1 for the model read at start, 2 for the first reload, ...
         self.facts = {**model_facts(model, info, model_path), "model_number": number}
         # "Model: PATH (date, steps, test accuracy)", the line predict prints too
-        self.description = description or runs.describe_model(model_path, info["steps_done"])
+        self.description = description or save.describe_model(model_path, info["steps_done"])
         self.warning = None  # why a newer file could not replace this model, once that happens
 
     def take(self, other):
@@ -171,11 +170,11 @@ def rounded(array, decimals):
 def model_facts(model, info, model_path):
     """The page's "about this model": sizes, parameters, the steps its weights come from
     (from the model file) and the test accuracy of the stats.json beside it when that
-    file describes this model (runs.stats_of_model; None otherwise)."""
-    stats = runs.stats_of_model(Path(model_path).parent, info["steps_done"], model_path=model_path)
+    file describes this model (save.stats_of_model; None otherwise)."""
+    stats = save.stats_of_model(Path(model_path).parent, info["steps_done"], model_path=model_path)
     return {"model_file": str(model_path), "layer_sizes": model.layer_sizes,
             "activations": model.activations, "parameters": int(model.flat_parameters.size),
-            "steps_done": info["steps_done"], "test_accuracy": runs.stats_test_accuracy(stats)}
+            "steps_done": info["steps_done"], "test_accuracy": save.stats_test_accuracy(stats)}
 
 
 # ------------------------------------------------------------------ request bodies
@@ -553,7 +552,7 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128  # the listen backlog; socketserver's 5 resets a burst of connections
 
     def __init__(self, address, served, routes=ROUTES, files=None, model_path=None,
-                 data_dir=PROJECT_DIR / "datasets"):
+                 data_dir=PROJECT_DIR / "datasets", train=None):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.served = served
@@ -561,7 +560,7 @@ class Server(ThreadingHTTPServer):
         self.model_lock = threading.RLock()  # the model file: a reload, or a training run's save and its reload
         self.training = training_session.TrainingSession(self.explorer, served.facts["model_file"], data_dir,
                                                          reload=self.load_written_model, file_lock=self.model_lock,
-                                                         say=lambda line: print(line, flush=True))
+                                                         say=lambda line: print(line, flush=True), train=train)
         self.explorer.training = self.training
         self.routes = routes
         self.files = files if files is not None else static_files()
@@ -586,7 +585,6 @@ class Server(ThreadingHTTPServer):
         """
         if self.model_path is None or file_signature(self.model_path) == self.model_signature:
             return
-        from mlp import ModelFileError
         if not self.model_lock.acquire(blocking=False):
             return  # a training run is saving and reloading the file, or another request reloads it
         try:
@@ -650,7 +648,7 @@ def port_number(text):
 
 def build_parser():
     """nn.py's parser class: a bad flag is one line and exit status 2, as for nn.py's own flags."""
-    parser = nn._Parser(prog="nn.py serve",
+    parser = cli.Parser(prog="nn.py serve",
                         description="Draw digits in a browser and watch the trained network read them.")
     parser.add_argument("--model", type=Path, default=PROJECT_DIR / "model_mnist.npz",
                         help="the model file (default: model_mnist.npz beside nn.py)")
@@ -670,8 +668,7 @@ def build_parser():
 def load_served_model(path, number=1):
     """ServedModel for the file at path (the number-th read while serving); raises
     ModelFileError with a one-line reason."""
-    from mlp import MLP, ModelFileError
-    model, info = MLP.load(path, with_info=True)
+    model, info = model_file.load(path, with_info=True)
     if model.layer_sizes[0] != 784 or model.layer_sizes[-1] != 10:
         raise ModelFileError(f"{path}: a {model.layer_sizes} network, not one for 28x28 digits (784 in, 10 out)")
     check_outputs(model, path)
@@ -680,10 +677,9 @@ def load_served_model(path, number=1):
 
 def check_outputs(model, path):
     """Raise ModelFileError, in predict's words, when the model's outputs for a blank input or
-    a page full of ink are not numbers. Finite weights as large as 1e30 pass MLP.load, but
+    a page full of ink are not numbers. Finite weights as large as 1e30 pass model_file.load, but
     their sums overflow float32: predict refuses such a model once it has read the images,
     and a server has none to read before it starts, so these two stand in for them."""
-    from mlp import ModelFileError
     probes = np.stack([np.zeros(784, dtype=np.float32), np.ones(784, dtype=np.float32)])
     if not np.isfinite(predict.probabilities_of(model, probes)).all():
         raise ModelFileError(f"{path}: {predict.OUTPUTS_OVERFLOW}")
@@ -692,7 +688,7 @@ def check_outputs(model, path):
 def untrained_served_model(path):
     """ServedModel of an untrained network of nn.py's default configuration, for
     `serve --train` before the model file at path exists (the run will write it)."""
-    return ServedModel(nn.new_model(nn.DEFAULTS, np.random.default_rng(0)), {"steps_done": 0}, path,
+    return ServedModel(model_file.new_model(cli.DEFAULTS, np.random.default_rng(0)), {"steps_done": 0}, path,
                        description=f"Model: {path} (not written yet: an untrained network until the run saves it)")
 
 
@@ -702,11 +698,11 @@ class Stopping:
 
     def __init__(self):
         self.signal, self.signal_time = None, -math.inf
-        for number in nn.EXIT_INTERRUPTED:
+        for number in signals.EXIT_INTERRUPTED:
             signal.signal(number, self._handle)
 
     def _handle(self, number, frame):
-        if number == self.signal == signal.SIGTERM and time.monotonic() - self.signal_time < nn.SAME_SIGNAL_S:
+        if number == self.signal == signal.SIGTERM and time.monotonic() - self.signal_time < signals.SAME_SIGNAL_S:
             return  # the same SIGTERM again (timeout signals the process, then its group)
         self.signal, self.signal_time = number, time.monotonic()
         raise KeyboardInterrupt
@@ -714,19 +710,19 @@ class Stopping:
     def done(self):
         """The server is closed and its run dealt with: a further signal has nothing left to
         stop and is ignored (raised now, it would end the program with a traceback)."""
-        for number in nn.EXIT_INTERRUPTED:
+        for number in signals.EXIT_INTERRUPTED:
             signal.signal(number, signal.SIG_IGN)
 
 
-def main(argv=None):
+def main(argv=None, train=None):
+    """`python nn.py serve ARGV`; train: nn.py's train(), which the page's Train runs. Returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from mlp import ModelFileError
     if os.path.isdir(args.model):  # os.path's: False, not an error, for a path too long to look at
-        parser.error(f"--model {args.model}: a folder; name the model file (--model {args.model / nn.MODEL_FILE})")
-    if args.train and args.model.name != nn.MODEL_FILE:
-        print(f"nn.py serve: error: --train saves {nn.MODEL_FILE} (with its stats.json and pictures), and --model "
-              f"names {args.model.name}: serve FOLDER/{nn.MODEL_FILE} to train", file=sys.stderr)
+        parser.error(f"--model {args.model}: a folder; name the model file (--model {args.model / save.MODEL_FILE})")
+    if args.train and args.model.name != save.MODEL_FILE:
+        print(f"nn.py serve: error: --train saves {save.MODEL_FILE} (with its stats.json and pictures), and --model "
+              f"names {args.model.name}: serve FOLDER/{save.MODEL_FILE} to train", file=sys.stderr)
         return 2
     if args.train and not args.model.parent.is_dir():
         parser.error(f"--model {args.model}: no folder {args.model.parent} for the run's outputs")
@@ -738,7 +734,7 @@ def main(argv=None):
         print(f"nn.py serve: error: {error} ({advice})", file=sys.stderr)
         return 1
     try:
-        server = Server((args.host, args.port), served, model_path=args.model, data_dir=args.data)
+        server = Server((args.host, args.port), served, model_path=args.model, data_dir=args.data, train=train)
     except OSError as error:  # in use: 1, as a busy resource; any other (a bad --host or --port): 2
         if error.errno == errno.EADDRINUSE:
             print(f"nn.py serve: error: port {args.port} is in use on {args.host} "
@@ -774,7 +770,7 @@ def main(argv=None):
         outcome = server.training.shutdown(say=lambda line: print(line, flush=True))  # a save under way finishes
     except KeyboardInterrupt:  # a second Ctrl-C: quit now, saying what the save had written
         print(server.training.quit_message(), file=sys.stderr, flush=True)
-        return nn.EXIT_INTERRUPTED.get(stopping.signal, 130)
+        return signals.EXIT_INTERRUPTED.get(stopping.signal, 130)
     finally:
         server.server_close()
         stopping.done()
@@ -783,7 +779,7 @@ def main(argv=None):
     print("Stopped.", flush=True)
     # A run dropped unsaved is work lost: 130 (143 for SIGTERM), as nn.py stopped by a signal;
     # a server stopped with no run left unsaved stopped cleanly: 0.
-    return nn.EXIT_INTERRUPTED.get(stopping.signal, 130) if outcome else 0
+    return signals.EXIT_INTERRUPTED.get(stopping.signal, 130) if outcome else 0
 
 
 if __name__ == "__main__":

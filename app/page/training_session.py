@@ -1,15 +1,15 @@
 """Watching it learn: one training run at a time inside the drawing page's server.
 
-The run is nn.py's own: nn.prepare_data, nn.new_model and nn.train with the
+The run is nn.py's own: data.prepare_data, model_file.new_model and nn.py's train with the
 configuration of `python nn.py` (DEFAULTS), its steps and seed chosen on the page.
-nn.train reports every step to a progress object and checks a stop object after
+nn.py's train reports every step to a progress object and checks a stop object after
 every step; here they are a PageProgress, which keeps the losses for the page's
 curve and now and then hands a copy of the weights to the server (the drawing is
 read with the newest weights), and a StopButton.
 
 The served model file is replaced only when a run ends: at once when it completes,
 after the page says yes when it was stopped (a stopped run waits for save or
-discard). The save is nn.save_run, the one of `python nn.py`: model_mnist.npz, the
+discard). The save is save.save_run, the one of `python nn.py`: model_mnist.npz, the
 pictures and stats.json beside it, each written atomically, the replaced model kept
 under runs/ and a copy of the new outputs in a new run folder. So a session trains
 only when the served file is named model_mnist.npz (its folder is the run's --out);
@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app import data
-import nn
-from app import runs
+from app import cli, data, model_file, monitor, report, save
 from app.page.damage import MAX_SEED, json_text
 from app.page.explore import BadValue, Busy, Unavailable
 from functions import softmax
@@ -41,7 +39,7 @@ OUT_ELSEWHERE = "serve a model_mnist.npz in another folder"  # and what they adv
 
 
 class StopButton:
-    """The stop object of nn.train: ``signal`` is None until ``press``. nn.train names
+    """The stop object of nn.py's train: ``signal`` is None until ``press``. nn.py's train names
     what stopped it by ``signal.name``."""
 
     name = "the Stop button"
@@ -54,7 +52,7 @@ class StopButton:
 
 
 class PageProgress:
-    """The progress object of nn.train for the page: every step's loss, the evaluations,
+    """The progress object of nn.py's train for the page: every step's loss, the evaluations,
     and a copy of the weights for the server every SNAPSHOT_SECONDS (see publish)."""
 
     def __init__(self, model, total_steps, publish):
@@ -67,7 +65,7 @@ class PageProgress:
         self.next_snapshot = time.perf_counter() + SNAPSHOT_SECONDS
 
     def step(self, step, loss):
-        """Called by nn.train after each step: a store, and a clock read every 64 steps."""
+        """Called by nn.py's train after each step: a store, and a clock read every 64 steps."""
         self.losses[step - 1] = loss
         self.steps_done = step
         if step % 64 == 0 and time.perf_counter() >= self.next_snapshot:
@@ -86,7 +84,7 @@ class PageProgress:
         self.evaluations.append({"step": step, **evaluation})
 
     def message(self, text):
-        """nn.train's console lines (such as the one about a stop) are not shown on the page."""
+        """nn.py's train's console lines (such as the one about a stop) are not shown on the page."""
 
     def curve(self, points=CURVE_POINTS):
         """{"step": [...], "loss": [...]}: the mean loss of consecutive blocks of steps done,
@@ -112,7 +110,7 @@ class TrainingSession:
     Locks are taken in this order only: self.lock, file_lock, the explorer's lock.
     """
 
-    def __init__(self, explorer, model_path, data_dir, reload, file_lock=None, say=lambda line: None):
+    def __init__(self, explorer, model_path, data_dir, reload, file_lock=None, say=lambda line: None, train=None):
         self.explorer = explorer
         self.model_path = Path(model_path)
         self.data_dir = Path(data_dir)
@@ -120,6 +118,7 @@ class TrainingSession:
         self.file_lock = file_lock or threading.RLock()
         self.lock = threading.Lock()
         self.say = say
+        self.train = train  # nn.py's train(), handed over by nn.py serve
         self.thread = None
         self.status = "idle"     # idle, loading, running, stopped (waiting: save or discard), saved, discarded, failed
         self.message = "No run yet."
@@ -128,7 +127,7 @@ class TrainingSession:
         self.finished = None     # what saving a stopped run needs
         self.save_failure = None  # why the save of the waiting run failed, and what it wrote
         self.snapshot = None     # the latest copy of the weights, for the weight grid
-        self.saving = None       # (out_dir, its contents before) while a save is being written (nn.saved_so_far)
+        self.saving = None       # (out_dir, its contents before) while a save is being written (save.saved_so_far)
         self.own_model_sha256 = None  # of the model file that a failed save of the waiting run wrote
 
     # ------------------------------------------------------------ requests
@@ -137,6 +136,8 @@ class TrainingSession:
         """POST /api/train {"steps": N, "seed": S} (both optional): start a run of
         nn.py's default configuration. Busy while a run goes or waits for save or discard."""
         config = self.checked_config(value)
+        if self.train is None:
+            raise Unavailable("training needs nn.py's train(): start the page with python nn.py serve")
         self.check_can_save()
         with self.lock:
             if self.status in ("loading", "running"):
@@ -236,7 +237,7 @@ class TrainingSession:
         """The line said when a second Ctrl-C ends the server at once: what was written."""
         saving = self.saving
         if saving is not None:
-            return f"nn.py serve: quit during the save: {nn.saved_so_far(*saving)}"
+            return f"nn.py serve: quit during the save: {save.saved_so_far(*saving)}"
         if self.status == "stopped" and self.finished is not None:
             return f"nn.py serve: quit at once: {self.unsaved_run_text()}"
         if self.status in ("loading", "running", "stopped"):
@@ -245,25 +246,25 @@ class TrainingSession:
 
     def check_can_save(self):
         """Refuse a run whose save could not work, before it starts: the served file must
-        be named model_mnist.npz (nn.save_run writes that name, and the pictures and
+        be named model_mnist.npz (save.save_run writes that name, and the pictures and
         stats.json beside it describe it), and its folder must take the outputs
-        (nn.check_output_folder). Raises Unavailable with the reason."""
-        if self.model_path.name != nn.MODEL_FILE:
-            raise Unavailable(f"training saves {nn.MODEL_FILE} with its stats.json and pictures, and this server "
-                              f"serves {self.model_path.name}: serve a model named {nn.MODEL_FILE} to train "
-                              f"(nn.py serve --model FOLDER/{nn.MODEL_FILE})")
+        (save.check_output_folder). Raises Unavailable with the reason."""
+        if self.model_path.name != save.MODEL_FILE:
+            raise Unavailable(f"training saves {save.MODEL_FILE} with its stats.json and pictures, and this server "
+                              f"serves {self.model_path.name}: serve a model named {save.MODEL_FILE} to train "
+                              f"(nn.py serve --model FOLDER/{save.MODEL_FILE})")
         try:
-            nn.check_output_folder(self.model_path.parent, say=lambda text: None, label=OUT_LABEL,
+            save.check_output_folder(self.model_path.parent, say=lambda text: None, label=OUT_LABEL,
                                    elsewhere=OUT_ELSEWHERE)
-        except nn.UsageError as error:
+        except cli.UsageError as error:
             raise Unavailable(f"cannot train here: {error}") from None
 
     @staticmethod
     def checked_config(value):
-        """nn.DEFAULTS with the page's steps and seed; raises explore.BadValue."""
+        """cli.DEFAULTS with the page's steps and seed; raises explore.BadValue."""
         if not isinstance(value, dict) or not set(value) <= {"steps", "seed"}:
             raise BadValue('body: expected {"steps": 1-100000, "seed": 0-4294967295}, both optional')
-        config = dict(nn.DEFAULTS, **value)
+        config = dict(cli.DEFAULTS, **value)
         if type(config["steps"]) is not int or not 1 <= config["steps"] <= MAX_STEPS:
             raise BadValue(f"steps: expected a whole number from 1 to {MAX_STEPS}, got {json_text(config['steps'])}")
         if type(config["seed"]) is not int or not 0 <= config["seed"] <= MAX_SEED:
@@ -283,17 +284,17 @@ class TrainingSession:
         try:
             args = types.SimpleNamespace(data=self.data_dir, dry_run=False)
             started = time.perf_counter()
-            train_set, eval_sets = nn.prepare_data(args, config, say=lambda text: None)
+            train_set, eval_sets = data.prepare_data(args, config, say=lambda text: None)
             data_time = time.perf_counter() - started
-            rng = np.random.default_rng([config["seed"], 0])  # as nn.run for a new run
-            model = nn.new_model(config, rng)
+            rng = np.random.default_rng([config["seed"], 0])  # as nn.py's run() for a new run
+            model = model_file.new_model(config, rng)
             self.progress = PageProgress(model, config["steps"], self.publish)
             self.publish(model)
             with self.lock:
                 if self.status == "loading":
                     self.status, self.message = "running", "Training ..."
             started = time.perf_counter()
-            history = nn.train(model, config, train_set, eval_sets, rng, self.progress, stop_button)
+            history = self.train(model, config, train_set, eval_sets, rng, self.progress, stop_button)
             train_time = time.perf_counter() - started
             self.publish(model)
             finished = (model, config, history, eval_sets["test"], {"train": train_time, "data": data_time})
@@ -304,7 +305,7 @@ class TrainingSession:
                                     f"Save it over {self.model_path.name}, or discard it?")
                 else:
                     self._save(finished)
-        except (nn.Diverged, nn.UsageError, data.DataError, OSError, MemoryError) as error:
+        except (monitor.Diverged, cli.UsageError, data.DataError, OSError, MemoryError) as error:
             self._fail(f"The run failed: {error}")
         except Exception as error:  # a bug: say so on the page and the console, never leave "running"
             self._fail(f"The run failed: {type(error).__name__}: {error} (see the server's console)",
@@ -319,28 +320,28 @@ class TrainingSession:
         self.say(console_line or message)
 
     def _save(self, finished):
-        """Save a finished run with nn.save_run (model, pictures, stats.json, the replaced
+        """Save a finished run with save.save_run (model, pictures, stats.json, the replaced
         model kept under runs/, a copy in a new run folder), then read the drawing with
         it. A save that fails (a full disk, out of memory: any Exception, never a
         KeyboardInterrupt) leaves the run waiting ("stopped"), so that Save can be tried
         again; the message says what was written. Called with self.lock held."""
         out_dir = self.model_path.parent
         with self.file_lock:
-            before = nn.folder_contents(out_dir)
+            before = save.folder_contents(out_dir)
             self.saving = (out_dir, before)
             try:
                 stats = self._write_outputs(finished, out_dir)
                 failure = None
-            except nn.SaveFailed as error:
+            except save.SaveFailed as error:
                 failure = str(error)  # "cannot save: FILE: why; wrote ...; not written: ..."
             except Exception as error:  # out of memory, say: the run is kept all the same (not KeyboardInterrupt)
-                failure = f"cannot save: {error_text(error)}; {nn.saved_so_far(out_dir, before)}"
+                failure = f"cannot save: {error_text(error)}; {save.saved_so_far(out_dir, before)}"
             finally:
                 self.saving = None
             unread = ""  # why the written file could not be read back, if it could not
-            if failure is None or nn.folder_contents(out_dir).get(nn.MODEL_FILE) != before.get(nn.MODEL_FILE):
+            if failure is None or save.folder_contents(out_dir).get(save.MODEL_FILE) != before.get(save.MODEL_FILE):
                 # a Save again must not keep this run's own half-saved model as the one it replaces
-                self.own_model_sha256 = None if failure is None else runs.file_sha256(self.model_path)
+                self.own_model_sha256 = None if failure is None else save.file_sha256(self.model_path)
                 # the file now holds this run's model (also when a later output failed): read with it,
                 # through the server, which notes the file so that it does not reload it a second time
                 try:
@@ -359,14 +360,14 @@ class TrainingSession:
         self.say(self.message)
 
     def _write_outputs(self, finished, out_dir):
-        """Measure the finished run on the test set and write its outputs (nn.save_run);
-        returns its stats. Raises nn.SaveFailed, or whatever else went wrong."""
+        """Measure the finished run on the test set and write its outputs (save.save_run);
+        returns its stats. Raises save.SaveFailed, or whatever else went wrong."""
         model, config, history, test_set, times = finished
-        test_loss, test_accuracy, logits = nn.evaluate(model, *test_set)
+        test_loss, test_accuracy, logits = monitor.evaluate(model, *test_set)
         probabilities = softmax(logits)
         timings = {**times, "steps_this_run": history["last_step"]}
-        stats = nn.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
-        nn.save_run(out_dir, model, config, stats, history, test_set, probabilities,
+        stats = report.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
+        save.save_run(out_dir, model, config, stats, history, test_set, probabilities,
                     own_model_sha256=self.own_model_sha256)
         return stats
 

@@ -1,4 +1,4 @@
-"""runs.describe_model and runs.stats_of_model: a model's one-line account takes its steps
+"""save.describe_model and save.stats_of_model: a model's one-line account takes its steps
 from the model file, and a stats.json's test accuracy only when that file describes it."""
 
 import json
@@ -6,15 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from app import runs
 from mlp import MLP
+from app import model_file, save
 
 
 @pytest.fixture
 def model_path(tmp_path):
     """A small saved model whose weights come from step 300."""
     path = tmp_path / "model_mnist.npz"
-    MLP([784, 10], rng=np.random.default_rng(0)).save(path, steps_done=300)
+    model_file.save(MLP([784, 10], rng=np.random.default_rng(0)), path, steps_done=300)
     return path
 
 
@@ -24,41 +24,41 @@ def write_stats(folder, **stats):
 
 def test_the_stats_of_this_model_give_its_accuracy(model_path):
     write_stats(model_path.parent, steps=300, weights_from_step=300, test_accuracy=0.9812)
-    line = runs.describe_model(model_path, 300)
+    line = save.describe_model(model_path, 300)
     assert line.startswith(f"Model: {model_path} (") and line.endswith(", 300 steps, test accuracy 98.12 %)")
 
 
 def test_early_stopping_matches_on_the_step_of_the_weights(model_path):
     """steps is the last step trained; the saved weights may come from an earlier one."""
     write_stats(model_path.parent, steps=800, weights_from_step=300, test_accuracy=0.95)
-    assert runs.describe_model(model_path, 300).endswith(", 300 steps, test accuracy 95.00 %)")
-    assert runs.stats_of_model(model_path.parent, 800) == {}
+    assert save.describe_model(model_path, 300).endswith(", 300 steps, test accuracy 95.00 %)")
+    assert save.stats_of_model(model_path.parent, 800) == {}
 
 
 def test_stats_of_another_model_are_not_lent_to_this_one(model_path):
     """A stats.json from another run (here 20,000 steps) beside a model of 300 steps: the
     line gives the model's own steps and no accuracy, and says why."""
     write_stats(model_path.parent, steps=20000, weights_from_step=20000, test_accuracy=0.9812)
-    line = runs.describe_model(model_path, 300)
+    line = save.describe_model(model_path, 300)
     assert "98.12" not in line and "20,000" not in line
     assert line.endswith(", 300 steps; the stats.json beside it is for another model)")
-    assert runs.stats_of_model(model_path.parent, 300) == {}
+    assert save.stats_of_model(model_path.parent, 300) == {}
 
 
 @pytest.mark.parametrize("text", ['{"test_accuracy": 0.97}', "[1, 2]", "not json", '{"steps": "300"}'])
 def test_stats_without_a_matching_step_are_not_used(model_path, text):
     (model_path.parent / "stats.json").write_text(text)
-    assert runs.stats_of_model(model_path.parent, 300) == {}
-    assert "test accuracy" not in runs.describe_model(model_path, 300)
+    assert save.stats_of_model(model_path.parent, 300) == {}
+    assert "test accuracy" not in save.describe_model(model_path, 300)
 
 
 def test_no_stats_file_is_said(model_path):
-    assert runs.describe_model(model_path, 300).endswith(", 300 steps; no stats.json beside it)")
+    assert save.describe_model(model_path, 300).endswith(", 300 steps; no stats.json beside it)")
 
 
 def test_an_older_stats_file_without_weights_from_step_matches_on_steps(model_path):
     write_stats(model_path.parent, steps=300, test_accuracy=0.9)
-    assert runs.describe_model(model_path, 300).endswith("test accuracy 90.00 %)")
+    assert save.describe_model(model_path, 300).endswith("test accuracy 90.00 %)")
 
 
 @pytest.mark.parametrize("stats", [{"steps": 300, "test_accuracy": "high"}, {"steps": "300", "test_accuracy": 0.9},
@@ -67,14 +67,14 @@ def test_a_replaced_model_with_unusable_stats_is_kept_and_said_to_have_none(mode
     """A stats.json that is not the project's (an accuracy that is text or NaN, steps that
     are no whole number) must not stop the run at its save: the model is still copied."""
     write_stats(model_path.parent, **stats)
-    line = runs.keep_replaced_model(model_path.parent)
+    line = save.keep_replaced_model(model_path.parent)
     assert line.startswith("Replaced model_mnist.npz (no stats.json beside it); its copy is ")
-    assert list((model_path.parent / runs.RUNS_DIR).glob("*/model_mnist.npz"))
+    assert list((model_path.parent / save.RUNS_DIR).glob("*/model_mnist.npz"))
 
 
 def test_a_replaced_model_line_gives_its_stats(model_path):
     write_stats(model_path.parent, steps=300, test_accuracy=0.9812)
-    assert runs.keep_replaced_model(model_path.parent).startswith(
+    assert save.keep_replaced_model(model_path.parent).startswith(
         "Replaced model_mnist.npz (300 steps, test accuracy 98.12 %); its copy is ")
 
 
@@ -84,8 +84,8 @@ def test_a_run_folder_in_stats_that_is_no_run_folder_never_stands_for_the_copy(m
     traceback, and "." made the model file its own copy, so that the new run wrote over
     the only copy of the old model. Anything but runs/NAME means: no copy yet."""
     write_stats(model_path.parent, steps=300, test_accuracy=0.9, run_folder=run_folder)
-    line = runs.keep_replaced_model(model_path.parent)
-    copies = list((model_path.parent / runs.RUNS_DIR).glob("*/model_mnist.npz"))
+    line = save.keep_replaced_model(model_path.parent)
+    copies = list((model_path.parent / save.RUNS_DIR).glob("*/model_mnist.npz"))
     assert len(copies) == 1 and copies[0].read_bytes() == model_path.read_bytes()
     assert line.endswith(f"its copy is {copies[0]}")
 
@@ -93,18 +93,18 @@ def test_a_run_folder_in_stats_that_is_no_run_folder_never_stands_for_the_copy(m
 def test_a_model_file_that_the_same_runs_failed_save_wrote_is_not_kept_as_replaced(model_path):
     """serve's Save again: the file holds the run's own model (its SHA-256 given), so no
     copy; a file changed since (replaced by hand meanwhile) is kept as usual."""
-    own = runs.file_sha256(model_path)
-    assert runs.keep_replaced_model(model_path.parent, own_model_sha256=own) is None
-    assert not (model_path.parent / runs.RUNS_DIR).exists()
-    assert runs.keep_replaced_model(model_path.parent, own_model_sha256="0" * 64).startswith("Replaced ")
-    assert len(list((model_path.parent / runs.RUNS_DIR).glob("*/model_mnist.npz"))) == 1
+    own = save.file_sha256(model_path)
+    assert save.keep_replaced_model(model_path.parent, own_model_sha256=own) is None
+    assert not (model_path.parent / save.RUNS_DIR).exists()
+    assert save.keep_replaced_model(model_path.parent, own_model_sha256="0" * 64).startswith("Replaced ")
+    assert len(list((model_path.parent / save.RUNS_DIR).glob("*/model_mnist.npz"))) == 1
 
 
 def test_the_replaced_line_counts_the_steps_the_weights_come_from(model_path):
     """An early-stopped run trained 5,000 steps but kept the weights of step 3,000: the
     line says 3,000, as the Model: line of predict and serve does."""
     write_stats(model_path.parent, steps=5000, weights_from_step=3000, test_accuracy=0.97)
-    assert runs.keep_replaced_model(model_path.parent).startswith(
+    assert save.keep_replaced_model(model_path.parent).startswith(
         "Replaced model_mnist.npz (3,000 steps, test accuracy 97.00 %)")
 
 
@@ -113,11 +113,11 @@ def test_stats_that_record_another_model_file_lend_it_nothing(model_path):
     steps were all that was compared): stats that record their model's SHA-256 describe
     that file only."""
     write_stats(model_path.parent, steps=300, weights_from_step=300, test_accuracy=0.5, model_sha256="0" * 64)
-    assert runs.describe_model(model_path, 300).endswith("; the stats.json beside it is for another model)")
-    assert "(the stats.json beside it is for another model)" in runs.keep_replaced_model(model_path.parent)
+    assert save.describe_model(model_path, 300).endswith("; the stats.json beside it is for another model)")
+    assert "(the stats.json beside it is for another model)" in save.keep_replaced_model(model_path.parent)
     write_stats(model_path.parent, steps=300, weights_from_step=300, test_accuracy=0.5,
-                model_sha256=runs.file_sha256(model_path))
-    assert runs.describe_model(model_path, 300).endswith(", 300 steps, test accuracy 50.00 %)")
+                model_sha256=save.file_sha256(model_path))
+    assert save.describe_model(model_path, 300).endswith(", 300 steps, test accuracy 50.00 %)")
 
 
 def test_a_replaced_model_is_copied_without_the_stats_of_another_model(model_path):
@@ -125,10 +125,10 @@ def test_a_replaced_model_is_copied_without_the_stats_of_another_model(model_pat
     before (stats.json is written last). The next run copied both into one run folder,
     a model beside stats that describe another: now the model goes alone."""
     write_stats(model_path.parent, steps=300, test_accuracy=0.9, model_sha256="0" * 64, run_folder="runs/earlier")
-    line = runs.keep_replaced_model(model_path.parent)
+    line = save.keep_replaced_model(model_path.parent)
     assert line.startswith("Replaced model_mnist.npz (the stats.json beside it is for another model); its copy is ")
-    copies = list((model_path.parent / runs.RUNS_DIR).glob("*/*"))
+    copies = list((model_path.parent / save.RUNS_DIR).glob("*/*"))
     assert [copy.name for copy in copies] == ["model_mnist.npz"], copies
-    write_stats(model_path.parent, steps=300, test_accuracy=0.9, model_sha256=runs.file_sha256(model_path))
-    runs.keep_replaced_model(model_path.parent)  # its own stats: copied with it
-    assert len(list((model_path.parent / runs.RUNS_DIR).glob("*/stats.json"))) == 1
+    write_stats(model_path.parent, steps=300, test_accuracy=0.9, model_sha256=save.file_sha256(model_path))
+    save.keep_replaced_model(model_path.parent)  # its own stats: copied with it
+    assert len(list((model_path.parent / save.RUNS_DIR).glob("*/stats.json"))) == 1
