@@ -328,6 +328,7 @@ from mlp import MLP, ModelFileError  # noqa: E402
 from optimizers import OPTIMIZERS, learning_rate_at, make_optimizer  # noqa: E402
 from progress import Progress, format_duration  # noqa: E402
 from words import count  # noqa: E402
+from app import calibration, ood  # noqa: E402
 
 
 def resolve_config(args, resumed_config=None):
@@ -827,7 +828,7 @@ def write_json(path, value):
         f.write("\n")
 
 
-def write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show, pictures):
+def write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show, pictures, ood_members=None):
     """model_mnist.npz and the pictures, each written atomically; the pictures are drawn by
     `pictures`, a PictureWorkers. stats.json is not among them: run writes it last, once it
     knows whether a signal arrived meanwhile."""
@@ -836,7 +837,8 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
         if not plots.use_display(True):
             print("--show: no display found; the pictures are in files only")
     model.save(out_dir / MODEL_FILE, config=recorded_config(config), steps_done=history["steps_done"],
-               history=history_up_to(history, history["steps_done"]), training_state=history["training_state"])
+               history=history_up_to(history, history["steps_done"]), training_state=history["training_state"],
+               ood_members=ood_members)  # app/ood.py's statistics of the training digits
     evaluations, subtitle = graph_evaluations(history, stats), graph_subtitle(config, history)
     images, labels = test_set
     predicted = probabilities.argmax(axis=1)
@@ -936,6 +938,7 @@ def build_stats(config, history, test_loss, test_accuracy, probabilities, labels
         "data_load_time_s": round(timings["data"], 3),
         "steps_per_s": round(timings["steps_this_run"] / max(timings["train"], 1e-9), 1),
         "per_class_accuracy": [round(float(a), 6) for a in per_class],
+        "calibration": calibration.summary(probabilities, labels),  # app/calibration.py
         "confusion_matrix": matrix.tolist(),
         "evaluations": [{key: round(value, 6) if isinstance(value, float) else value  # 6 decimals, as test_loss
                          for key, value in evaluation.items()} for evaluation in history["evaluations"]],
@@ -1056,8 +1059,9 @@ def train_test_and_save(args, config, out_dir, say, resumed, resumed_info, creat
         timings = {"train": train_time, "data": data_time, "steps_this_run": history["last_step"] - first_step}
         stats = build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings,
                             stop.signal)
+        ood_members = ood.fitted_members(model, train_images, train_labels)  # app/ood.py: "is this a digit?"
         run_folder, replaced = save_run(out_dir, model, config, stats, history, test_set, probabilities, args.show,
-                                        stop, pictures=pictures)
+                                        stop, pictures=pictures, ood_members=ood_members)
     print(final_line(history, first_step, train_time, stop.signal)
           + f" Test accuracy {100 * test_accuracy:.2f} %, test loss {test_loss:.4f}. "
           f"Wrote {MODEL_FILE}, {STATS_FILE}, {LOSS_GRAPH_FILE} and more to {out_dir}")
@@ -1075,7 +1079,7 @@ def blas_threads():
 
 
 def save_run(out_dir, model, config, stats, history, test_set, probabilities, show=False, stop=None,
-             own_model_sha256=None, pictures=None):
+             own_model_sha256=None, pictures=None, ood_members=None):
     """Write every output of a finished run into out_dir (the model, the pictures, then
     stats.json, last) and copy them into a new folder under runs/, after keeping a copy
     of the model they replace. Used by nn.py's training and by `serve --train`.
@@ -1085,6 +1089,7 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
     own_model_sha256: serve's Save again, after a failed save of this run wrote its model
     file; while the file still has that SHA-256 it is no replaced model (runs.keep_replaced_model).
     pictures: the PictureWorkers that draw the pictures; None: this process draws them.
+    ood_members: app/ood.py's statistics for the model file (ood.fitted_members), or None.
     Raises SaveFailed naming the file that could not be written (or "out of memory") and
     what the save had written by then; a run folder left empty by any failure is removed.
     """
@@ -1100,7 +1105,7 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
             stop.created_folders[:0] = [run_folder, out_dir / runs.RUNS_DIR] if runs_folder_is_new else [run_folder]
         stats["run_folder"] = run_folder.relative_to(out_dir).as_posix()
         write_outputs(out_dir, model, config, stats, history, test_set, probabilities, show,
-                      pictures or picture_workers.PictureWorkers(0))
+                      pictures or picture_workers.PictureWorkers(0), ood_members)
         stats["model_sha256"] = runs.file_sha256(out_dir / MODEL_FILE)  # which model file these stats describe
         write_stats(out_dir / STATS_FILE, stats, stop)
         for name in OUTPUT_FILES:

@@ -31,6 +31,7 @@ from damage import MAX_SEED, json_text
 from explore import BadValue, Busy, Unavailable
 from functions import softmax
 from words import count
+from app import ood
 
 SNAPSHOT_SECONDS = 0.5   # how often the page's reading gets the newest weights
 CURVE_POINTS = 400       # the loss curve sent to the page: means of blocks of steps
@@ -296,7 +297,9 @@ class TrainingSession:
             history = nn.train(model, config, train_set, eval_sets, rng, self.progress, stop_button)
             train_time = time.perf_counter() - started
             self.publish(model)
-            finished = (model, config, history, eval_sets["test"], {"train": train_time, "data": data_time})
+            ood_members = ood.fitted_members(model, *train_set)  # app/ood.py's statistics, saved with the model
+            finished = (model, config, history, eval_sets["test"], {"train": train_time, "data": data_time},
+                        ood_members)
             with self.lock:
                 if history["ended"] == "interrupted":
                     self.status, self.finished = "stopped", finished
@@ -361,13 +364,13 @@ class TrainingSession:
     def _write_outputs(self, finished, out_dir):
         """Measure the finished run on the test set and write its outputs (nn.save_run);
         returns its stats. Raises nn.SaveFailed, or whatever else went wrong."""
-        model, config, history, test_set, times = finished
+        model, config, history, test_set, times, ood_members = finished
         test_loss, test_accuracy, logits = nn.evaluate(model, *test_set)
         probabilities = softmax(logits)
         timings = {**times, "steps_this_run": history["last_step"]}
         stats = nn.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
         nn.save_run(out_dir, model, config, stats, history, test_set, probabilities,
-                    own_model_sha256=self.own_model_sha256)
+                    own_model_sha256=self.own_model_sha256, ood_members=ood_members)
         return stats
 
 
