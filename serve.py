@@ -790,7 +790,7 @@ def main(argv=None):
             import webbrowser
             threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
         if args.train:
-            server.training.start({})
+            server.training.start({}, save_when_complete=True)
             print("Training the default configuration; watch it on the page"
                   + (f" (no {args.model.name} yet: untrained weights read the drawing until the run saves one)"
                      if untrained else ""), flush=True)

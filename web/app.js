@@ -22,16 +22,20 @@ let pending = null;   // a function that makes the next request's body, or null
 let version = 0;      // counts the changes of the drawing; each request carries its count
 let shownVersion = 0; // the count of the drawing whose answer is on show
 let startVersion = 0; // the count at the last Clear or new file: answers up to it are dropped
+let pendingName = null;  // the file name of the pending request's body, or null for a drawing
 
-function request(makeBody) {
+// makeBody: makes the body; fileName: the name of the chosen file it sends, for the page's errors.
+function request(makeBody, fileName = null) {
   version += 1;
   pending = makeBody;
+  pendingName = fileName;
   document.body.dataset.busy = "1";
   if (!inFlight) sendPending();
 }
 
 async function sendPending() {
   const makeBody = pending;
+  const fileName = pendingName;
   const sentVersion = version;
   pending = null;
   inFlight = true;
@@ -41,7 +45,7 @@ async function sendPending() {
     const response = await fetch("api/predict", { method: "POST", body,
       headers: { "Content-Type": body.type || "application/octet-stream" } });
     const json = await response.json();
-    answer = response.ok ? json : { error: json.error };
+    answer = response.ok ? json : { error: fileName === null ? json.error : fileError(fileName, json.error) };
   } catch (error) {
     answer = { error: "the server does not answer (is python nn.py serve running?)" };
   }
@@ -58,6 +62,12 @@ async function sendPending() {
   inFlight = false;
   if (pending !== null) sendPending();
   else document.body.dataset.busy = "0";
+}
+
+// The server's refusal of a chosen file in the page's words, naming the file.
+function fileError(name, error) {
+  if (/^(body: not (an|a readable) image|Content-Type )/.test(error)) return `${name} is not an image the page can read: choose a PNG or JPEG file.`;
+  return `${name}: ${error.replace(/^body: /, "")}`;
 }
 
 function canvasAsPng() {
@@ -133,7 +143,7 @@ function readFile(file) {
   };
   image.src = url;
   startVersion = version;  // answers on their way are for the drawing the file replaces
-  request(async () => file);
+  request(async () => file, file.name);
 }
 
 document.getElementById("file").addEventListener("change", (event) => readFile(event.target.files[0]));
