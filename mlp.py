@@ -72,7 +72,7 @@ OPTIMIZER_MEMBERS = ("optimizer.velocity.0", "optimizer.m.0", "optimizer.s.0")  
 # Members a model file may leave out: files written before the training state was
 # saved, by MLP.save without one, or with an optimizer that keeps no arrays.
 OPTIONAL_MEMBERS = (TRAINING_STATE_MEMBER, EPOCH_ORDER_MEMBER, *OPTIMIZER_MEMBERS)
-OOD_MEMBERS = ("ood.class_means", "ood.precision", "ood.threshold", "ood.shape_limits")  # app/ood.py's: all three or none
+OOD_MEMBERS = ("ood.class_means", "ood.precision", "ood.threshold", "ood.shape_limits")  # app/ood.py's: all or none
 
 
 class ModelFileError(ValueError):

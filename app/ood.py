@@ -44,7 +44,6 @@ SHAPE_QUANTILE = 0.9995     # ... and 0.05 % of them lie beyond each limit of th
 STRAY_LIMIT = 0.5           # more than this share of the ink dropped as specks: no one digit
 RIDGE = 1e-3                # times the mean variance, added to the covariance's diagonal: units that
                             # never fire make it singular, and their precision stays moderate
-MEMBERS = ("ood.class_means", "ood.precision", "ood.threshold", "ood.shape_limits")  # mlp.model_file_members
 
 
 def features(model, X):
@@ -71,40 +70,46 @@ def ink_shape(X):
     return np.stack([pixels, pixels / np.maximum(height * width, 1), width / np.maximum(height, 1)], axis=1)
 
 
-def fit(model, inputs, labels, batch_size=10_000):
+def as_inputs(images):
+    """Network inputs (N, 784) float32 in [0, 1] from uint8 pixels (as data.to_inputs makes
+    them: the same float32 product), or the inputs themselves when they are floats already."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) * np.float32(1 / 255)
+    return images
+
+
+def fit(model, images, labels, chunk=10_000):
     """The statistics of the training images' features: {"class_means": (C, H),
     "precision": (H, H), "threshold": the distance THRESHOLD_QUANTILE of them stay under,
     "shape_limits": (3,) the ink_shape that SHAPE_QUANTILE of them stay within}.
-    inputs (N, 784), labels (N,) with every class 0..C-1 present."""
+    images (N, 784): uint8 pixels, or inputs in [0, 1] (as_inputs), read `chunk` at a time;
+    labels (N,) with every class 0..C-1 present."""
     n_classes = model.layer_sizes[-1]
-    n_features = model.layer_sizes[-2]
-    sums = np.zeros((n_classes, n_features))
-    counts = np.zeros(n_classes)
-    scatter = np.zeros((n_features, n_features))
-    chunks = [(inputs[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size)]
-    for X, y in chunks:  # the means first ...
-        A = features(model, X)
-        np.add.at(sums, y, A)
-        counts += np.bincount(y, minlength=n_classes)
-    means = sums / np.maximum(counts, 1)[:, None]
-    for X, y in chunks:  # ... then the scatter around each image's own class mean
-        centred = features(model, X) - means[y]
-        scatter += centred.T @ centred
-    covariance = scatter / len(labels)
-    covariance += RIDGE * max(float(np.trace(covariance)) / n_features, 1e-12) * np.eye(n_features)
-    fitted = {"class_means": means, "precision": np.linalg.pinv(covariance, hermitian=True), "threshold": np.inf}
-    distances = np.concatenate([distance(fitted, features(model, X)) for X, _ in chunks])
-    fitted["threshold"] = float(np.quantile(distances, THRESHOLD_QUANTILE))
-    fitted["shape_limits"] = np.quantile(ink_shape(inputs), SHAPE_QUANTILE, axis=0)
+    pieces = [as_inputs(images[i:i + chunk]) for i in range(0, len(labels), chunk)]
+    A = np.concatenate([features(model, piece) for piece in pieces])
+    counts = np.bincount(labels, minlength=n_classes)
+    means = np.zeros((n_classes, A.shape[1]))
+    np.add.at(means, labels, A)
+    means /= np.maximum(counts, 1)[:, None]
+    centred = A - means[labels]  # around each image's own class mean: one covariance for all
+    covariance = centred.T @ centred / len(labels)
+    covariance += RIDGE * max(float(np.trace(covariance)) / len(covariance), 1e-12) * np.eye(len(covariance))
+    fitted = {"class_means": means, "precision": np.linalg.pinv(covariance, hermitian=True)}
+    fitted["threshold"] = float(np.quantile(distance(fitted, A), THRESHOLD_QUANTILE))
+    fitted["shape_limits"] = np.quantile(np.concatenate([ink_shape(piece) for piece in pieces]), SHAPE_QUANTILE,
+                                         axis=0)
     return fitted
 
 
 def distance(fitted, A):
-    """The squared Mahalanobis distance (N,) of features A (N, H) to the nearest class mean,
-    min over c of (A - mu_c)^T P (A - mu_c), one class at a time: expanding the product
-    (A^T P A - 2 A^T P mu + mu^T P mu) would subtract large numbers, and lose the difference."""
-    P = fitted["precision"]
-    return np.min([((A - mean) @ P * (A - mean)).sum(axis=1) for mean in fitted["class_means"]], axis=0)
+    """The squared Mahalanobis distance (N,) of features A (N, H) to the nearest class mean:
+    min over c of (A - mu_c)^T P (A - mu_c) = |A W - mu_c W|^2, where W W^T = P (W from P's
+    eigenvectors, scaled by the square roots of its eigenvalues): one product for all the
+    classes, and squares summed, with no large numbers subtracted."""
+    eigenvalues, eigenvectors = np.linalg.eigh(fitted["precision"])
+    W = eigenvectors * np.sqrt(np.maximum(eigenvalues, 0))
+    Z, centres = A @ W, fitted["class_means"] @ W
+    return np.min([((Z - centre) ** 2).sum(axis=1) for centre in centres], axis=0)
 
 
 def unlike_digits(fitted, model, X):
@@ -131,7 +136,7 @@ def verdict(fitted, model, prepared):
 
 
 def to_members(fitted):
-    """The model-file members (float32 arrays) for fitted statistics (see MEMBERS)."""
+    """The model-file members (float32 arrays) for fitted statistics (mlp.OOD_MEMBERS)."""
     return {"ood.class_means": fitted["class_means"].astype(np.float32),
             "ood.precision": fitted["precision"].astype(np.float32),
             "ood.threshold": np.array(fitted["threshold"], dtype=np.float32),
@@ -148,6 +153,6 @@ def from_members(members):
             "shape_limits": members["ood.shape_limits"].astype(np.float64)}
 
 
-def fitted_members(model, inputs, labels):
-    """The model-file members of fit(model, inputs, labels): what a run saves beside the weights."""
-    return to_members(fit(model, inputs, labels))
+def fitted_members(model, images, labels):
+    """The model-file members of fit(model, images, labels): what a run saves beside the weights."""
+    return to_members(fit(model, images, labels))

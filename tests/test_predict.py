@@ -724,6 +724,10 @@ def test_predict_csv_reports_the_calibration_error_and_stats_json_holds_it(tmp_p
     from mlp import MLP
     probabilities = MLP.load(trained_model).predict_proba(data.to_inputs(images[:500]))
     assert abs(ece - calibration.expected_calibration_error(probabilities, labels[:500])) <= 0.00005  # printed to 0.01 %
+    # the digit statistics nn.py saved describe its inputs: few test digits look unlike them
+    # (their pixels scaled as the network's inputs; fitted on 0-255 pixels, every one did)
+    unlike = int(re.search(r"([0-9,]+) rows? unlike the digits", result.stdout)[1].replace(",", ""))
+    assert unlike <= 10, result.stdout
     stats = json.loads((trained_model.parent / "stats.json").read_text())["calibration"]
     assert stats["bins"] == 15 and sum(stats["bin_counts"]) == 10_000 and 0 < stats["expected_calibration_error"] < 0.05
 
@@ -749,3 +753,23 @@ def test_an_old_model_file_without_the_statistics_still_loads_and_says_so(tmp_pa
     Image.fromarray(images[0].reshape(28, 28).astype(np.uint8)).save(tmp_path / "digit.png")
     result = run_nn("predict", "--model", tmp_path / "old.npz", tmp_path / "digit.png")
     assert result.returncode == 0 and "holds no statistics of its training digits" in result.stderr
+
+
+def test_the_digit_statistics_nn_py_saves_are_those_of_the_networks_inputs(trained_model, test_digits):
+    """They were fitted on the 0-255 pixels: class means 255 times too far out, every input
+    at the same distance from them, nothing flagged by it. The saved means are now near the
+    test digits' own (the training and test digits look alike), and uint8 pixels and their
+    inputs give the same statistics."""
+    from app import ood
+    from mlp import MLP
+    model, info = MLP.load(trained_model, with_info=True)
+    saved = ood.from_members(info["ood"])
+    images, labels = test_digits
+    features = ood.features(model, data.to_inputs(images))
+    test_means = np.stack([features[labels == digit].mean(axis=0) for digit in range(10)])
+    gaps = np.linalg.norm(saved["class_means"] - test_means, axis=1) / np.linalg.norm(test_means, axis=1)
+    assert gaps.max() < 0.2, gaps
+    few = slice(0, 2000)
+    from_pixels, from_inputs = ood.fit(model, images[few], labels[few]), ood.fit(model, data.to_inputs(images[few]),
+                                                                                 labels[few])
+    assert from_pixels["threshold"] == from_inputs["threshold"]  # as_inputs makes data.to_inputs' very floats
