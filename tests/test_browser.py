@@ -490,7 +490,7 @@ def test_a_saturated_reading_says_so_instead_of_showing_a_blank_map(browser, tmp
         browser.get(url)
         draw(browser, DIGIT_STROKES[7])
         assert reading(browser) == "3"
-        assert browser.find_element(By.ID, "confidence").text == ">99.9 % sure"
+        assert browser.find_element(By.ID, "confidence").text == "the network's probability: >99.9 %"
         assert browser.find_elements(By.CSS_SELECTOR, "#bars .percent")[3].text == ">99.9 %"
         wait_idle(browser, "explaining")
         note = browser.find_element(By.ID, "saliency-note").text
