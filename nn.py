@@ -40,7 +40,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from app import cli, data, errors, hints, report, resume, save, startup  # noqa: E402
+from app import cli, data, errors, hints, ood, report, resume, save, startup  # noqa: E402
 from app.model_file import new_model  # noqa: E402
 from app.monitor import Monitor, evaluate  # noqa: E402
 from app.progress import Progress  # noqa: E402
@@ -160,8 +160,9 @@ def train_and_save(args, config, out_dir, say, resumed, resumed_info, created_fo
         timings = {"train": train_time, "data": data_time, "steps_this_run": history["last_step"] - first_step}
         stats = report.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1],
                                       timings, stop.signal)
+        ood_members = ood.fitted_members(model, *train_set)  # to tell a digit from a scribble (app/ood.py)
         run_folder, replaced = save.save_run(out_dir, model, config, stats, history, test_set, probabilities,
-                                             args.show, stop)
+                                             args.show, stop, ood_members=ood_members)
     print(report.final_line(history, first_step, train_time, stop.signal)
           + f" Test accuracy {100 * test_accuracy:.2f} %, test loss {test_loss:.4f}. "
           f"Wrote {save.MODEL_FILE}, {save.STATS_FILE}, {save.LOSS_GRAPH_FILE} and more to {out_dir}")

@@ -64,6 +64,12 @@ def model_file_members(layer_sizes):
     members[EPOCH_ORDER_MEMBER] = ("iu", (None,))
     for name in OPTIMIZER_MEMBERS:
         members[name] = ("f", (n_parameters,))
+    # "Is this a digit at all?" (app/ood.py), optional: statistics of the training images'
+    # first hidden layer (the input without one), n_features for each of the n_classes digits
+    n_features, n_classes = layer_sizes[1] if n_layers > 1 else layer_sizes[0], layer_sizes[-1]
+    members.update({"ood.class_means": ("f", (n_classes, n_features)),
+                    "ood.precision": ("f", (n_features, n_features)),
+                    "ood.threshold": ("f", ()), "ood.shape_limits": ("f", (3,))})
     return members
 
 
@@ -74,13 +80,14 @@ OPTIMIZER_MEMBERS = ("optimizer.velocity.0", "optimizer.m.0", "optimizer.s.0")  
 # Members a model file may leave out: files written before the training state was
 # saved, by save without one, or with an optimizer that keeps no arrays.
 OPTIONAL_MEMBERS = (TRAINING_STATE_MEMBER, EPOCH_ORDER_MEMBER, *OPTIMIZER_MEMBERS)
+OOD_MEMBERS = ("ood.class_means", "ood.precision", "ood.threshold", "ood.shape_limits")  # app/ood.py's: all or none
 
 
 class ModelFileError(ValueError):
     """A model file that is not a readable, consistent file of our format."""
 
 
-def to_bytes(model, config=None, steps_done=0, history=None, training_state=None):
+def to_bytes(model, config=None, steps_done=0, history=None, training_state=None, ood_members=None):
     """The model file of `model` (an MLP), as the bytes of an .npz archive.
 
     The file holds, with no pickled object: format_version, layer_sizes,
@@ -96,6 +103,7 @@ def to_bytes(model, config=None, steps_done=0, history=None, training_state=None
     {...}, "optimizer_arrays": {name: array (P,)}, "epoch_order": the permutation
     (N,) of the epoch in progress or None}; written as training_state_json, and
     epoch_order and optimizer.NAME arrays when there are some.
+    ood_members (optional): app/ood.py's statistics, {name in OOD_MEMBERS: array}.
     """
     history = history or {"loss_steps": [], "losses": [], "evaluations": []}
     first_step = history["loss_steps"][0] if history["loss_steps"] else steps_done + 1
@@ -114,14 +122,15 @@ def to_bytes(model, config=None, steps_done=0, history=None, training_state=None
         arrays[f"layer{index}.bias"] = layer.b
     if training_state is not None:
         arrays.update(_training_state_members(training_state))
+    arrays.update(ood_members or {})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 
-def save(model, path, config=None, steps_done=0, history=None, training_state=None):
+def save(model, path, config=None, steps_done=0, history=None, training_state=None, ood_members=None):
     """Write the model file of `model` to `path` (see to_bytes), atomically."""
-    data = to_bytes(model, config, steps_done, history, training_state)
+    data = to_bytes(model, config, steps_done, history, training_state, ood_members)
     with atomic_write(path) as f:
         f.write(data)
 
@@ -134,7 +143,8 @@ def load(path, with_info=False):
 
     Returns the MLP, or (MLP, info) with with_info=True, where info is
     {"config": dict, "steps_done": int, "history": dict as given to save,
-    "training_state": dict as given to save, or None when the file has none}.
+    "training_state": dict as given to save, or None when the file has none,
+    "ood": {name: array} of the OOD_MEMBERS, {} when the file has none}.
     """
     def fail(reason):
         raise ModelFileError(f"{path}: not a usable model file: {reason}")
@@ -183,7 +193,11 @@ def load(path, with_info=False):
         training_state = _read_training_state(arrays)
     except (ValueError, TypeError, KeyError, OverflowError) as error:
         fail(f"bad training state ({error})")
-    info = {"config": config, "steps_done": steps_done, "history": history, "training_state": training_state}
+    ood_members = {name: arrays[name] for name in OOD_MEMBERS if name in arrays}
+    if ood_members and not np.isfinite(np.concatenate([a.ravel() for a in ood_members.values()])).all():
+        fail("its digit statistics (ood.*) hold NaN or infinite values")
+    info = {"config": config, "steps_done": steps_done, "history": history, "training_state": training_state,
+            "ood": ood_members}
     return (model, info) if with_info else model
 
 
@@ -262,9 +276,11 @@ def _read_members(archive, fail):
             if name not in members:
                 fail(f"unexpected member {name!r}")
         for name in members:
-            if name not in infos and name not in OPTIONAL_MEMBERS:
+            if name not in infos and name not in OPTIONAL_MEMBERS + OOD_MEMBERS:
                 fail(f"missing {name!r}")
         _check_optional_members(set(infos), fail)
+        if 0 < len(set(infos) & set(OOD_MEMBERS)) < len(OOD_MEMBERS):  # app/ood.py's statistics: all or none
+            fail(f"only some of {', '.join(OOD_MEMBERS)}")
         for name, info in infos.items():
             if info.file_size > (1 << 20) and info.file_size > MAX_COMPRESSION * info.compress_size:
                 fail(f"{name} declares {info.file_size} bytes packed into {info.compress_size}: "

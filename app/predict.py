@@ -7,8 +7,8 @@
 
 An image is turned into MNIST form first, with NumPy alone: read upright (EXIF) as
 grey levels, the ink measured against its local background (so a desk around the
-sheet and uneven light do not matter), specks away from the digit dropped, a fine
-pen's strokes widened to MNIST's, cropped to the digit, scaled into a 20x20 box and
+sheet and uneven light do not matter), specks away from the digit dropped, the
+strokes made as wide as MNIST's (a fine pen's widened, a broad one's narrowed), cropped to the digit, scaled into a 20x20 box and
 centred by its centre of mass in 28x28, as the MNIST images were made.
 """
 
@@ -16,9 +16,11 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from app import calibration, ood
 from app.words import confidence_text, count
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -126,6 +128,7 @@ BLANK_CONTRAST = 0.05  # less ink contrast than this is an empty page
 INK_FLOOR = 0.25  # ink lighter than this fraction of the darkest is paper texture or shadow
 NEAR = 0.25  # ink regions this close to the digit (times its longer side) belong to it
 MIN_PART = 0.02  # a region near the digit with less ink than this share of it is a speck
+THIN_ABOVE = 1.5  # strokes wider than this times MNIST_STROKE are narrowed to it (normalise_strokes)
 MNIST_STROKE = 0.1  # the median stroke width of the 10,000 MNIST test digits (stroke_width), as a share of their longer side
 
 
@@ -135,9 +138,9 @@ def to_mnist(grey):
     28x28 images with a dark border are taken as MNIST already. Anything else, in steps:
     find_ink (the ink against its local background: a desk around the paper and uneven light
     do not matter), keep_digit (the largest connected ink region and its near neighbours:
-    specks elsewhere are dropped), thicken_strokes (a fine pen's lines made as wide as
-    MNIST's), then crop to the digit, scale its longer side to 20 pixels and put its centre of
-    mass at pixel (14, 14) of 28x28, as the MNIST images were made.
+    specks elsewhere are dropped), normalise_strokes (a fine pen's lines widened, a broad
+    pen's narrowed, to MNIST's width), then crop to the digit, scale its longer side to 20
+    pixels and put its centre of mass at pixel (14, 14) of 28x28, as the MNIST images were made.
     Raises ValueError("no digit found ...") for an empty image, black or white.
     """
     border = np.median(_border(grey))
@@ -145,7 +148,29 @@ def to_mnist(grey):
         if grey.max() - border <= BLANK_CONTRAST:
             raise ValueError("no digit found (the image is blank)")
         return np.clip(grey, 0, 1)
-    return centre_in_mnist_box(thicken_strokes(keep_digit(find_ink(grey))))
+    return prepare(grey).image
+
+
+class Prepared(NamedTuple):
+    """What prepare finds in a picture: the input the network reads, and what it leaves out."""
+    image: np.ndarray   # (28, 28) in [0, 1], white digit on black: to_mnist(grey)
+    marks: int          # separate marks the size of a digit (count_marks): 2 for "42"
+    stray_ink: float    # the share of the ink that keep_digit dropped as specks: most of it, for noise
+
+
+def prepare(grey):
+    """Prepared(to_mnist(grey), its marks, its stray ink) for a grey image (H, W) in [0, 1]:
+    the network reads one digit at a time, so the callers say when there is more than one
+    mark, or when most of the ink is specks around no digit (app/ood.py)."""
+    border = np.median(_border(grey))
+    if grey.shape == (28, 28) and border < 0.5:
+        if grey.max() - border <= BLANK_CONTRAST:
+            raise ValueError("no digit found (the image is blank)")
+        return Prepared(np.clip(grey, 0, 1), count_marks(np.where(grey > border + INK_FLOOR, grey, 0)), 0.0)
+    ink = find_ink(grey)
+    digit = keep_digit(ink)
+    stray = 1 - float(digit.sum() / ink.sum())
+    return Prepared(centre_in_mnist_box(normalise_strokes(digit)), count_marks(ink), stray)
 
 
 def _border(image):
@@ -294,6 +319,19 @@ def label_regions(mask):
     return labels.reshape(height, stride)[:, :width], len(unique_roots)
 
 
+def region_boxes(labels, count):
+    """(top, bottom, left, right), each (count + 1,): the box around each region of labels
+    (label_regions), inclusive; entry 0, the background, is left empty."""
+    rows, columns = np.indices(labels.shape)
+    top, left = (np.full(count + 1, labels.size) for _ in range(2))
+    bottom, right = (np.full(count + 1, -1) for _ in range(2))
+    np.minimum.at(top, labels.ravel(), rows.ravel())
+    np.maximum.at(bottom, labels.ravel(), rows.ravel())
+    np.minimum.at(left, labels.ravel(), columns.ravel())
+    np.maximum.at(right, labels.ravel(), columns.ravel())
+    return top, bottom, left, right
+
+
 def keep_digit(ink):
     """ink (h, w) with only the digit left: the connected ink region of most ink, and every
     region that lies within NEAR times its longer side and holds at least MIN_PART of its ink
@@ -304,13 +342,7 @@ def keep_digit(ink):
     labels, count = label_regions(ink > 0)
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
     mass[0] = 0
-    rows, columns = np.indices(ink.shape)
-    top, left = (np.full(count + 1, ink.size) for _ in range(2))
-    bottom, right = (np.full(count + 1, -1) for _ in range(2))
-    np.minimum.at(top, labels.ravel(), rows.ravel())
-    np.maximum.at(bottom, labels.ravel(), rows.ravel())
-    np.minimum.at(left, labels.ravel(), columns.ravel())
-    np.maximum.at(right, labels.ravel(), columns.ravel())
+    top, bottom, left, right = region_boxes(labels, count)
     main = mass.argmax()
     reach = NEAR * max(bottom[main] - top[main] + 1, right[main] - left[main] + 1)
     gap = np.maximum.reduce([top - bottom[main], top[main] - bottom, left - right[main], left[main] - right])
@@ -319,32 +351,73 @@ def keep_digit(ink):
     return np.where(kept[labels], ink, 0)
 
 
+MARK_SIDE = 0.5  # a mark whose longer side is this share of the largest mark's, or more, is digit-sized
+MARK_INK = 0.1   # ... and that holds this share of its ink, or more
+
+
+def count_marks(ink):
+    """The number of separate marks of digit size in ink (h, w): the connected region of most
+    ink, and every other beside it, its box apart from its box across the page, whose
+    longer side is at least MARK_SIDE of its longer side and whose ink is at least MARK_INK
+    of its ink. The parts of one written digit (the bar of a 5 above it, a broken stroke)
+    lie above, below or within it, or are small; a second digit written after it is neither."""
+    labels, count = label_regions(ink > 0)
+    if count < 2:
+        return count
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
+    mass[0] = 0
+    top, bottom, left, right = region_boxes(labels, count)
+    main = mass.argmax()
+    side = np.maximum(bottom - top + 1, right - left + 1)
+    apart = (left > right[main]) | (right < left[main])
+    marks = apart & (side >= MARK_SIDE * side[main]) & (mass >= MARK_INK * mass[main])
+    marks[0] = False
+    return 1 + int(np.count_nonzero(marks))
+
+
 def stroke_width(ink):
     """(stroke width, longer side) of the ink (h, w), in pixels. The width is estimated from
-    the pixels of more than half the darkest ink as 2 x area / boundary length: a stroke of
-    width w and length L has an area of w L and a boundary of about 2 L. The boundary counts
-    the sides where an ink pixel meets paper or the image's edge; the side is the longer side
-    of the box around those pixels."""
+    the pixels of more than half the darkest ink, its area A and boundary length P, as the
+    width w of the rectangle w x L with that area and boundary: w L = A, 2 (w + L) = P, so
+    w = P / 4 - sqrt(P^2 / 16 - A). For a long stroke that is about 2 A / P; a shape too
+    round for any rectangle (a blot) gets sqrt(A). The boundary counts the sides where an
+    ink pixel meets paper or the image's edge; the side is the longer side of the box
+    around those pixels."""
     mask = ink > 0.5 * ink.max()
     padded = np.pad(mask, 1)
     boundary = (np.count_nonzero(padded[1:] != padded[:-1])
                 + np.count_nonzero(padded[:, 1:] != padded[:, :-1]))
     rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     side = max(rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1)
-    return 2 * np.count_nonzero(mask) / boundary, int(side)
+    area = np.count_nonzero(mask)
+    discriminant = boundary ** 2 / 16 - area
+    width = boundary / 4 - np.sqrt(discriminant) if discriminant >= 0 else np.sqrt(area)
+    return float(width), int(side)
 
 
-def thicken_strokes(ink):
-    """ink (h, w) whose strokes are at least MNIST_STROKE times the digit's longer side wide.
+def normalise_strokes(ink):
+    """ink (h, w) whose strokes are about MNIST_STROKE times the digit's longer side wide.
 
-    The MNIST digits were written with thick pens. A digit written with a fine pen and scaled
-    into 20x20 pixels becomes lines a pixel wide or less, which the network reads less surely
-    (a 3-pixel pen on a 600-pixel photo: 9 of 10 test digits, against 10 of 10 from 6 pixels
-    up). A maximum filter of size k widens every stroke by k - 1 pixels; strokes as wide as
-    MNIST's, or wider, are left as they are."""
+    The MNIST digits were written with thick pens, and the network learned their strokes'
+    width along with their shapes. Two ways to miss it:
+    - a digit written with a fine pen and scaled into 20x20 pixels becomes lines a pixel
+      wide or less, which the network reads less surely (a 3-pixel pen on a 600-pixel
+      photo: 9 of 10 test digits, against 10 of 10 from 6 pixels up). A maximum filter of
+      size k widens every stroke by k - 1 pixels.
+    - a digit drawn small with a broad pen (the page's pen is 20 pixels of its 280) is
+      scaled up with its stroke, into a fat shape: a 7 drawn in a corner read as an 8. A
+      minimum filter of size k narrows every stroke by k - 1 pixels, down to MNIST's.
+    Strokes from MNIST's width to THIN_ABOVE times it are left as they are."""
     width, side = stroke_width(ink)
-    size = int(round(MNIST_STROKE * side - width)) + 1
-    return _filter(ink, size, np.max) if size > 1 else ink
+    target = MNIST_STROKE * side
+    if width < target:
+        size = int(round(target - width)) + 1
+        return _filter(ink, size, np.max) if size > 1 else ink
+    if width > THIN_ABOVE * target:
+        size = int(round(width - target)) + 1
+        thinner = _filter(ink, size, np.min)
+        return thinner if thinner.max() > 0 else ink
+    return ink
 
 
 def centre_in_mnist_box(ink):
@@ -410,8 +483,8 @@ def main(argv=None):
     # line, and the "Model:" line stands only above answers. The model comes first: without
     # one the CSV's rows cannot be answered, so they are not parsed (half a second for the
     # 60,000 training rows), and only what its path shows (missing, a folder) is said of it.
-    model, steps_done = read_model(args.model)  # model or error line
-    readings = [(path, read_image(path)) for path in args.images]  # image (28, 28) or error line
+    model, steps_done, fitted = read_model(args.model)  # model or error line; app/ood.py's statistics or None
+    readings = [(path, read_image(path)) for path in args.images]  # Prepared or error line
     if args.csv is None:
         csv_rows = None
     elif isinstance(model, str):
@@ -419,7 +492,7 @@ def main(argv=None):
     else:
         csv_rows = read_csv(args.csv)  # (inputs, labels) or error line
     if not isinstance(model, str):  # the answers too: a model whose sums overflow answers nothing
-        answers = [read if isinstance(read, str) else probabilities_of(model, read.reshape(1, 784))
+        answers = [read if isinstance(read, str) else probabilities_of(model, read.image.reshape(1, 784))
                    for _, read in readings]  # (1, 10) each, or error line; one image at a time, as ever
         csv_answers = probabilities_of(model, csv_rows[0]) if isinstance(csv_rows, tuple) else csv_rows
         if not all(np.isfinite(answer).all() for answer in [*answers, csv_answers] if isinstance(answer, np.ndarray)):
@@ -430,15 +503,23 @@ def main(argv=None):
             print(f"nn.py predict: error: {error}", file=sys.stderr)
         return 1
     print(describe_model(args.model, steps_done), file=sys.stderr)
-    for (path, _), answer in zip(readings, answers):
+    if fitted is None and (args.images or args.csv is not None):
+        print(f"Note: {args.model.name} holds no statistics of its training digits (written before they were "
+              f"saved), so predict cannot tell what is no digit at all; train it again to have them", file=sys.stderr)
+    for (path, prepared), answer in zip(readings, answers):
         if isinstance(answer, str):
             print(f"nn.py predict: error: {answer}", file=sys.stderr)
-        else:
+            continue
+        reason = ood.verdict(fitted, model, prepared)
+        if reason is None:
             print(f"{path}: {describe(answer[0])}")
+        else:  # a softmax names some digit for anything: that is no reading
+            print(f"{path}: not one digit: {reason} (the outputs still name {describe(answer[0])})")
     if isinstance(csv_answers, str):
         print(f"nn.py predict: error: {csv_answers}", file=sys.stderr)
     elif csv_answers is not None:
-        report_csv(args.csv, csv_answers, csv_rows[1], args.rows)
+        unlike = ood.unlike_digits(fitted, model, csv_rows[0])[0] if fitted is not None else None
+        report_csv(args.csv, csv_answers, csv_rows[1], args.rows, unlike)
     return 1 if errors else 0
 
 
@@ -453,9 +534,10 @@ def probabilities_of(model, inputs):
 
 
 def read_image(path):
-    """The image at path in MNIST form, (28, 28) in [0, 1], or the one-line error that names it."""
+    """The image at path in MNIST form and what was left out (Prepared), or the one-line
+    error that names it."""
     try:
-        return to_mnist(load_grey(path))
+        return prepare(load_grey(path))
     except ValueError as error:
         return _naming(path, error)
 
@@ -489,25 +571,28 @@ def _naming(path, error):
 
 
 def read_model(path):
-    """(the MLP of the model file at path, its steps_done), or (the one-line error that names it,
-    None) when the file is missing, damaged or a network for other than 28x28 digits."""
+    """(the MLP of the model file at path, its steps_done, its app/ood.py statistics or None),
+    or (the one-line error that names it, None, None) when the file is missing, damaged or a
+    network for other than 28x28 digits."""
     from app import model_file
     from app.model_file import ModelFileError
     if os.path.isdir(path):  # model_file.load would say "cannot read (Is a directory)"; serve's words, for --model
-        return f"{path}: a folder; name the model file (--model {path / 'model_mnist.npz'})", None
+        return f"{path}: a folder; name the model file (--model {path / 'model_mnist.npz'})", None, None
     try:
         model, info = model_file.load(path, with_info=True)
     except ModelFileError as error:
         hint = " (train one first: python nn.py)" if str(error).endswith(": no such model file") else ""
-        return f"{error}{hint}", None
+        return f"{error}{hint}", None, None
     if model.layer_sizes[0] != 784 or model.layer_sizes[-1] != 10:  # as serve.py says it
-        return f"{path}: a {model.layer_sizes} network, not one for 28x28 digits (784 in, 10 out)", None
-    return model, info["steps_done"]
+        return f"{path}: a {model.layer_sizes} network, not one for 28x28 digits (784 in, 10 out)", None, None
+    return model, info["steps_done"], ood.from_members(info["ood"])
 
 
-def report_csv(path, probabilities, labels, rows):
+def report_csv(path, probabilities, labels, rows, unlike=None):
     """Print the rows asked for (rows: "summary", "wrong" or "all"; a wrong one ends with WRONG),
-    then the accuracy of probabilities (N, 10) against labels (N,) and how many were read wrong."""
+    then the accuracy of probabilities (N, 10) against labels (N,) and how many were read wrong,
+    the expected calibration error (app/calibration.py) and, with unlike (N,) bool
+    (app/ood.py), how many rows look unlike the training digits."""
     wrong = probabilities.argmax(axis=1) != labels
     if rows != "summary":
         for line in np.flatnonzero(wrong) if rows == "wrong" else range(len(labels)):
@@ -516,6 +601,12 @@ def report_csv(path, probabilities, labels, rows):
     listing = "" if rows != "summary" or not wrong.any() else "; --rows wrong lists them"
     print(f"{path}: {count(len(labels), 'row')}, accuracy against their labels {100 * (1 - wrong.mean()):.2f} % "
           f"({wrong.sum()} read wrong{listing})")
+    ece = calibration.expected_calibration_error(probabilities, labels)
+    print(f"{path}: expected calibration error {100 * ece:.2f} % ({calibration.BINS} bins of top probability: "
+          f"how far, on average, the probabilities are from the share read right)")
+    if unlike is not None:
+        print(f"{path}: {count(int(unlike.sum()), 'row')} unlike the digits the model learned from "
+              f"({100 * unlike.mean():.2f} %)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import platform
 
 import numpy as np
 
+from app import calibration
 from app.cli import DEFAULT_LR, MOMENTUM_OPTIMIZERS
 from app.progress import format_duration
 from app.startup import blas_threads
@@ -113,6 +114,7 @@ def build_stats(config, history, test_loss, test_accuracy, probabilities, labels
         "data_load_time_s": round(timings["data"], 3),
         "steps_per_s": round(timings["steps_this_run"] / max(timings["train"], 1e-9), 1),
         "per_class_accuracy": [round(float(a), 6) for a in per_class],
+        "calibration": calibration.summary(probabilities, labels),
         "confusion_matrix": matrix.tolist(),
         "evaluations": [{key: round(value, 6) if isinstance(value, float) else value  # 6 decimals, as test_loss
                          for key, value in evaluation.items()} for evaluation in history["evaluations"]],

@@ -109,7 +109,7 @@ else:
 # ------------------------------------------------------------------ the save
 
 def save_run(out_dir, model, config, stats, history, test_set, probabilities, show=False, stop=None,
-             own_model_sha256=None):
+             own_model_sha256=None, ood_members=None):
     """Write every output of a finished run into out_dir (the model, the pictures, then
     stats.json, last) and the same bytes into a new run folder under runs/, after keeping
     a copy of the model they replace; all under the folder's lock (folder_lock).
@@ -119,6 +119,8 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
     what is being saved, so that a second Ctrl-C can say what was written.
     own_model_sha256: the page's Save again, after a failed save of this run wrote its
     model file; while the file still has that SHA-256 it is no replaced model.
+    ood_members: the statistics of "is this a digit at all?" for the model file
+    (ood.fitted_members), or None.
     Raises SaveFailed naming the file that could not be written (or "out of memory") and
     what the save had written by then; a run folder not complete is removed.
     """
@@ -136,7 +138,8 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
                 if runs_folder_is_new:
                     stop.created_folders.insert(0, out_dir / RUNS_DIR)
             written = {}
-            for name, data in outputs(out_dir, model, config, stats, history, test_set, probabilities, show):
+            for name, data in outputs(out_dir, model, config, stats, history, test_set, probabilities, show,
+                                      ood_members):
                 write_file(out_dir / name, data)
                 written[name] = data
             stats.update(run_folder=run_folder.relative_to(out_dir).as_posix(),
@@ -157,7 +160,7 @@ def save_run(out_dir, model, config, stats, history, test_set, probabilities, sh
     return run_folder, replaced
 
 
-def outputs(out_dir, model, config, stats, history, test_set, probabilities, show):
+def outputs(out_dir, model, config, stats, history, test_set, probabilities, show, ood_members=None):
     """(file name, its bytes) of the model file and of each picture, in the order written;
     each picture is drawn when its turn comes. An accuracy graph of an earlier run is
     removed when this one made no evaluations (it would pass for this run's)."""
@@ -166,7 +169,8 @@ def outputs(out_dir, model, config, stats, history, test_set, probabilities, sho
         print("--show: no display found; the pictures are in files only")
     yield MODEL_FILE, model_file.to_bytes(
         model, config=report.recorded_config(config), steps_done=history["steps_done"],
-        history=report.history_up_to(history, history["steps_done"]), training_state=history["training_state"])
+        history=report.history_up_to(history, history["steps_done"]), training_state=history["training_state"],
+        ood_members=ood_members)
     evaluations = report.graph_evaluations(history, stats)
     subtitle = report.graph_subtitle(config, history)
     images, labels = test_set

@@ -87,6 +87,8 @@ def time_serve(steps, folder):
             ask("POST", "/api/predict", drawing)
             if state["status"] not in ("loading", "running"):
                 break
+        if state["status"] == "stopped" and state["message"].startswith("Completed"):  # it asks first: save it
+            state = ask("POST", "/api/train/save", {"save": True})
         if state["status"] != "saved":
             raise SystemExit(f"serve_training.py: the server's run ended {state['status']}: {state['message']}")
         return json.loads((folder / "stats.json").read_text())["train_time_s"]

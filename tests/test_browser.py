@@ -291,6 +291,168 @@ def test_a_zeroed_output_layer_changes_the_reading_of_the_drawing(page):
     assert reading(page) == "4"
 
 
+# ------------------------------------------------------------------ honest readings, small drawings, messages
+
+def draw_at(driver, strokes, left, top, size):
+    """Draw strokes (unit-box points) with the mouse into the box (left, top, size) of the
+    280x280 canvas, in the canvas's own pixels."""
+    from selenium.webdriver.common.by import By
+    canvas = driver.find_element(By.ID, "canvas")
+    scale = canvas.size["width"] / 280
+    draw(driver, [[((left + size * x - 140) / 180 + 0.5, (top + size * y - 140) / 180 + 0.5) for x, y in stroke]
+                  for stroke in strokes], size=round(180 * scale))
+
+
+def test_digits_drawn_small_in_a_corner_are_read_and_full_size_ones_still(page):
+    """A 7 drawn small in a corner read '8, >99.9 % sure' (strokes scaled up with the digit);
+    at a quarter of the canvas 8 of 10 were read. Two sets of ten in two corners, 56-70 pixels
+    of the 280 (20-25 %), and two sets full size."""
+    from selenium.webdriver.common.by import By
+    read = {}
+    for name, (left, top, size) in {"small, top left": (6, 6, 56), "small, bottom right": (205, 205, 70),
+                                     "full size": (50, 50, 180), "full size, lower": (40, 80, 190)}.items():
+        for digit, strokes in DIGIT_STROKES.items():
+            page.find_element(By.ID, "clear").click()
+            assert reading(page) == ""
+            draw_at(page, strokes, left, top, size)
+            read[name, digit] = reading(page)
+    small = sum(read[key] == str(key[1]) for key in read if key[0].startswith("small"))
+    full = sum(read[key] == str(key[1]) for key in read if key[0].startswith("full"))
+    assert small >= 19 and full == 20, read
+
+
+def test_noise_and_two_digits_are_not_read_as_a_digit(page, tmp_path):
+    """Noise read '8, >99.9 % sure', '42' read '4' with the 2 dropped: now a '?' and why."""
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from app import data
+    from conftest import PROJECT_DIR
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (280, 280), dtype=np.uint8)).save(tmp_path / "noise.png")
+    images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
+    four, two = (images[np.flatnonzero(labels == d)[0]].reshape(28, 28) for d in (4, 2))
+    Image.fromarray(np.hstack([four, np.zeros((28, 4)), two]).astype(np.uint8)).resize((256, 112)).save(tmp_path / "42.png")
+    for name, reason in (("noise.png", "not one digit: "), ("42.png", "not one digit: 2 separate marks")):
+        page.find_element(By.ID, "clear").click()
+        page.find_element(By.ID, "file").send_keys(str(tmp_path / name))
+        from selenium.webdriver.support.wait import WebDriverWait
+        WebDriverWait(page, 20).until(lambda d: d.find_element(By.ID, "prediction").text != "")
+        assert reading(page) == "?"
+        assert page.find_element(By.ID, "confidence").text.startswith(reason)
+        assert "a softmax always names some digit" in page.find_element(By.ID, "verdict").text
+    page.find_element(By.ID, "clear").click()
+    draw(page, DIGIT_STROKES[7])
+    assert reading(page) == "7"
+    assert page.find_element(By.ID, "confidence").text.startswith("the network's probability: ")
+    assert "sure" not in page.find_element(By.ID, "confidence").text
+
+
+def test_messages_name_the_file_or_the_field_in_the_pages_words(page, tmp_path):
+    """'body: not an image (send PNG or JPEG bytes...)' without the file's name; 'abc' steps:
+    'got 0'; a seed typed without Enter did nothing; an invalid seed left the old accuracy."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.wait import WebDriverWait
+    (tmp_path / "my.txt").write_text("not a picture\n")
+    page.find_element(By.ID, "clear").click()
+    page.find_element(By.ID, "file").send_keys(str(tmp_path / "my.txt"))
+    WebDriverWait(page, 20).until(lambda d: d.find_element(By.ID, "message").text.startswith("my.txt"))
+    assert page.find_element(By.ID, "message").text == "my.txt is not an image the page can read: choose a PNG or JPEG file."
+    steps = page.find_element(By.ID, "train-steps")
+    steps.clear()
+    steps.send_keys("abc")
+    page.find_element(By.ID, "train").click()
+    assert page.find_element(By.ID, "train-status").text == "Steps must be a whole number from 1 to 100,000."
+    steps.clear()
+    steps.send_keys("20000")
+    wait_idle(page, "damaging")
+    seed = page.find_element(By.ID, "damage-seed")
+    seed.clear()
+    seed.send_keys("5")
+    assert page.find_element(By.ID, "damage-seed-cue").text == "Enter applies it"
+    seed.clear()
+    seed.send_keys("-3", Keys.ENTER)
+    wait_idle(page, "damaging")
+    assert page.find_element(By.ID, "damage-note").text == "Seed must be a whole number from 0 to 4,294,967,295."
+    assert page.find_element(By.ID, "damaged-accuracy").text == "–"  # not the accuracy of the settings before
+    page.find_element(By.ID, "undo-damage").click()
+    wait_idle(page, "damaging")
+    assert page.find_element(By.ID, "damaged-accuracy").text.endswith(" %")
+
+
+def test_switched_off_units_are_said_to_still_fire(page):
+    from selenium.webdriver.common.by import By
+    page.find_element(By.ID, "clear").click()
+    draw(page, DIGIT_STROKES[4])
+    reading(page)
+    page.execute_script("const s = document.getElementById('units-off'); s.value = '1';"
+                        "s.dispatchEvent(new Event('input'));")
+    wait_idle(page, "damaging")
+    assert "Switched-off units still fire" in page.find_element(By.ID, "damage-note").text
+    assert "largest effect is tiny" in page.find_element(By.CSS_SELECTOR, ".card.why").text
+    page.find_element(By.ID, "undo-damage").click()
+    wait_idle(page, "damaging")
+
+
+@pytest.fixture(scope="module")
+def phone():
+    """Headless Chromium laid out as a phone, 360 x 740 CSS pixels with touch (TOOLS.md)."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("needs chromium and chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_experimental_option("mobileEmulation", {
+        "deviceMetrics": {"width": 360, "height": 740, "pixelRatio": 2, "touch": True},
+        "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 Chrome/120 Mobile Safari/537.36"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def test_on_a_phone_nothing_scrolls_sideways_and_a_finger_draws(phone, default_model):
+    """At 400 px the page was 474 px wide; in phone emulation the percentages were off-screen
+    and the Train button read 'Tra'. A 7 drawn with a finger (touch pointer events), then
+    every control checked."""
+    process, url = start_server(default_model)
+    try:
+        phone.get(url)
+        wait_idle(phone, "damaging")
+        from selenium.webdriver.common.actions import interaction
+        from selenium.webdriver.common.actions.action_builder import ActionBuilder
+        from selenium.webdriver.common.actions.pointer_input import PointerInput
+        from selenium.webdriver.common.by import By
+        canvas = phone.find_element(By.ID, "canvas")
+        phone.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        scale = canvas.size["width"] / 280
+        finger = ActionBuilder(phone, mouse=PointerInput(interaction.POINTER_TOUCH, "finger"), duration=0)
+        points = [(round((x - 140) * scale), round((y - 140) * scale)) for x, y in [(50, 40), (230, 40), (110, 250)]]
+        finger.pointer_action.move_to(canvas, *points[0]).pointer_down()
+        for point in points[1:]:
+            finger.pointer_action.move_to(canvas, *point)
+        finger.pointer_action.pointer_up()
+        finger.perform()
+        assert phone.execute_script("return document.body.dataset.busy") in ("0", "1")
+        assert reading(phone) == "7"
+        assert phone.execute_script("return document.documentElement.scrollWidth") <= 360
+        outside = phone.execute_script("""
+            return [...document.querySelectorAll("button, input, select, label, canvas, .bars li, .percent, dd")]
+                .filter((e) => e.getClientRects().length)
+                .filter((e) => { const r = e.getBoundingClientRect(); return r.left < 0 || r.right > 360; })
+                .map((e) => `${e.tagName}#${e.id} ${e.textContent.trim().slice(0, 20)}`);
+        """)
+        assert outside == []
+        widths = phone.execute_script("const b = document.getElementById('train');"
+                                      "return [b.scrollWidth, b.clientWidth]")
+        assert widths[0] <= widths[1]  # 'Train' whole, not 'Tra'
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def test_the_pages_percentages_are_rounded_down_as_words_confidence_text(browser, tmp_path):
     """The page said "100.0 % sure" for 0.9995 (misclassified.png and predict say ">99.9 %"),
     and "0.0 %" for the runner-ups of a sure reading (they say "<0.1 %" now)."""
@@ -329,7 +491,7 @@ def test_a_saturated_reading_says_so_instead_of_showing_a_blank_map(browser, tmp
         browser.get(url)
         draw(browser, DIGIT_STROKES[7])
         assert reading(browser) == "3"
-        assert browser.find_element(By.ID, "confidence").text == ">99.9 % sure"
+        assert browser.find_element(By.ID, "confidence").text == "the network's probability: >99.9 %"
         assert browser.find_elements(By.CSS_SELECTOR, "#bars .percent")[3].text == ">99.9 %"
         wait_idle(browser, "explaining")
         note = browser.find_element(By.ID, "saliency-note").text
@@ -458,7 +620,10 @@ def test_a_short_training_run_from_the_page_grows_the_curve_and_changes_the_read
         assert not zero_biases.is_selected() and not zero_biases.is_enabled()
         seen = set()  # the readings shown while it trains: from the random start to a trained network
         WebDriverWait(browser, 120).until(lambda d: seen.add(d.execute_script(bars))
-                                          or d.execute_script("return document.body.dataset.training") == "saved")
+                                          or d.execute_script("return document.body.dataset.training") == "stopped")
+        assert "Completed all 3,000 steps. Save it over model_mnist.npz" in browser.find_element(By.ID, "train-status").text
+        browser.find_element(By.ID, "save-run").click()  # a completed run asks, as a stopped one does
+        WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.body.dataset.training") == "saved")
         assert points(browser) > first
         assert seen - {before}
         assert "Saved model_mnist.npz: 3,000 steps" in browser.find_element(By.ID, "train-status").text
@@ -496,6 +661,8 @@ def test_after_a_run_ends_break_it_shows_the_accuracy_of_the_model_served(browse
         browser.get(url)
         WebDriverWait(browser, 60).until(lambda d: "the model as loaded" in note(d))
         train(200)
+        WebDriverWait(browser, 120).until(lambda d: status(d) == "stopped")  # completed: it asks first
+        browser.find_element(By.ID, "save-run").click()
         WebDriverWait(browser, 120).until(lambda d: status(d) == "saved")
         saved = f"{100 * json.loads((tmp_path / 'stats.json').read_text())['test_accuracy']:.2f} %"
         WebDriverWait(browser, 30).until(lambda d: shown(d) == saved and "the model as loaded" in note(d))

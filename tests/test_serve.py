@@ -823,3 +823,62 @@ def test_a_drawing_that_overflows_the_model_gets_503_and_the_server_goes_on(tmp_
         process.terminate()
         process.wait(timeout=10)
     assert process.stderr.read() == ""  # no RuntimeWarning, no traceback
+
+
+# ------------------------------------------------------------------ is it one digit, facts that follow, loopback
+
+def test_a_loopback_address_is_this_computer_only_and_its_url_answers(model_path):
+    """--host 127.0.0.2 warned that the page was open to the network, then answered 403 to the
+    URL it printed (its Host was not localhost, 127.0.0.1 or [::1])."""
+    import urllib.request
+    process, url = start_server(model_path, "--host", "127.0.0.2")
+    try:
+        with urllib.request.urlopen(url + "api/model", timeout=30) as response:
+            assert response.status == 200 and json.loads(response.read())["steps_done"] == 1234
+        status, _, _ = ask(("127.0.0.2", urlsplit(url).port), "GET", "/api/model", headers={"Host": "evil.example"})
+        assert status == 403  # other names are still refused (DNS rebinding)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=30)
+    assert "open to others" not in errors
+
+
+def test_the_facts_follow_a_stats_json_written_after_the_model(tmp_path, model_path):
+    """A run writes its model, then its stats.json: a server that read the model in between
+    kept 'test_accuracy: null' until the model file changed again."""
+    (tmp_path / "model_mnist.npz").write_bytes(model_path.read_bytes())
+    process, url = start_server(tmp_path / "model_mnist.npz")
+    server = ("127.0.0.1", urlsplit(url).port)
+    try:
+        assert ask(server, "GET", "/api/model")[1]["test_accuracy"] is None
+        (tmp_path / "stats.json").write_text(json.dumps({"test_accuracy": 0.91, "weights_from_step": 1234,
+                                                        "calibration": {"expected_calibration_error": 0.01}}))
+        facts = ask(server, "GET", "/api/model")[1]
+        assert facts["test_accuracy"] == 0.91 and facts["calibration"]["expected_calibration_error"] == 0.01
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_noise_and_two_digits_are_said_not_to_be_one_digit(tmp_path):
+    """Noise read '8, >99.9 % sure' and '42' read '4': the answer now says why it is no one digit."""
+    from app import data, ood
+    images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
+    inputs = data.to_inputs(images[:3000])
+    model = MLP([784, 150, 150, 10], rng=np.random.default_rng(0))
+    model_file.save(model, tmp_path / "model_mnist.npz", ood_members=ood.fitted_members(model, inputs, labels[:3000]))
+    process, url = start_server(tmp_path / "model_mnist.npz")
+    server = ("127.0.0.1", urlsplit(url).port)
+    try:
+        noise = np.random.default_rng(0).integers(0, 256, (280, 280)) / 255
+        _, answer, _ = ask(server, "POST", "/api/predict", as_json(noise))
+        assert answer["ood_checked"] and answer["not_one_digit"] is not None and answer["digit"] is not None
+        two = np.hstack([drawing(140), np.zeros((140, 20)), drawing(140)])
+        _, answer, _ = ask(server, "POST", "/api/predict", as_json(two))
+        assert answer["not_one_digit"] == "2 separate marks: the network reads one digit at a time"
+        _, answer, _ = ask(server, "POST", "/api/predict", as_json(images[0].reshape(28, 28) / 255))
+        assert answer["not_one_digit"] is None and answer["ood_checked"]
+        assert ask(server, "GET", "/api/model")[1]["digit_statistics"] is True
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -62,13 +62,19 @@ def wait_for(server, statuses, timeout=120):
     raise AssertionError(f"status still {state['status']!r} after {timeout} s: {state['message']}")
 
 
-def test_a_completed_run_replaces_the_model_file_and_keeps_the_old_one(served):
+def test_a_completed_run_asks_as_a_stopped_one_then_replaces_the_model_file_and_keeps_the_old_one(served):
+    """A page run that completed replaced the model without asking, while Stop asked: the
+    98.12 % model was replaced by a 300-step one. Now both wait for Save or Discard."""
     server, model_path = served
     old_bytes = model_path.read_bytes()
     status, state, _ = post(server, "/api/train", {"steps": 300, "seed": 3})
     assert status == 200 and state["status"] in ("loading", "running")
-    state = wait_for(server, {"saved", "failed"})
-    assert state["status"] == "saved", state["message"]
+    state = wait_for(server, {"stopped", "saved", "failed"})
+    assert state["status"] == "stopped", state["message"]
+    assert state["message"] == "Completed all 300 steps. Save it over model_mnist.npz, or discard it?"
+    assert model_path.read_bytes() == old_bytes  # nothing written before the answer
+    status, state, _ = post(server, "/api/train/save", {"save": True})
+    assert status == 200 and state["status"] == "saved", state["message"]
     assert state["step"] == 300 and len(state["curve"]["loss"]) == 300  # one point a step below 400 steps
     assert state["evaluations"][-1]["step"] == 300  # the last step is evaluated, as in nn.train
     assert len(state["weights"]) == 36 and all(len(unit) == 784 for unit in state["weights"])
@@ -97,6 +103,7 @@ def test_one_run_at_a_time_and_a_stopped_run_asks_first(served):
     assert reading_during["digit"] is not None  # the drawing is read with the newest weights
     _, damage_during, _ = ask(server, "GET", "/api/damage")
     assert damage_during["damaged"] is False and damage_during["training_weights"] is True
+    assert type(damage_during["weights_step"]) is int  # the page names the step of the weights it measured
     status, state, _ = ask(server, "POST", "/api/train/stop", b"")
     assert status == 200
     state = wait_for(server, {"stopped"})
@@ -175,7 +182,8 @@ def test_the_console_says_one_line_when_a_run_is_saved_and_when_one_is_discarded
     process, url = start_server(model_path)
     server = address_of(url)
     post(server, "/api/train", {"steps": 50})
-    saved = wait_for(server, {"saved", "failed"})
+    wait_for(server, {"stopped"})  # completed: it waits for Save or Discard
+    _, saved, _ = post(server, "/api/train/save", {"save": True})
     post(server, "/api/train", {"steps": 100000})
     wait_for(server, {"running"})
     post(server, "/api/train/stop", {})
@@ -299,7 +307,10 @@ def test_a_second_ctrl_c_during_a_save_quits_at_once_saying_what_was_written(mod
     old_bytes = model_path.read_bytes()
     marker = tmp_path.parent / f"{tmp_path.name}.saving"
     process, url = start_server(model_path, program=(SLOW_SAVE, marker))
-    post(address_of(url), "/api/train", {"steps": 50})  # it completes, and its save begins at once
+    post(address_of(url), "/api/train", {"steps": 50})  # it completes, and waits for Save
+    wait_for(address_of(url), {"stopped"})
+    threading.Thread(target=post_quietly, args=(address_of(url), "/api/train/save", {"save": True}),
+                     daemon=True).start()
     wait_until(marker.exists)
     process.send_signal(signal.SIGINT)
     lines = []
@@ -339,7 +350,7 @@ def test_a_failed_save_keeps_the_run_so_that_save_can_be_tried_again(in_process,
         write_stats(paths, stats, stop)
 
     monkeypatch.setattr(save, "write_stats", full_disk_once)
-    session.start({"steps": 50})
+    session.start({"steps": 50}, save_when_complete=True)
     wait_until(lambda: session.status not in ("loading", "running"))
     assert session.status == "stopped", session.message  # the run waits: Save again, or discard
     assert session.message.startswith(f"Cannot save: {stats_path}: No space left on device; "
@@ -368,7 +379,7 @@ def test_a_save_out_of_memory_keeps_the_run_for_a_retry_too(in_process, model_pa
     line on the page and the console, and no empty run folder."""
     session = in_process.training
     fail_write_stats_once(monkeypatch, MemoryError())
-    session.start({"steps": 50})
+    session.start({"steps": 50}, save_when_complete=True)
     wait_until(lambda: session.status not in ("loading", "running"))
     assert session.status == "stopped", session.message  # it said "failed", and the run was gone
     assert session.message.startswith("Cannot save: out of memory; wrote model_mnist.npz, ")
@@ -398,7 +409,7 @@ def test_save_again_keeps_only_the_model_genuinely_replaced(in_process, model_pa
     old_bytes = model_path.read_bytes()
     fail_write_stats_once(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     session = in_process.training
-    session.start({"steps": 50})
+    session.start({"steps": 50}, save_when_complete=True)
     wait_until(lambda: session.status not in ("loading", "running"))
     assert session.status == "stopped" and model_file.load(model_path, with_info=True)[1]["steps_done"] == 50
     assert session.decide({"save": True})["status"] == "saved"
@@ -411,7 +422,7 @@ def test_save_again_keeps_only_the_model_genuinely_replaced(in_process, model_pa
 
 def test_a_one_step_run_is_saved_as_1_step(in_process):
     session = in_process.training
-    session.start({"steps": 1})
+    session.start({"steps": 1}, save_when_complete=True)
     wait_until(lambda: session.status not in ("loading", "running"))
     assert session.message.startswith("Saved model_mnist.npz: 1 step, test accuracy "), session.message  # "1 steps"
 
@@ -457,7 +468,7 @@ def test_a_save_that_failed_after_writing_the_model_is_told_as_it_is(in_process,
         raise OSError(errno.ENOSPC, "No space left on device", str(stats_path))
 
     monkeypatch.setattr(save, "write_stats", full_disk)
-    session.start({"steps": 50})
+    session.start({"steps": 50}, save_when_complete=True)
     wait_until(lambda: session.status not in ("loading", "running"))
     assert session.status == "stopped" and model_file.load(model_path, with_info=True)[1]["steps_done"] == 50
     assert in_process.served.number == 2  # read once, by the save itself
@@ -480,7 +491,7 @@ def test_the_server_reads_the_file_its_run_saved_once(in_process, monkeypatch):
 
     monkeypatch.setattr(save, "write_stats", slow_write_stats)
     session = in_process.training
-    session.start({"steps": 50})
+    session.start({"steps": 50}, save_when_complete=True)
     while session.status in ("loading", "running"):
         in_process.reload_if_replaced()  # what every request does first
         time.sleep(0.05)
@@ -552,7 +563,7 @@ def test_a_page_trained_model_whose_sums_overflow_gets_503_not_nan(in_process, m
 
     session = in_process.training
     monkeypatch.setattr(session, "train", overflowing_train)
-    session.start({"steps": 1})
+    session.start({"steps": 1}, save_when_complete=True)
     wait_until(lambda: session.status not in ("loading", "running"))
     threading.Thread(target=in_process.serve_forever, daemon=True).start()
     try:

@@ -113,15 +113,17 @@ class Explorer:
     def _damage_answer(self, damage_seconds):
         """The answer of /api/damage: settings, damaged (whether they change anything),
         training_weights (the drawing is read with a training run's weights, not the
-        model file's), both test accuracies, and the seconds that damaging the copy and
-        reading the test images with it took."""
+        model file's) and weights_step (the step those weights come from, else None), both
+        test accuracies, and the seconds that damaging the copy and reading the test
+        images with it took."""
         inputs, labels = self.test_set()
         if self.original_accuracy is None:
             self.original_accuracy, _ = damage.accuracy(self.original, inputs, labels)
         accuracy, seconds = damage.accuracy(self.served.model, inputs, labels)
         damaged = not damage.is_undamaged(self.settings)
-        return {"settings": self.settings, "damaged": damaged,
-                "training_weights": not damaged and self.served.model is not self.original,
+        training_weights = not damaged and self.served.model is not self.original
+        return {"settings": self.settings, "damaged": damaged, "training_weights": training_weights,
+                "weights_step": self.training.snapshot_step if training_weights and self.training else None,
                 "test_accuracy": accuracy, "original_test_accuracy": self.original_accuracy,
                 "test_images": int(len(labels)), "seconds": round(damage_seconds + seconds, 4)}
 

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from app import cli, model_file, predict, save, signals
+from app import cli, model_file, ood, predict, save, signals
 from app.page import explore
 from app.page import training_session
 from app.model_file import ModelFileError
@@ -97,7 +97,11 @@ class ServedModel:
     def __init__(self, model, info, model_path, number=1, description=None):
         self.model = model
         self.number = number  # 1 for the model read at start, 2 for the first reload, ...
+        self.info, self.model_path = info, model_path
+        self.stats_signature = file_signature(Path(model_path).parent / "stats.json")
         self.facts = {**model_facts(model, info, model_path), "model_number": number}
+        # "is this a digit at all?" (app/ood.py): statistics of the file's model, for it alone
+        self.ood, self.ood_model = ood.from_members(info.get("ood", {})), model
         # "Model: PATH (date, steps, test accuracy)", the line predict prints too
         self.description = description or save.describe_model(model_path, info["steps_done"])
         self.warning = None  # why a newer file could not replace this model, once that happens
@@ -108,13 +112,27 @@ class ServedModel:
         both read with the new model from the next request on."""
         self.model, self.facts, self.number = other.model, other.facts, other.number
         self.description, self.warning = other.description, other.warning
+        self.info, self.model_path, self.stats_signature = other.info, other.model_path, other.stats_signature
+        self.ood, self.ood_model = other.ood, other.ood_model
+
+    def current_facts(self):
+        """The facts, read again when the stats.json beside the model changed since they were
+        read (a run's stats.json is written after its model file; cp -p copies it later)."""
+        signature = file_signature(Path(self.model_path).parent / "stats.json")
+        if signature != self.stats_signature:
+            self.stats_signature = signature
+            self.facts = {**model_facts(self.ood_model, self.info, self.model_path), "model_number": self.number}
+        return self.facts
 
     def read(self, grey):
         """Everything the page shows for a grey image (H, W) in [0, 1].
 
         Returns a dict that json.dumps can write: {"digit": None, "message": ...}
         for a blank image; otherwise digit, probabilities (10,) unrounded (the page
-        rounds them down, as predict does: words.confidence_text), input (28, 28)
+        rounds them down, as predict does: words.confidence_text), not_one_digit: why
+        the drawing is not read as one digit (app/ood.py's verdict), or None; ood_checked:
+        whether the model in use is the one the digit statistics describe (a damaged
+        copy or a training run's weights are not, and only marks are counted); input (28, 28)
         as the network sees it (white ink on black), activations (one list per
         hidden layer, its units' outputs) and top_units: the most active units of
         the first hidden layer with their weights (28, 28) scaled to [-1, 1].
@@ -123,10 +141,12 @@ class ServedModel:
         and so can a model file whose blank and full probes (check_outputs) passed.
         """
         try:
-            image = predict.to_mnist(grey)
-        except ValueError as error:  # predict.to_mnist found no digit
+            prepared = predict.prepare(grey)
+        except ValueError as error:  # predict.prepare found no digit
             return {"digit": None, "message": f"draw a digit: {error}"}
+        image = prepared.image
         model = self.model  # one model for the whole reading, even if a training run swaps it meanwhile
+        fitted = self.ood if model is self.ood_model else None
         X = image.reshape(1, 784).astype(np.float32)
         activations = []
         A = X
@@ -140,6 +160,7 @@ class ServedModel:
         return {
             "digit": int(probabilities.argmax()),
             "probabilities": probabilities.astype(np.float64).tolist(),  # as computed: the page rounds down
+            "not_one_digit": ood.verdict(fitted, model, prepared), "ood_checked": fitted is not None,
             "input": rounded(image, 3),
             "activations": [rounded(a, 3) for a in activations],
             "top_units": self.top_units(activations[0], model.layers[0].W) if activations else [],
@@ -169,12 +190,14 @@ def rounded(array, decimals):
 
 def model_facts(model, info, model_path):
     """The page's "about this model": sizes, parameters, the steps its weights come from
-    (from the model file) and the test accuracy of the stats.json beside it when that
-    file describes this model (save.stats_of_model; None otherwise)."""
+    (from the model file), the test accuracy and calibration (app/calibration.py) of the
+    stats.json beside it when that file describes this model (save.stats_of_model; None
+    otherwise), and whether the file holds the digit statistics (app/ood.py)."""
     stats = save.stats_of_model(Path(model_path).parent, info["steps_done"], model_path=model_path)
     return {"model_file": str(model_path), "layer_sizes": model.layer_sizes,
             "activations": model.activations, "parameters": int(model.flat_parameters.size),
-            "steps_done": info["steps_done"], "test_accuracy": save.stats_test_accuracy(stats)}
+            "steps_done": info["steps_done"], "test_accuracy": save.stats_test_accuracy(stats),
+            "calibration": stats.get("calibration"), "digit_statistics": bool(info.get("ood"))}
 
 
 # ------------------------------------------------------------------ request bodies
@@ -262,8 +285,8 @@ def announced_length(headers):
 
 
 def check_host(host_header, server):
-    """Refuse (403) a Host other than localhost, 127.0.0.1 or [::1] (with no port or the
-    server's) when the server listens on this computer only.
+    """Refuse (403) a Host other than localhost, 127.0.0.1, [::1] or the loopback address the
+    server listens on (with no port or the server's) when it listens on this computer only.
 
     A web page on another site can make the browser send requests here under a name
     of its own that resolves to 127.0.0.1 (DNS rebinding); such requests carry that
@@ -272,7 +295,8 @@ def check_host(host_header, server):
     if not server.local_only:
         return
     parts = re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]*)(?::([0-9]+))?", (host_header or "").strip())  # NAME[:PORT]
-    if (parts is None or parts[1].lower() not in LOCAL_HOST_NAMES
+    own_address = server.url.split("//")[1].rsplit(":", 1)[0]  # the loopback address listened on: 127.0.0.2, say
+    if (parts is None or parts[1].lower() not in (*LOCAL_HOST_NAMES, own_address)
             or parts[2] not in (None, str(server.server_port))):
         raise BadRequest(403, f"Host {host_header!r}: this server answers only to localhost, 127.0.0.1 "
                               f"or [::1] on port {server.server_port}")
@@ -489,7 +513,7 @@ class Handler(BaseHTTPRequestHandler):
 def api_model(handler):
     """GET /api/model: the model's facts, and a warning when a newer file could not be read."""
     served = handler.server.served
-    return {**served.facts, "model_warning": served.warning}
+    return {**served.current_facts(), "model_warning": served.warning}
 
 
 def api_predict(handler):
@@ -750,7 +774,7 @@ def main(argv=None, train=None):
             print(f"nn.py serve: error: {error}", file=sys.stderr)
             server.server_close()
             return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if not server.local_only:  # any loopback address (127.0.0.2, ::1) is this computer only
         print(f"nn.py serve: warning: listening on {args.host}: the page is open to others on the network",
               file=sys.stderr)
     stopping = Stopping()  # before the line that says Ctrl-C stops: a script may send it at once
@@ -761,7 +785,7 @@ def main(argv=None, train=None):
             import webbrowser
             threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()
         if args.train:
-            server.training.start({})
+            server.training.start({}, save_when_complete=True)
             print("Training the default configuration; watch it on the page"
                   + (f" (no {args.model.name} yet: untrained weights read the drawing until the run saves one)"
                      if untrained else ""), flush=True)

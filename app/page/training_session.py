@@ -7,9 +7,10 @@ every step; here they are a PageProgress, which keeps the losses for the page's
 curve and now and then hands a copy of the weights to the server (the drawing is
 read with the newest weights), and a StopButton.
 
-The served model file is replaced only when a run ends: at once when it completes,
-after the page says yes when it was stopped (a stopped run waits for save or
-discard). The save is save.save_run, the one of `python nn.py`: model_mnist.npz, the
+The served model file is replaced only when the page says yes: a run that ends,
+stopped or completed, waits for Save or Discard (the same rule both ways; only
+`serve --train`, which asks for a run from the command line, saves a completed
+run at once). The save is save.save_run, the one of `python nn.py`: model_mnist.npz, the
 pictures and stats.json beside it, each written atomically, the replaced model kept
 under runs/ and a copy of the new outputs in a new run folder. So a session trains
 only when the served file is named model_mnist.npz (its folder is the run's --out);
@@ -28,6 +29,7 @@ from app import cli, data, model_file, monitor, report, save
 from app.page.damage import MAX_SEED, json_text
 from app.page.explore import BadValue, Busy, Unavailable
 from functions import softmax
+from app import ood
 from app.words import count
 
 SNAPSHOT_SECONDS = 0.5   # how often the page's reading gets the newest weights
@@ -127,19 +129,24 @@ class TrainingSession:
         self.finished = None     # what saving a stopped run needs
         self.save_failure = None  # why the save of the waiting run failed, and what it wrote
         self.snapshot = None     # the latest copy of the weights, for the weight grid
+        self.snapshot_step = None  # the step the snapshot's weights come from
+        self.save_when_complete = False  # serve --train: a completed run is saved without asking
+        self.saved_number = None  # the served model's number once the run's save was read back
         self.saving = None       # (out_dir, its contents before) while a save is being written (save.saved_so_far)
         self.own_model_sha256 = None  # of the model file that a failed save of the waiting run wrote
 
     # ------------------------------------------------------------ requests
 
-    def start(self, value):
+    def start(self, value, save_when_complete=False):
         """POST /api/train {"steps": N, "seed": S} (both optional): start a run of
-        nn.py's default configuration. Busy while a run goes or waits for save or discard."""
+        nn.py's default configuration. Busy while a run goes or waits for save or discard.
+        save_when_complete (serve --train): a run that completes is saved without asking."""
         config = self.checked_config(value)
         if self.train is None:
             raise Unavailable("training needs nn.py's train(): start the page with python nn.py serve")
         self.check_can_save()
         with self.lock:
+            self.save_when_complete = save_when_complete
             if self.status in ("loading", "running"):
                 raise Busy("a training run is already going: stop it first")
             if self.status == "stopped":
@@ -188,7 +195,11 @@ class TrainingSession:
         "evaluations", "weights": first-layer weights of WEIGHT_UNITS units, each 784
         whole numbers from -100 to 100 (its largest magnitude 100)}."""
         progress = self.progress
-        answer = {"status": self.status, "message": self.message, "config": getattr(self, "config", None),
+        message = self.message
+        if self.status == "saved" and self.explorer.served.number != self.saved_number:  # replaced on disk since
+            message = (f"{self.model_path.name} was replaced since this page's run saved it: The model shows "
+                       f"the file in use.")
+        answer = {"status": self.status, "message": message, "config": getattr(self, "config", None),
                   "step": 0, "total_steps": 0, "curve": {"step": [], "loss": [], "window": 1},
                   "evaluations": [], "weights": None}
         if progress is not None:
@@ -276,7 +287,7 @@ class TrainingSession:
     def publish(self, model):
         """Hand a copy of the training weights to the page: the drawing is read with it."""
         snapshot = model.copy()
-        self.snapshot = snapshot
+        self.snapshot, self.snapshot_step = snapshot, self.progress.steps_done if self.progress else 0
         self.explorer.use_model(snapshot)
 
     def _run(self, config, stop_button):
@@ -297,12 +308,15 @@ class TrainingSession:
             history = self.train(model, config, train_set, eval_sets, rng, self.progress, stop_button)
             train_time = time.perf_counter() - started
             self.publish(model)
-            finished = (model, config, history, eval_sets["test"], {"train": train_time, "data": data_time})
+            ood_members = ood.fitted_members(model, *train_set)  # app/ood.py's statistics, saved with the model
+            finished = (model, config, history, eval_sets["test"], {"train": train_time, "data": data_time},
+                        ood_members)
             with self.lock:
-                if history["ended"] == "interrupted":
+                if history["ended"] == "interrupted" or not self.save_when_complete:
                     self.status, self.finished = "stopped", finished
-                    self.message = (f"Stopped at step {history['last_step']:,} of {config['steps']:,}. "
-                                    f"Save it over {self.model_path.name}, or discard it?")
+                    ended = (f"Stopped at step {history['last_step']:,} of {config['steps']:,}"
+                             if history["ended"] == "interrupted" else f"Completed all {config['steps']:,} steps")
+                    self.message = f"{ended}. Save it over {self.model_path.name}, or discard it?"
                 else:
                     self._save(finished)
         except (monitor.Diverged, cli.UsageError, data.DataError, OSError, MemoryError) as error:
@@ -346,6 +360,7 @@ class TrainingSession:
                 # through the server, which notes the file so that it does not reload it a second time
                 try:
                     self.explorer.adopt(self.reload(self.model_path))
+                    self.saved_number = self.explorer.served.number
                 except Exception as error:  # out of memory, say: the run's outcome stands, the server reads it later
                     unread = (f" {self.model_path.name} could not be read back ({error_text(error)}); the server "
                               f"reads it again at its next request.")
@@ -362,13 +377,13 @@ class TrainingSession:
     def _write_outputs(self, finished, out_dir):
         """Measure the finished run on the test set and write its outputs (save.save_run);
         returns its stats. Raises save.SaveFailed, or whatever else went wrong."""
-        model, config, history, test_set, times = finished
+        model, config, history, test_set, times, ood_members = finished
         test_loss, test_accuracy, logits = monitor.evaluate(model, *test_set)
         probabilities = softmax(logits)
         timings = {**times, "steps_this_run": history["last_step"]}
         stats = report.build_stats(config, history, test_loss, test_accuracy, probabilities, test_set[1], timings)
         save.save_run(out_dir, model, config, stats, history, test_set, probabilities,
-                    own_model_sha256=self.own_model_sha256)
+                      own_model_sha256=self.own_model_sha256, ood_members=ood_members)
         return stats
 
 

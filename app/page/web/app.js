@@ -22,16 +22,20 @@ let pending = null;   // a function that makes the next request's body, or null
 let version = 0;      // counts the changes of the drawing; each request carries its count
 let shownVersion = 0; // the count of the drawing whose answer is on show
 let startVersion = 0; // the count at the last Clear or new file: answers up to it are dropped
+let pendingName = null;  // the file name of the pending request's body, or null for a drawing
 
-function request(makeBody) {
+// makeBody: makes the body; fileName: the name of the chosen file it sends, for the page's errors.
+function request(makeBody, fileName = null) {
   version += 1;
   pending = makeBody;
+  pendingName = fileName;
   document.body.dataset.busy = "1";
   if (!inFlight) sendPending();
 }
 
 async function sendPending() {
   const makeBody = pending;
+  const fileName = pendingName;
   const sentVersion = version;
   pending = null;
   inFlight = true;
@@ -41,7 +45,7 @@ async function sendPending() {
     const response = await fetch("api/predict", { method: "POST", body,
       headers: { "Content-Type": body.type || "application/octet-stream" } });
     const json = await response.json();
-    answer = response.ok ? json : { error: json.error };
+    answer = response.ok ? json : { error: fileName === null ? json.error : fileError(fileName, json.error) };
   } catch (error) {
     answer = { error: "the server does not answer (is python nn.py serve running?)" };
   }
@@ -58,6 +62,12 @@ async function sendPending() {
   inFlight = false;
   if (pending !== null) sendPending();
   else document.body.dataset.busy = "0";
+}
+
+// The server's refusal of a chosen file in the page's words, naming the file.
+function fileError(name, error) {
+  if (/^(body: not (an|a readable) image|Content-Type )/.test(error)) return `${name} is not an image the page can read: choose a PNG or JPEG file.`;
+  return `${name}: ${error.replace(/^body: /, "")}`;
 }
 
 function canvasAsPng() {
@@ -133,7 +143,7 @@ function readFile(file) {
   };
   image.src = url;
   startVersion = version;  // answers on their way are for the drawing the file replaces
-  request(async () => file);
+  request(async () => file, file.name);
 }
 
 document.getElementById("file").addEventListener("change", (event) => readFile(event.target.files[0]));
@@ -163,14 +173,25 @@ function confidenceText(p) {
   return tenths === 0 && p > 0 ? "<0.1 %" : `${(tenths / 10).toFixed(1)} %`;
 }
 
+const verdict = document.getElementById("verdict");
+
 // answer: the JSON of /api/predict, {error: "..."} or null (cleared).
 function show(answer) {
   const reading = answer && answer.digit !== undefined && answer.digit !== null ? answer : null;
-  prediction.textContent = reading ? String(reading.digit) : "";
-  confidence.textContent = reading ? `${confidenceText(reading.probabilities[reading.digit])} sure` : "";
+  const notOne = reading ? reading.not_one_digit : null;  // why it is no one digit (app/ood.py), or null
+  prediction.textContent = reading ? (notOne ? "?" : String(reading.digit)) : "";
+  prediction.classList.toggle("doubtful", Boolean(notOne));
+  confidence.textContent = !reading ? "" : notOne ? `not one digit: ${notOne}`
+    : `the network's probability: ${confidenceText(reading.probabilities[reading.digit])}`;
+  verdict.hidden = !notOne;
+  verdict.textContent = notOne ? `Its outputs still name ${reading.digit}: a softmax always names some digit, ` +
+    "because its ten outputs are made to add up to 1, whatever the input." : "";
   message.classList.toggle("error", Boolean(answer && (answer.error || answer.model_warning)));
   message.textContent = answer === null ? "Draw a digit with the mouse, a finger or a pen."
-    : answer.error || answer.message || answer.model_warning || "";
+    : answer.error || answer.message || answer.model_warning
+      || (reading && !reading.ood_checked && !notOne ? "(Not checked whether it is a digit: the network in use is " +
+          (facts && !facts.digit_statistics ? "from a file without the training digits' statistics.)"
+            : "a damaged copy or a training run's, not the model file's.)") : "");
   [...bars.children].forEach((row, digit) => {
     const p = reading ? reading.probabilities[digit] : 0;
     row.classList.toggle("best", reading !== null && digit === reading.digit);
@@ -273,6 +294,10 @@ async function loadFacts() {
     ["steps trained", facts.steps_done.toLocaleString("en")],
     ["test accuracy", facts.test_accuracy === null ? "no stats.json beside the model"
       : `${(100 * facts.test_accuracy).toFixed(2)} % of 10,000 test images`],
+    ["calibration", facts.calibration ? `expected calibration error ${(100 * facts.calibration.expected_calibration_error)
+      .toFixed(2)} % (${facts.calibration.bins} bins)` : "not measured (no stats.json of this model, or an older one)"],
+    ["is it a digit?", facts.digit_statistics ? "checked against the training digits' statistics"
+      : "not checked: the file holds no statistics of its training digits (train it again)"],
     ["file", withBreaksAfterSlashes(facts.model_file)],
   ];
   if (facts.model_warning) rows.push(["warning", facts.model_warning]);
@@ -285,6 +310,39 @@ async function loadFacts() {
     list.append(term, detail);
   }
   showActivations(null);
+  drawReliability(facts.calibration);
+}
+
+// The reliability diagram of stats.json's calibration: per bin of top probability, the share read
+// right (bars) against the diagonal a calibrated model would reach.
+function drawReliability(calibration) {
+  const picture = document.getElementById("reliability");
+  picture.hidden = document.getElementById("reliability-note").hidden = !calibration;
+  if (!calibration) return;
+  const context = picture.getContext("2d");
+  const size = picture.width, left = 30, bottom = 26, side = size - left - 8;
+  context.clearRect(0, 0, size, size);
+  context.font = "11px system-ui, sans-serif";
+  context.fillStyle = "#5b6475";
+  context.fillText("share right", left + 4, 12);
+  context.fillText("top probability", left + side / 2 - 36, size - 4);
+  context.fillText("1", left - 12, 18);
+  context.fillText("0", left - 12, size - bottom);
+  context.fillText("1", left + side - 6, size - bottom + 14);
+  const x = (p) => left + side * p, y = (p) => size - bottom - (size - bottom - 10) * p;
+  const width = side / calibration.bins;
+  calibration.bin_accuracy.forEach((accuracy, bin) => {
+    if (accuracy === null) return;
+    context.fillStyle = "#e8772e";
+    context.fillRect(x(bin / calibration.bins) + 1, y(accuracy), width - 2, y(0) - y(accuracy));
+  });
+  context.strokeStyle = "#1d2433";
+  context.setLineDash([4, 3]);
+  context.beginPath();
+  context.moveTo(x(0), y(0));
+  context.lineTo(x(1), y(1));
+  context.stroke();
+  context.setLineDash([]);
 }
 
 // A path as text nodes with a <wbr> after each slash: a long path wraps there rather than

@@ -153,29 +153,50 @@ function showDamageSettings(settings) {
 function showDamage(answer) {
   damageAccuracy.textContent = `${(100 * answer.test_accuracy).toFixed(2)} %`;
   damageAccuracy.classList.toggle("damaged", answer.damaged);
+  const weights = answer.training_weights
+    ? `the training run's weights${answer.weights_step === null ? "" : ` at step ${answer.weights_step.toLocaleString("en")}`}`
+    : "the model as loaded";
   damageNote.textContent = `of ${answer.test_images.toLocaleString("en")} test images, ` +
-    (answer.damaged ? `damaged copy (the model: ${(100 * answer.original_test_accuracy).toFixed(2)} %)`
-      : answer.training_weights ? "the training run's weights" : "the model as loaded") +
-    `; measured by the server in ${answer.seconds.toFixed(3)} s.`;
+    (answer.damaged ? `damaged copy (the model: ${(100 * answer.original_test_accuracy).toFixed(2)} %)` : weights) +
+    `; measured by the server in ${answer.seconds.toFixed(3)} s.` +
+    (answer.settings.units_off > 0 ? " Switched-off units still fire (Hidden layers counts them as active): " +
+      "their outgoing weights are zeroed, so the next layer no longer hears them." : "");
+}
+
+// A value the page refuses itself, in its own words: the big figure is emptied, so that the
+// accuracy of the settings before does not stand beside the error.
+function showDamageError(text) {
+  damageAccuracy.textContent = "–";
+  damageAccuracy.classList.remove("damaged");
+  damageNote.textContent = text;
 }
 
 const askDamage = latestOnly(async (settings) => {
   const [ok, answer] = await postJson("api/damage", settings);
   if (!ok) {
-    damageNote.textContent = answer.error;
+    showDamageError(answer.error);
     return;
   }
   showDamage(answer);
   if (lastReading !== null) request(canvasAsPng);  // read the drawing again, with the damaged copy
 }, "damaging");
 
+const seedCue = document.getElementById("damage-seed-cue");
 for (const control of Object.values(damageControls)) {
   const live = control.type === "range";  // sliders measure as they move; the others when changed
   control.addEventListener(live ? "input" : "change", () => {
+    seedCue.textContent = "";
+    const seed = damageControls.seed.value;
+    if (!/^[0-9]+$/.test(seed) || Number(seed) > 4294967295) {  // "" for text a number field cannot hold
+      showDamageError("Seed must be a whole number from 0 to 4,294,967,295.");
+      return;
+    }
     showDamageSettings(damageSettings());
     askDamage(damageSettings());
   });
 }
+// A seed is applied on Enter or when the field is left: say so while it is being typed.
+damageControls.seed.addEventListener("input", () => { seedCue.textContent = "Enter applies it"; });
 
 document.getElementById("undo-damage").addEventListener("click", () => {
   const undamaged = { zero_biases: false, noise: 0, prune: 0, units_off: 0, zero_layer: null, seed: 0 };

@@ -12,6 +12,7 @@ const trainQuestion = document.getElementById("train-question");
 const lossCurve = document.getElementById("loss-curve");
 let polling = false;
 let lastStatus = null;
+let lastEvaluations = 0;  // evaluations of the run seen: Break it measures again at each new one
 
 async function trainRequest(path, value) {
   let ok, answer;
@@ -29,10 +30,30 @@ async function trainRequest(path, value) {
   followRun();
 }
 
-trainButton.addEventListener("click", () => trainRequest("api/train", {
-  steps: Number(document.getElementById("train-steps").value),
-  seed: Number(document.getElementById("train-seed").value),
-}));
+// The steps and the seed as whole numbers, or the page's own line about the field that is not one
+// (a number field holds "" for "abc": sent as 0, the server answered "got 0").
+function trainSettings() {
+  const fields = [["steps", "Steps", 1, 100000], ["seed", "The seed", 0, 4294967295]];
+  const settings = {};
+  for (const [name, label, low, high] of fields) {
+    const text = document.getElementById(`train-${name}`).value.trim();
+    if (!/^[0-9]+$/.test(text) || Number(text) < low || Number(text) > high) {
+      return `${label} must be a whole number from ${low.toLocaleString("en")} to ${high.toLocaleString("en")}.`;
+    }
+    settings[name] = Number(text);
+  }
+  return settings;
+}
+
+trainButton.addEventListener("click", () => {
+  const settings = trainSettings();
+  if (typeof settings === "string") {
+    trainStatus.textContent = settings;
+    trainStatus.classList.add("error");
+    return;
+  }
+  trainRequest("api/train", settings);
+});
 stopButton.addEventListener("click", () => trainRequest("api/train/stop", {}));
 document.getElementById("save-run").addEventListener("click", () => trainRequest("api/train/save", { save: true }));
 document.getElementById("discard-run").addEventListener("click", () => trainRequest("api/train/save", { save: false }));
@@ -79,7 +100,11 @@ function showRun(run) {
   const breakItWaits = going || run.status === "stopped";
   for (const control of Object.values(damageControls)) control.disabled = breakItWaits;
   document.getElementById("undo-damage").disabled = breakItWaits;
-  if (breakItWaits && run.status !== lastStatus) refreshDamage();  // running: the run's first weights are read
+  // Break it measures the weights in use: the run's first ones when it starts, then again at each
+  // evaluation of the run (its panel names the step of the weights it measured).
+  const evaluationsSeen = run.evaluations.length;
+  if (breakItWaits && (run.status !== lastStatus || evaluationsSeen !== lastEvaluations)) refreshDamage();
+  lastEvaluations = evaluationsSeen;
   if (run.status !== lastStatus && ["saved", "discarded", "failed"].includes(run.status) && lastStatus !== null) {
     loadFacts();
     refreshDamage();
