@@ -106,6 +106,7 @@ class ServedModel:
         # "Model: PATH (date, steps, test accuracy)", the line predict prints too
         self.description = description or runs.describe_model(model_path, info["steps_done"])
         self.warning = None  # why a newer file could not replace this model, once that happens
+        self.encoded_units = (None, {})  # (the first-layer W, {unit: its weights as JSONText}): see unit_weights
 
     def take(self, other):
         """Become `other` (the ServedModel of a new model file): its model, facts, number,
@@ -150,21 +151,48 @@ class ServedModel:
             "top_units": self.top_units(activations[0], model.layers[0].W) if activations else [],
         }
 
-    @staticmethod
-    def top_units(first_activations, W, count=TOP_UNITS):
+    def top_units(self, first_activations, W, count=TOP_UNITS):
         """[{"unit": i, "activation": a, "weights": (28, 28)}] for the most active units
         of the first hidden layer (whose weights are W, (784, n_hidden)), most active
-        first; weights divided by their largest magnitude, so that the page can colour
-        +1 and -1 alike for every unit."""
+        first, with their weights as unit_weights gives them."""
         units = np.argsort(-first_activations, kind="stable")[:count]
         result = []
         for unit in units:
             if first_activations[unit] <= 0:
                 break
-            weights = W[:, unit] / max(float(np.abs(W[:, unit]).max()), 1e-12)
             result.append({"unit": int(unit), "activation": round(float(first_activations[unit]), 4),
-                           "weights": rounded(weights.reshape(28, 28), 3)})
+                           "weights": self.unit_weights(W, int(unit))})
         return result
+
+    def unit_weights(self, W, unit):
+        """JSONText of a first-layer unit's input weights W[:, unit] as 28x28, divided by their
+        largest magnitude (so that the page can colour +1 and -1 alike for every unit), to 3
+        decimals. They are the same for every drawing, so each is encoded once for the weights
+        W in use (a new model, a training run's snapshot or a damaged copy brings a new W)."""
+        encoded_for, encoded = self.encoded_units
+        if encoded_for is not W:
+            encoded = {}
+            self.encoded_units = (W, encoded)
+        if unit not in encoded:
+            weights = W[:, unit] / max(float(np.abs(W[:, unit]).max()), 1e-12)
+            encoded[unit] = JSONText(to_json(rounded(weights.reshape(28, 28), 3)))
+        return encoded[unit]
+
+
+class JSONText(str):
+    """Text already encoded as JSON, which to_json puts into an answer as it is."""
+
+
+def to_json(value):
+    """The JSON text of value (dicts, lists, numbers, strings, None), compact, with its
+    JSONText parts as they are (a unit's weights: 784 numbers encoded once, not per drawing)."""
+    if isinstance(value, JSONText):
+        return value
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(key))}:{to_json(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list) and any(isinstance(item, (dict, JSONText)) for item in value):
+        return "[" + ",".join(to_json(item) for item in value) + "]"
+    return json.dumps(value, separators=(",", ":"))
 
 
 def rounded(array, decimals):
@@ -376,7 +404,7 @@ def answer(request):
 
 def json_answer(status, value, headers=None):
     return status, {"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})}, \
-        json.dumps(value, separators=(",", ":")).encode()
+        to_json(value).encode()
 
 
 def file_answer(request_path, path):
