@@ -350,26 +350,17 @@ class Request:
         self.environ, self.server = environ, server
         self.command = environ["REQUEST_METHOD"]
         self.path = environ.get("PATH_INFO", "")
-        self.headers = RequestHeaders(environ)
+        self.headers = {key.removeprefix("HTTP_").replace("_", "-").title(): value  # HTTP_HOST -> Host
+                        for key, value in environ.items()
+                        if key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH")}
 
     def read_body(self):
         """The request body: 411 without a Content-Length (a chunked body has one by now:
         waitress gathered it)."""
-        length = self.environ.get("CONTENT_LENGTH")
+        length = self.headers.get("Content-Length")
         if length is None:
             raise BadRequest(411, "body: a POST needs a Content-Length")
         return self.environ["wsgi.input"].read(int(length))
-
-
-class RequestHeaders:
-    """A request's headers, looked up by their names ("Content-Type", "Host") in the WSGI environ."""
-
-    def __init__(self, environ):
-        self.environ = environ
-
-    def get(self, name, default=None):
-        key = name.upper().replace("-", "_")
-        return self.environ.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}", default)
 
 
 def answer(request):
@@ -378,7 +369,7 @@ def answer(request):
     server, method, path = request.server, request.command, request.path
     try:
         check_host(request.headers.get("Host"), server)
-        if method in ("GET", "HEAD") and request.environ.get("CONTENT_LENGTH", "0") != "0":
+        if method in ("GET", "HEAD") and request.headers.get("Content-Length", "0") != "0":
             raise BadRequest(400, f"{method} with a body: send none")  # waitress has read it: no request
         if path in server.routes:
             check_origin(request.headers)
@@ -608,6 +599,10 @@ def start_waitress(application, listening, connections, connection_limit, channe
             if error.code == 413:
                 drain(self.channel.socket)
 
+    log = logging.getLogger("waitress")
+    if not log.handlers:  # not again for a second server in one process (the tests)
+        log.addHandler(ConsoleLine())
+        log.propagate = False
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = create_server(application, map=connections, sockets=[listening], threads=THREADS, connection_limit=connection_limit,
                            channel_timeout=channel_timeout_s, cleanup_interval=1,
@@ -615,6 +610,13 @@ def start_waitress(application, listening, connections, connection_limit, channe
                            ident="nn.py-serve", log_socket_errors=False, asyncore_use_poll=True)
     server.channel_class = type("JSONErrorChannel", (HTTPChannel,), {"error_task_class": JSONErrorTask})
     return server
+
+
+class ConsoleLine(logging.Handler):
+    """Writes a log record as one console line, "nn.py serve: message", never a traceback."""
+
+    def emit(self, record):
+        print(f"nn.py serve: {record.getMessage()}", file=sys.stderr, flush=True)
 
 
 def drain(connection, limit=MAX_DRAINED_BYTES, pause_s=1.0):
@@ -786,8 +788,8 @@ def main(argv=None):
         print(server.training.quit_message(), file=sys.stderr, flush=True)
         return nn.EXIT_INTERRUPTED.get(stopping.signal, 130)
     finally:
+        stopping.done()  # first: a further Ctrl-C now would only interrupt the closing
         server.server_close()
-        stopping.done()
     if outcome:
         print(outcome, flush=True)  # what became of the run, before the server's last line
     print("Stopped.", flush=True)

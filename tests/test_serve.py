@@ -626,7 +626,7 @@ def test_a_sender_that_stalls_half_way_is_dropped_while_others_are_served(local_
     assert capfd.readouterr().err == ""  # a routine event in a class: nothing on the console
 
 
-def test_connections_over_the_cap_wait_until_one_closes(model_path, tmp_path):
+def test_connections_over_the_cap_wait_until_one_closes(model_path, tmp_path, capfd):
     """At most connection_limit connections are open at once (the listening socket and
     waitress's wake-up pipe count among them); a further one waits unanswered in the
     listen queue, and is served as soon as another closes. None is refused."""
@@ -647,6 +647,9 @@ def test_connections_over_the_cap_wait_until_one_closes(model_path, tmp_path):
         held[1].request("GET", "/api/model")  # the connections kept open are served all along
         assert held[1].getresponse().status == 200
         held[1].close()
+        lines = capfd.readouterr().err.splitlines()  # one line each time the cap is reached
+        assert lines and set(lines) == {"nn.py serve: total open connections reached the connection limit, "
+                                        "no longer accepting new connections"}, lines
     finally:
         running.shutdown()
         running.server_close()
