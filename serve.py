@@ -491,6 +491,7 @@ class Server:
         self.server_port = self.server_address[1]
         self.local_only = ipaddress.ip_address(self.server_address[0]).is_loopback
         self.connections = {}  # waitress's sockets: the listening one, its wake-up pipe, the clients'
+        self.stopped = threading.Event()  # serve_forever has returned
         self.waitress = start_waitress(self.application, listening, self.connections, connection_limit,
                                        channel_timeout_s)
 
@@ -513,12 +514,17 @@ class Server:
         waitress's own run() would wait up to 5 s for the requests being answered, a save
         of a training run among them, before saying anything: main says what it waits for."""
         from waitress import wasyncore
-        wasyncore.loop(timeout=1, map=self.connections, use_poll=True)
+        try:
+            wasyncore.loop(timeout=1, map=self.connections, use_poll=True)
+        finally:
+            self.stopped.set()
 
     def shutdown(self):
-        """Stop serve_forever, from another thread: waitress's loop closes every connection."""
+        """Stop serve_forever from another thread, and wait until it has: waitress's loop
+        closes every connection itself (two threads closing them could collide)."""
         from waitress import wasyncore
         self.waitress.trigger.pull_trigger(lambda: wasyncore.close_all(self.connections))
+        self.stopped.wait()
 
     def server_close(self):
         """Close the listening socket and every connection, and let waitress's threads end
