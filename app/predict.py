@@ -12,6 +12,7 @@ strokes made as wide as MNIST's (a fine pen's widened, a broad one's narrowed), 
 centred by its centre of mass in 28x28, as the MNIST images were made.
 """
 
+import functools
 import os
 import sys
 import warnings
@@ -106,8 +107,11 @@ def _read_upright(path):
             raise ValueError(f"{path}: cannot read it as an image ({error})") from None
 
 
+@functools.lru_cache(maxsize=64)
 def _area_resample_matrix(n_in, n_out):
-    """(n_out, n_in) matrix whose rows average the input cells each output cell covers."""
+    """(n_out, n_in) matrix whose rows average the input cells each output cell covers; read-only,
+    kept for the next image of the same size (the page's canvas is always 280x280: building the
+    matrices took 4 of the 13 ms of its to_mnist)."""
     edges = np.linspace(0, n_in, n_out + 1)
     matrix = np.zeros((n_out, n_in))
     for out_index in range(n_out):
@@ -115,6 +119,7 @@ def _area_resample_matrix(n_in, n_out):
         for in_index in range(int(np.floor(start)), min(int(np.ceil(end)), n_in)):
             matrix[out_index, in_index] = min(end, in_index + 1) - max(start, in_index)
         matrix[out_index] /= matrix[out_index].sum()
+    matrix.flags.writeable = False
     return matrix
 
 

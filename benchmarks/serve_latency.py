@@ -124,7 +124,7 @@ def steps_in_process(model_path, grey, png, repeats):
         ("parse JSON grey levels", milliseconds(lambda: serve.grey_from_json(body), repeats)),
         ("preprocess (predict.to_mnist)", milliseconds(lambda: predict.to_mnist(grey), repeats)),
         ("ServedModel.read (to_mnist, network, answer)", milliseconds(lambda: served.read(grey), repeats)),
-        ("encode the answer as JSON", milliseconds(lambda: json.dumps(answer, separators=(",", ":")), repeats)),
+        ("encode the answer as JSON (serve.to_json)", milliseconds(lambda: serve.to_json(answer), repeats)),
     ]
 
 

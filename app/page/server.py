@@ -4,8 +4,9 @@
     python nn.py serve                       # http://127.0.0.1:8000/
     python nn.py serve --model runs/model_mnist.npz --port 0 --open
 
-A local web server from Python's standard library. It serves the page in web/
-(plain HTML, CSS and JavaScript) and a small JSON API that the page uses:
+A small WSGI application on waitress, a pure-Python web server that does the HTTP
+(parsing, keep-alive, threads, limits on connections and bodies, timeouts). It serves
+the page in web/ (plain HTML, CSS and JavaScript) and a small JSON API that the page uses:
 
     GET  /api/model     the model's facts: layer sizes, steps trained, test accuracy
     POST /api/predict   a drawing or an image -> digit, probabilities, the 28x28
@@ -26,8 +27,9 @@ in Python; the page only draws.
 Every refusal is one line of JSON with its status (docs/serve.md lists them).
 Listening on this computer only (the default), it answers only requests whose
 Host is localhost, 127.0.0.1 or [::1]. Every POST must be JSON (or an image, for
-/api/predict) and come from no other site's page (Origin), so that no web page
-elsewhere can start a run that replaces the model file. A model file replaced
+/api/predict), and no API request may come from another site's page (Origin,
+Sec-Fetch-Site), so that no web page elsewhere can start a run that replaces the
+model file, or make a visitor's computer measure the test set again and again. A model file replaced
 while serving is read again on the next request.
 """
 
@@ -37,18 +39,18 @@ import errno
 import io
 import ipaddress
 import json
+import logging
 import math
 import os
 import re
+import select
 import signal
 import socket
 import sys
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -61,9 +63,11 @@ from functions import softmax
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_BODY_BYTES = 2 * 1024 * 1024   # a 280x280 canvas as PNG is a few kB, as JSON grey levels under 1 MB
-MAX_DRAINED_BYTES = 16 * MAX_BODY_BYTES  # of a refused body, read and dropped so that the client sees the answer
 MAX_IMAGE_SIDE = 4096              # larger images are refused before they are decoded
-BODY_TIMEOUT_S = 10                # a body that pauses longer than this gets 408
+CHANNEL_TIMEOUT_S = 10             # seconds (whole): a connection silent this long (a stalled request, an idle keep-alive) is closed
+CONNECTION_LIMIT = 100             # open connections; further ones wait to be accepted until one closes
+MAX_DRAINED_BYTES = 16 * MAX_BODY_BYTES  # of a body over the limit, read and dropped so that the client sees the 413
+THREADS = 8                        # requests answered at once (waitress's threads); the others wait in line
 DECODE_SLOTS = 4                   # requests decoded and read at once; the others wait for a slot
 DECODE_WAIT_S = 10                 # seconds a request waits for a slot before it gets 503
 BODY_TYPES = ("image/png", "image/jpeg", "application/json")  # what POST /api/predict reads
@@ -105,6 +109,7 @@ class ServedModel:
         # "Model: PATH (date, steps, test accuracy)", the line predict prints too
         self.description = description or save.describe_model(model_path, info["steps_done"])
         self.warning = None  # why a newer file could not replace this model, once that happens
+        self.encoded_units = (None, {})  # (the first-layer W, {unit: its weights as JSONText}): see unit_weights
 
     def take(self, other):
         """Become `other` (the ServedModel of a new model file): its model, facts, number,
@@ -166,21 +171,48 @@ class ServedModel:
             "top_units": self.top_units(activations[0], model.layers[0].W) if activations else [],
         }
 
-    @staticmethod
-    def top_units(first_activations, W, count=TOP_UNITS):
+    def top_units(self, first_activations, W, count=TOP_UNITS):
         """[{"unit": i, "activation": a, "weights": (28, 28)}] for the most active units
         of the first hidden layer (whose weights are W, (784, n_hidden)), most active
-        first; weights divided by their largest magnitude, so that the page can colour
-        +1 and -1 alike for every unit."""
+        first, with their weights as unit_weights gives them."""
         units = np.argsort(-first_activations, kind="stable")[:count]
         result = []
         for unit in units:
             if first_activations[unit] <= 0:
                 break
-            weights = W[:, unit] / max(float(np.abs(W[:, unit]).max()), 1e-12)
             result.append({"unit": int(unit), "activation": round(float(first_activations[unit]), 4),
-                           "weights": rounded(weights.reshape(28, 28), 3)})
+                           "weights": self.unit_weights(W, int(unit))})
         return result
+
+    def unit_weights(self, W, unit):
+        """JSONText of a first-layer unit's input weights W[:, unit] as 28x28, divided by their
+        largest magnitude (so that the page can colour +1 and -1 alike for every unit), to 3
+        decimals. They are the same for every drawing, so each is encoded once for the weights
+        W in use (a new model, a training run's snapshot or a damaged copy brings a new W)."""
+        encoded_for, encoded = self.encoded_units
+        if encoded_for is not W:
+            encoded = {}
+            self.encoded_units = (W, encoded)
+        if unit not in encoded:
+            weights = W[:, unit] / max(float(np.abs(W[:, unit]).max()), 1e-12)
+            encoded[unit] = JSONText(to_json(rounded(weights.reshape(28, 28), 3)))
+        return encoded[unit]
+
+
+class JSONText(str):
+    """Text already encoded as JSON, which to_json puts into an answer as it is."""
+
+
+def to_json(value):
+    """The JSON text of value (dicts, lists, numbers, strings, None), compact, with its
+    JSONText parts as they are (a unit's weights: 784 numbers encoded once, not per drawing)."""
+    if isinstance(value, JSONText):
+        return value
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(key))}:{to_json(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list) and any(isinstance(item, (dict, JSONText)) for item in value):
+        return "[" + ",".join(to_json(item) for item in value) + "]"
+    return json.dumps(value, separators=(",", ":"))
 
 
 def rounded(array, decimals):
@@ -266,24 +298,6 @@ def static_files(folder=WEB_DIR):
     return files
 
 
-def announced_length(headers):
-    """The body length that the Content-Length header announces, or None without one.
-
-    Only ASCII digits are a length: int() would also read '１２' (fullwidth) or ' +1_0',
-    and a second Content-Length could disagree with the first (request smuggling), so
-    both are refused with 400.
-    """
-    values = headers.get_all("Content-Length") or []
-    if len(values) > 1:
-        raise BadRequest(400, f"Content-Length given {len(values)} times: send it once")
-    if not values:
-        return None
-    text = values[0].strip()
-    if not (text.isascii() and text.isdigit()):
-        raise BadRequest(400, f"Content-Length {values[0]!r} is not a number of bytes in ASCII digits")
-    return int(text)
-
-
 def check_host(host_header, server):
     """Refuse (403) a Host other than localhost, 127.0.0.1, [::1] or the loopback address the
     server listens on (with no port or the server's) when it listens on this computer only.
@@ -318,12 +332,21 @@ def body_type(headers, accepted=BODY_TYPES):
     return kind
 
 
-def check_origin(origin_header, host_header):
-    """Refuse (403) a POST whose Origin is another site's: a browser names the page that
-    sends a request in Origin, and the server's own page is http://HOST (the Host the
-    request was sent to). Requests without Origin (curl, scripts) are not from a page."""
-    if origin_header is not None and origin_header.strip().lower() != f"http://{host_header or ''}".strip().lower():
-        raise BadRequest(403, f"Origin {origin_header!r}: only this server's own page may send requests here")
+def check_origin(headers):
+    """Refuse (403) an API request that another site's page sends: every POST, and the GETs
+    too, since some cost CPU (GET /api/damage measures the test set).
+
+    A browser names the site of the page that sends a request in Sec-Fetch-Site (every
+    request, even an <img> or a no-cors fetch) and, for posts and cross-site fetches, the
+    page itself in Origin; the server's own page is http://HOST (the Host it was sent to).
+    Requests with neither header (curl, scripts, a URL typed in) are not from a page.
+    """
+    site = headers.get("Sec-Fetch-Site", "").strip().lower()
+    if site in ("cross-site", "same-site"):
+        raise BadRequest(403, f"Sec-Fetch-Site {site}: only this server's own page may send requests here")
+    origin = headers.get("Origin")
+    if origin is not None and origin.strip().lower() != f"http://{headers.get('Host', '')}".strip().lower():
+        raise BadRequest(403, f"Origin {origin!r}: only this server's own page may send requests here")
 
 
 @contextlib.contextmanager
@@ -339,175 +362,71 @@ def decode_slot(server):
         server.decode_slots.release()
 
 
-# ------------------------------------------------------------------ HTTP: the handler
+# ------------------------------------------------------------------ HTTP: a request and its answer
 
-class Handler(BaseHTTPRequestHandler):
-    """Answers GET and HEAD for the page's files and the API routes, POST for /api/predict.
+class Request:
+    """One request as a route sees it: command (the method), path, headers, the server,
+    and read_body(). waitress has read the request whole before the application sees
+    it, the body too (at most MAX_BODY_BYTES; a longer one got 413 without being read)."""
 
-    Every answer that is not a file is JSON; every refusal is {"error": one line}.
-    """
-
-    server_version = "nn.py-serve"
-    protocol_version = "HTTP/1.1"  # keep-alive: the page sends many small requests
-    timeout = 60  # seconds a connection may stay silent before it is closed
-    disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart (Nagle + delayed ACK)
-
-    def do_GET(self):
-        self._answer("GET")
-
-    def do_POST(self):
-        self._answer("POST")
-
-    def do_HEAD(self):
-        self._answer("HEAD")  # as GET; _send leaves the body out
-
-    def do_PUT(self):
-        self._answer("PUT")
-
-    def do_DELETE(self):
-        self._answer("DELETE")
-
-    def do_PATCH(self):
-        self._answer("PATCH")
-
-    def do_OPTIONS(self):
-        self._answer("OPTIONS")
-
-    def _answer(self, method):
-        """Check the headers, route the request; turn every failure into a one-line JSON refusal."""
-        self.unread_bytes = 0  # of the body, still on the connection
-        try:
-            try:
-                self.body_length = announced_length(self.headers)
-            except BadRequest:
-                self.close_connection = True  # where this body ends is unknown: the connection cannot go on
-                raise
-            self.unread_bytes = self.body_length or 0
-            check_host(self.headers.get("Host"), self.server)
-            if method in ("GET", "HEAD") and (self.unread_bytes or "Transfer-Encoding" in self.headers):
-                self.close_connection = True  # the body could be taken for the next request
-                raise BadRequest(400, f"{method} with a body: send none")
-            if method not in ("GET", "HEAD", "OPTIONS"):
-                check_origin(self.headers.get("Origin"), self.headers.get("Host"))
-            path = urlsplit(self.path).path
-            if path in self.server.routes:
-                self.server.reload_if_replaced()
-                allowed = self.server.routes[path]
-                if "GET" in allowed:
-                    allowed = {**allowed, "HEAD": allowed["GET"]}
-                if method not in allowed:
-                    raise BadRequest(405, f"{method} {path}: use {' or '.join(allowed)}", {"Allow": ", ".join(allowed)})
-                self._send_json(200, allowed[method](self))
-            elif path in self.server.files:
-                if method not in ("GET", "HEAD"):
-                    raise BadRequest(405, f"{method} {path}: use GET", {"Allow": "GET, HEAD"})
-                self._send_file(path, self.server.files[path])
-            else:
-                raise BadRequest(404, f"{path}: not found")
-        except BadRequest as refusal:
-            self._refuse(refusal)
-        except Exception as error:  # a bug: answer one line, never a traceback; note it on the console
-            self.log_message("internal error on %s %s: %s: %s", method, self.path, type(error).__name__, error)
-            self._refuse(BadRequest(500, "internal error (see the server's console)"))
+    def __init__(self, environ, server):
+        self.environ, self.server = environ, server
+        self.command = environ["REQUEST_METHOD"]
+        self.path = environ.get("PATH_INFO", "")
+        self.headers = {key.removeprefix("HTTP_").replace("_", "-").title(): value  # HTTP_HOST -> Host
+                        for key, value in environ.items()
+                        if key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH")}
 
     def read_body(self):
-        """The request body: 411 without a Content-Length, 413 over MAX_BODY_BYTES (before
-        reading it), 408 when it stops arriving for BODY_TIMEOUT_S, 400 when the client
-        closes before sending all of it. After 408 and 400 the connection is closed."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            raise BadRequest(411, "body: send a Content-Length, not chunked encoding")
-        if self.body_length is None:
-            self.close_connection = True
+        """The request body: 411 without a Content-Length (a chunked body has one by now:
+        waitress gathered it)."""
+        length = self.headers.get("Content-Length")
+        if length is None:
             raise BadRequest(411, "body: a POST needs a Content-Length")
-        if self.body_length > MAX_BODY_BYTES:
-            raise BadRequest(413, f"body of {self.body_length} bytes, the limit is {MAX_BODY_BYTES}")
-        self.unread_bytes = 0  # from here on, whatever happens, nothing of it is read again
-        self.connection.settimeout(BODY_TIMEOUT_S)
-        try:
-            body = self.rfile.read(self.body_length)
-        except TimeoutError:
-            self.close_connection = True
-            self.log_message("%s %s: the body stopped arriving (408)", self.command, self.path)
-            raise BadRequest(408, f"body: timed out, nothing arrived for {BODY_TIMEOUT_S} s") from None
-        finally:
-            self.connection.settimeout(self.timeout)
-        if len(body) < self.body_length:
-            self.close_connection = True
-            raise BadRequest(400, f"body: {len(body)} of the {self.body_length} bytes that Content-Length "
-                                  f"announced arrived before the client closed")
-        return body
+        return self.environ["wsgi.input"].read(int(length))
 
-    def _send_json(self, status, value, headers=None):
-        self._send(status, json.dumps(value, separators=(",", ":")).encode(), "application/json", headers=headers)
 
-    def _send_file(self, request_path, path):
-        try:
-            body = path.read_bytes()
-        except OSError:  # removed or unreadable since the server started
-            raise BadRequest(404, f"{request_path}: not found (gone from {path.parent.name}/)") from None
-        self._send(200, body, CONTENT_TYPES[path.suffix], cache="no-cache")
+def answer(request):
+    """(status, headers, body) for a request: check its Host and, for the API, the site of
+    the page that sends it; route it; turn every failure into a one-line JSON refusal."""
+    server, method, path = request.server, request.command, request.path
+    try:
+        check_host(request.headers.get("Host"), server)
+        if method in ("GET", "HEAD") and request.headers.get("Content-Length", "0") != "0":
+            raise BadRequest(400, f"{method} with a body: send none")  # waitress has read it: no request
+        if path in server.routes:
+            check_origin(request.headers)
+            server.reload_if_replaced()
+            allowed = server.routes[path]
+            if "GET" in allowed:
+                allowed = {**allowed, "HEAD": allowed["GET"]}
+            if method not in allowed:
+                raise BadRequest(405, f"{method} {path}: use {' or '.join(allowed)}", {"Allow": ", ".join(allowed)})
+            return json_answer(200, allowed[method](request))
+        if path in server.files:
+            if method not in ("GET", "HEAD"):
+                raise BadRequest(405, f"{method} {path}: use GET", {"Allow": "GET, HEAD"})
+            return file_answer(path, server.files[path])
+        raise BadRequest(404, f"{path}: not found")
+    except BadRequest as refusal:
+        return json_answer(refusal.status, {"error": str(refusal)}, refusal.headers)
+    except Exception as error:  # a bug: answer one line, never a traceback; note it on the console
+        print(f"nn.py serve: internal error on {method} {path}: {type(error).__name__}: {error}",
+              file=sys.stderr, flush=True)
+        return json_answer(500, {"error": "internal error (see the server's console)"})
 
-    def _refuse(self, refusal):
-        unread = self.unread_bytes
-        if unread:
-            self.close_connection = True  # its unread body would be taken for the next request
-        self._send_json(refusal.status, {"error": str(refusal)}, refusal.headers)
-        if unread:
-            self._drain_body(unread)
 
-    def _drain_body(self, length):
-        """Read and drop up to MAX_DRAINED_BYTES of a refused body of `length` bytes, waiting at
-        most a second for each piece: a client still sending it then reads the answer, not a
-        reset connection."""
-        try:
-            remaining = min(length, MAX_DRAINED_BYTES)
-            self.connection.settimeout(1.0)
-            while remaining > 0:
-                piece = self.rfile.read(min(remaining, 1 << 16))
-                if not piece:
-                    break
-                remaining -= len(piece)
-        except (OSError, ValueError):  # the client gave up or paused
-            pass
+def json_answer(status, value, headers=None):
+    return status, {"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})}, \
+        to_json(value).encode()
 
-    def _send(self, status, body, content_type, cache="no-store", headers=None):
-        """Send the answer; to HEAD, the same headers (Content-Length included) with no body."""
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
-    def send_error(self, code, message=None, explain=None):
-        """Malformed requests that the standard library refuses itself: one JSON line too."""
-        self.close_connection = True
-        self._send_json(code, {"error": message or HTTPStatus(code).phrase})
-
-    def handle_one_request(self):
-        self.request_started = False  # set by parse_request once a request line has arrived
-        super().handle_one_request()
-
-    def parse_request(self):
-        self.request_started = True
-        return super().parse_request()
-
-    def log_error(self, format, *args):
-        """One console line per real error; a keep-alive connection closed after its idle
-        time (the standard library's "Request timed out" before any request) is none."""
-        if format.startswith("Request timed out") and not self.request_started:
-            return
-        super().log_error(format, *args)
-
-    def log_request(self, code="-", size="-"):
-        """Answered requests are not logged (the page sends one per pen move)."""
+def file_answer(request_path, path):
+    try:
+        body = path.read_bytes()
+    except OSError:  # removed or unreadable since the server started
+        raise BadRequest(404, f"{request_path}: not found (gone from {path.parent.name}/)") from None
+    return 200, {"Content-Type": CONTENT_TYPES[path.suffix], "Cache-Control": "no-cache"}, body
 
 
 def api_model(handler):
@@ -565,20 +484,17 @@ ROUTES = {"/api/model": {"GET": api_model}, "/api/predict": {"POST": api_predict
           "/api/train/save": {"POST": explore_route("training", training_session.TrainingSession.decide)}}
 
 
-class Server(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that knows the model, the routes and the page's files.
+class Server:
+    """The page's server: the model, the routes and the page's files, answered by waitress
+    (threads, keep-alive, request parsing, limits and timeouts) through a WSGI application.
 
     served is the model in use; reload_if_replaced swaps in a new one when its file
     changes. decode_slots bounds how many drawings are decoded and read at once.
     """
 
-    daemon_threads = True  # open keep-alive connections do not hold up Ctrl-C
-    request_queue_size = 128  # the listen backlog; socketserver's 5 resets a burst of connections
-
     def __init__(self, address, served, routes=ROUTES, files=None, model_path=None,
-                 data_dir=PROJECT_DIR / "datasets", train=None):
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
+                 data_dir=PROJECT_DIR / "datasets", connection_limit=CONNECTION_LIMIT,
+                 channel_timeout_s=CHANNEL_TIMEOUT_S, train=None):
         self.served = served
         self.explorer = explore.Explorer(served, data_dir)
         self.model_lock = threading.RLock()  # the model file: a reload, or a training run's save and its reload
@@ -592,13 +508,53 @@ class Server(ThreadingHTTPServer):
         self.decode_wait_s = DECODE_WAIT_S
         self.model_path = model_path
         self.model_signature = file_signature(model_path) if model_path else None
-        super().__init__(address, Handler)
+        # bound here, so that a port in use or a --host of no address is an OSError naming its errno
+        listening = socket.create_server(address, family=socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        self.server_address = listening.getsockname()
+        self.server_port = self.server_address[1]
         self.local_only = ipaddress.ip_address(self.server_address[0]).is_loopback
+        self.connections = {}  # waitress's sockets: the listening one, its wake-up pipe, the clients'
+        self.stopped = threading.Event()  # serve_forever has returned
+        self.waitress = start_waitress(self.application, listening, self.connections, connection_limit,
+                                       channel_timeout_s)
+
+    def application(self, environ, start_response):
+        """The WSGI application: every request's answer (see answer); to HEAD, the same
+        headers (Content-Length included) with no body."""
+        request = Request(environ, self)
+        status, headers, body = answer(request)
+        start_response(f"{status} {HTTPStatus(status).phrase}", [
+            *headers.items(), ("Content-Length", str(len(body))), ("X-Content-Type-Options", "nosniff")])
+        return [] if request.command == "HEAD" else [body]
 
     @property
     def url(self):
         host, port = self.server_address[:2]
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+    def serve_forever(self):
+        """Answer requests until Ctrl-C (KeyboardInterrupt, raised from here) or shutdown().
+        waitress's own run() would wait up to 5 s for the requests being answered, a save
+        of a training run among them, before saying anything: main says what it waits for."""
+        from waitress import wasyncore
+        try:
+            wasyncore.loop(timeout=1, map=self.connections, use_poll=True)
+        finally:
+            self.stopped.set()
+
+    def shutdown(self):
+        """Stop serve_forever from another thread, and wait until it has: waitress's loop
+        closes every connection itself (two threads closing them could collide)."""
+        from waitress import wasyncore
+        self.waitress.trigger.pull_trigger(lambda: wasyncore.close_all(self.connections))
+        self.stopped.wait()
+
+    def server_close(self):
+        """Close the listening socket and every connection, and let waitress's threads end
+        once their requests are answered (without waiting for them)."""
+        from waitress import wasyncore
+        self.waitress.task_dispatcher.set_thread_count(0)
+        wasyncore.close_all(self.connections)
 
     def reload_if_replaced(self):
         """Read the model file again when it changed (time, size or inode) since it was read.
@@ -638,14 +594,72 @@ class Server(ThreadingHTTPServer):
                 self.model_signature = file_signature(self.model_path)
             return served
 
-    def handle_error(self, request, client_address):
-        """One line for an error outside a request's own handling, instead of socketserver's
-        traceback; nothing when the client merely went away."""
-        error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError):
+
+def start_waitress(application, listening, connections, connection_limit, channel_timeout_s):
+    """A waitress server answering `application` on the bound socket `listening`, keeping
+    its sockets in the dict `connections`.
+
+    waitress is imported here, not at the top: the training command never needs it. Its
+    own refusals (a malformed request, a body over MAX_BODY_BYTES) are one line of JSON
+    like every other; its log is one line an event, without the queue-depth notes that a
+    class drawing at once makes routine.
+    """
+    from waitress.channel import HTTPChannel
+    from waitress.server import create_server
+    from waitress.task import ErrorTask
+
+    class JSONErrorTask(ErrorTask):
+        """waitress's answer to a request it refuses before the application sees it."""
+
+        def execute(self):
+            error, length = self.request.error, self.request.content_length
+            if error.code == 413:
+                reason = (f"body of {length} bytes, the limit is {MAX_BODY_BYTES}" if length > MAX_BODY_BYTES
+                          else f"body of more than {MAX_BODY_BYTES} bytes (chunked), the limit is {MAX_BODY_BYTES}")
+            else:
+                reason = " ".join(str(error.body).split())
+            body = json.dumps({"error": reason}, separators=(",", ":")).encode()
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers += [("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff")]
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+            if error.code == 413:
+                drain(self.channel.socket)
+
+    log = logging.getLogger("waitress")
+    if not log.handlers:  # not again for a second server in one process (the tests)
+        log.addHandler(ConsoleLine())
+        log.propagate = False
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    server = create_server(application, map=connections, sockets=[listening], threads=THREADS, connection_limit=connection_limit,
+                           channel_timeout=channel_timeout_s, cleanup_interval=1,
+                           max_request_body_size=MAX_BODY_BYTES + 1,  # waitress refuses a body this long or longer
+                           ident="nn.py-serve", log_socket_errors=False, asyncore_use_poll=True)
+    server.channel_class = type("JSONErrorChannel", (HTTPChannel,), {"error_task_class": JSONErrorTask})
+    return server
+
+
+class ConsoleLine(logging.Handler):
+    """Writes a log record as one console line, "nn.py serve: message", never a traceback."""
+
+    def emit(self, record):
+        print(f"nn.py serve: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
+def drain(connection, limit=MAX_DRAINED_BYTES, pause_s=1.0):
+    """Read and drop up to `limit` bytes that a client is still sending on `connection`,
+    waiting at most pause_s for each piece: a client sending a body over the limit then
+    reads its 413, where a connection closed under it would be reset before it reads.
+    (waitress reads nothing more from a connection while one of its requests is answered.)"""
+    while limit > 0 and select.select([connection], [], [], pause_s)[0]:
+        try:
+            piece = connection.recv(min(limit, 1 << 16))
+        except OSError:  # the client gave up
             return
-        print(f"nn.py serve: error with {client_address[0]}: {type(error).__name__}: {error}",
-              file=sys.stderr, flush=True)
+        if not piece:
+            return
+        limit -= len(piece)
 
 
 def file_signature(path):
@@ -767,6 +781,10 @@ def main(argv=None, train=None):
         print(f"nn.py serve: error: cannot listen on --host {args.host} --port {args.port}: {error.strerror} "
               f"(see python nn.py serve --help)", file=sys.stderr)
         return 2
+    except ImportError as error:  # the web server the page stands on is not installed
+        print(f"nn.py serve: error: the page needs waitress, its web server ({error}): "
+              f"pip install -r requirements.txt", file=sys.stderr)
+        return 1
     if args.train:
         try:
             server.training.check_can_save()
@@ -796,8 +814,8 @@ def main(argv=None, train=None):
         print(server.training.quit_message(), file=sys.stderr, flush=True)
         return signals.EXIT_INTERRUPTED.get(stopping.signal, 130)
     finally:
+        stopping.done()  # first: a further Ctrl-C now would only interrupt the closing
         server.server_close()
-        stopping.done()
     if outcome:
         print(outcome, flush=True)  # what became of the run, before the server's last line
     print("Stopped.", flush=True)
