@@ -224,7 +224,7 @@ def test_damage_settings_apply_what_they_say(model):
     # (n = 117,600); allow five of those
     assert abs(ratio - 0.5) < 5 * 0.5 / np.sqrt(2 * model.layers[0].W.size)
     zeroed = damage.damaged_copy(model, damage.check_settings({"zero_layer": 2}, 3))
-    assert not zeroed.layers[1].Wb.any() and zeroed.layers[0].Wb.any()
+    assert not zeroed.layers[1].W.any() and not zeroed.layers[1].b.any() and zeroed.layers[0].W.any()
 
 
 BAD_DAMAGE = [

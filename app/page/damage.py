@@ -104,7 +104,8 @@ def damaged_copy(model, settings):
         for layer in layers:
             layer.b[...] = 0
     if settings["zero_layer"] is not None:
-        layers[settings["zero_layer"] - 1].Wb[...] = 0
+        zeroed = layers[settings["zero_layer"] - 1]
+        zeroed.W[...], zeroed.b[...] = 0, 0
     return damaged
 
 
