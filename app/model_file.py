@@ -97,7 +97,7 @@ def to_bytes(model, config=None, steps_done=0, history=None, training_state=None
     history_losses, the loss of each step, and history_json, the step of the
     first of them and the evaluations made.
     history: {"loss_steps": [consecutive steps], "losses": [...], "evaluations": [...]}.
-    training_state (optional, from nn.train): {"schedule_steps": the steps the
+    training_state (optional, from nn.py's train): {"schedule_steps": the steps the
     learning-rate schedule was built for, "generator": the generator's
     bit_generator.state or None, "optimizer": its name or None, "optimizer_numbers":
     {...}, "optimizer_arrays": {name: array (P,)}, "epoch_order": the permutation

@@ -424,11 +424,12 @@ def measure_data(repeats):
     return statistics.median(parse), statistics.median(cache)
 
 
-def measure_full_run(*flags):
+def measure_full_run(*flags, project_dir=PROJECT_DIR):
     """(wall seconds, peak resident memory in MiB, stats.json, CPU seconds: user + system) of
-    `python nn.py --quiet FLAGS` on one thread, with cached data."""
+    `python nn.py --quiet FLAGS` on one thread, with cached data; project_dir: this tree, or
+    the revision exported for --against."""
     with tempfile.TemporaryDirectory() as folder:
-        command = [str(PROJECT_DIR / "nn.py"), "--quiet", "--threads", "1", "--out", folder, *flags]
+        command = [str(project_dir / "nn.py"), "--quiet", "--threads", "1", "--out", folder, *flags]
         code = ("import resource, subprocess, sys, time; started = time.perf_counter(); "
                 f"r = subprocess.run([sys.executable, *{command!r}], stdout=subprocess.DEVNULL); "
                 "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
@@ -453,15 +454,17 @@ def median_of(runs, key):
     return statistics.median(values) if values else None
 
 
-def measure_full_runs(repeats, with_torch):
+def measure_full_runs(repeats, with_torch, against=None):
     """Whole runs of `python nn.py` (default) and `python nn.py --preset fast`, and PyTorch
-    training the fast recipe, alternating, on one thread. Returns {name: {"runs": [...],
-    "median": {...}}}, each run with wall and training time, what is not training as a
-    ratio of the training time, time to 98 %, test accuracy and loss."""
+    training the fast recipe, alternating, on one thread; with --against, the revision's own
+    default run too ("rev_default"). Returns {name: {"runs": [...], "median": {...}}}, each
+    run with wall and training time, what is not training as a ratio of the training time,
+    time to 98 %, test accuracy and loss."""
     evaluation_s = run_worker("evaluate", 1, 5, 1)
     recipes = {"default": [], "fast": ["--preset", "fast"], "one_step": ["--steps", "1", "--eval-every", "0"],
                "default_no_evaluations": ["--eval-every", "0"]}
-    runs = {name: [] for name in [*recipes, *(["torch_fast"] if with_torch else [])]}
+    runs = {name: [] for name in [*recipes, *(["torch_fast"] if with_torch else []),
+                                  *(["rev_default"] if against else [])]}
     for repeat in range(repeats):
         for name in (list(runs) if repeat % 2 == 0 else list(runs)[::-1]):  # alternate
             if name == "torch_fast":
@@ -469,7 +472,10 @@ def measure_full_runs(repeats, with_torch):
                 runs[name].append({"train_time_s": train_time, "test_accuracy": accuracy,
                                    "time_to_98_s": train_time if accuracy >= 0.98 else None})
                 continue
-            wall, peak, stats, cpu = measure_full_run(*recipes[name])
+            if name == "rev_default":
+                wall, peak, stats, cpu = measure_full_run(project_dir=against["folder"])
+            else:
+                wall, peak, stats, cpu = measure_full_run(*recipes[name])
             train, evaluations = stats["train_time_s"], len(stats["evaluations"])
             runs[name].append({
                 "wall_s": wall, "cpu_s": cpu, "train_time_s": train, "peak_rss_mib": peak,
@@ -497,7 +503,11 @@ def report_full_runs(summary):
         values = [run[key] for run in summary[name]["runs"] if run[key] is not None]
         return (max(values) - min(values)) / statistics.median(values) if values else 0.0
     print(f"\nwhole runs, one thread, medians of {count} alternating (spread: (max - min) / median)")
-    for name, label in (("default", "python nn.py"), ("fast", "python nn.py --preset fast")):
+    labels = (("default", "python nn.py"), ("fast", "python nn.py --preset fast"),
+              ("rev_default", f"{summary.get('against', 'REV')}: python nn.py"))
+    for name, label in labels:
+        if name not in summary:
+            continue
         m = summary[name]["median"]
         print(f"  {label:<27} wall {m['wall_s']:6.2f} s, training {m['train_time_s']:6.2f} s "
               f"(spread {spread(name, 'train_time_s'):.0%}), not training {m['wall_s'] - m['train_time_s']:.2f} s "
@@ -651,7 +661,9 @@ def benchmark(args, against):
     print(f"\ndata: parse mnist_train.csv {parse:.3f} s, load its cache {cache:.3f} s")
     if not args.no_full_run:
         with_torch = "torch" in contenders
-        results["full_runs"] = measure_full_runs(args.full_runs, with_torch)
+        results["full_runs"] = measure_full_runs(args.full_runs, with_torch, against)
+        if against:
+            results["full_runs"]["against"] = args.against
         report_full_runs(results["full_runs"])
     results["machine"]["load_average_at_end"] = os.getloadavg()
     print(f"load average (1, 5, 15 minutes) at the start {load_text(results['machine']['load_average_at_start'])}, "

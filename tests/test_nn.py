@@ -558,25 +558,6 @@ def test_benchmark_against_outside_a_git_checkout_says_so(tmp_path):
                              "benchmark.py: error: --against HEAD: git is not installed\n")
 
 
-def test_two_runs_at_once_in_one_folder_do_not_corrupt_anything(tmp_path):
-    from app import data
-    images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    data.write_csv(data_dir / "mnist_train.csv", images[:3000], labels[:3000])
-    data.write_csv(data_dir / "mnist_test.csv", images[3000:4000], labels[3000:4000])
-    command = [sys.executable, str(PROJECT_DIR / "nn.py"), "--data", str(data_dir), "--out", str(tmp_path),
-               "--steps", "100", "--quiet"]
-    runs = [subprocess.Popen(command + ["--seed", str(seed)], stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
-    for run in runs:
-        assert run.wait(timeout=120) == 0, run.stderr.read()
-    assert data.load_csv(data_dir / "mnist_train.csv")[2]  # a cache that one of them wrote, intact
-    stats = read_stats(tmp_path)
-    model, info = model_file.load(tmp_path / "model_mnist.npz", with_info=True)
-    assert stats["seed"] in (1, 2) and info["config"]["seed"] in (1, 2)
-    assert not list(tmp_path.glob(".*.tmp")) and not list(data_dir.glob(".*.tmp"))
-
-
 @pytest.mark.parametrize("command", [["--resume", "README.md"], ["predict", "--model", "README.md", "digit.png"]])
 def test_a_file_that_is_not_a_model_is_named_as_such(command, tmp_path):
     from PIL import Image

@@ -1,5 +1,6 @@
-"""save.describe_model and save.stats_of_model: a model's one-line account takes its steps
-from the model file, and a stats.json's test accuracy only when that file describes it."""
+"""app/save.py: a model's one-line account (describe_model, stats_of_model) takes its steps
+from the model file, and a stats.json's test accuracy only when that file describes it; the
+model a run replaces is kept; a second save into a folder waits for the first one's lock."""
 
 import json
 
@@ -132,3 +133,27 @@ def test_a_replaced_model_is_copied_without_the_stats_of_another_model(model_pat
     write_stats(model_path.parent, steps=300, test_accuracy=0.9, model_sha256=save.file_sha256(model_path))
     save.keep_replaced_model(model_path.parent)  # its own stats: copied with it
     assert len(list((model_path.parent / save.RUNS_DIR).glob("*/stats.json"))) == 1
+
+
+def test_a_second_save_into_a_folder_waits_for_its_lock_and_says_whose_it_is(tmp_path):
+    """The lock of app/save.py, taken twice (two open files, as two programs do): the second
+    says in one line whose lock it waits for, and goes on only once the first lets it go."""
+    import os
+    import threading
+    import time
+    said, order = [], []
+
+    def second_save():
+        with save.folder_lock(tmp_path, say=said.append):
+            order.append("second")
+
+    with save.folder_lock(tmp_path):
+        waiting = threading.Thread(target=second_save)
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.01)
+        order.append("first")
+    waiting.join(30)
+    assert order == ["first", "second"]
+    assert said == [f"nn.py: waiting: another program (pid {os.getpid()}) is saving into {tmp_path}"]
