@@ -373,7 +373,9 @@ def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, qu
     pitch = 28 + 1  # a tile and the line between tiles, in mosaic pixels
     for i, unit in enumerate(units):  # the unit's number in the tile's top-left corner
         row, column = divmod(i, columns)
-        axes.text(column * pitch + 0.5, row * pitch + 0.5, str(unit), fontsize=6, color="0.25", va="top", ha="left")
+        axes.text(column * pitch + 0.7, row * pitch + 0.7, str(unit), fontsize=7.5, color="black", va="top",
+                  ha="left", bbox={"boxstyle": "square,pad=0.15", "facecolor": "white", "edgecolor": "none",
+                                   "alpha": 0.85})
     axes.axis("off")
     if title is None:
         title = f"What the first hidden units look for\n({chosen}, numbered)"
@@ -381,6 +383,10 @@ def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, qu
     colour_bar = figure.add_axes(((0.35 + image_width) / width, 0.1 / height + 0.1 * image_height / height,
                                   0.15 / width, 0.8 * image_height / height))
     figure.colorbar(image, cax=colour_bar, label=f"{quantity} / largest |{quantity}| of its unit")
+    colour_bar.text(1.6, 1.02, "red: ink here\nturns it on", transform=colour_bar.transAxes, ha="center",
+                    va="bottom", fontsize=8, color="#b2182b")
+    colour_bar.text(1.6, -0.02, "blue: ink here\nholds it off", transform=colour_bar.transAxes, ha="center",
+                    va="top", fontsize=8, color="#2166ac")
     return figure
 
 
