@@ -174,17 +174,18 @@ def set_titles(axes, title, subtitle_lines):
                   fontsize=9)
 
 
-def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle=None):
+def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle=None, note=None):
     """Training loss per step (raw and smoothed) with the evaluated losses on top.
 
     steps, losses: the per-step (or sampled) training loss. evaluations: a list of
     dicts with "step" and any of "test_loss", "val_loss". subtitle: a second, smaller
-    title line, such as the recipe that produced the curve.
+    title line, such as the recipe that produced the curve. note: a line in the corner of the
+    axes explaining something the curves show (see training_loss_note).
     """
     subtitle_lines = wrap_subtitle(subtitle)
     figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, top_margin(subtitle_lines)))  # room for 6 x 10^-1
-    window = max(1, len(losses) // 100)
-    faint = window > 1  # pale under its running mean; alone (under 200 steps) drawn fully
+    window = max(1, -(-len(losses) // 200))  # stats.json's loss_curve averages windows of this many steps too
+    faint = window > 1  # pale under its running mean; alone (200 steps or fewer) drawn fully
     columns = round(figure.get_figwidth() * DPI * axes.get_position().width)  # the axes' width in pixels
     axes.plot(*thinned_line(steps, losses, columns), color="tab:blue", alpha=0.25 if faint else 1.0,
               linewidth=0.6 if faint else 1.2, label="training loss (per step)",
@@ -208,7 +209,21 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle
     set_titles(axes, title, subtitle_lines)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
+    if note:  # bottom left, where the early steps' high losses leave the axes empty
+        axes.text(0.01, 0.02, note, transform=axes.transAxes, ha="left", va="bottom", fontsize=8, color="0.2",
+                  bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.9})
     save_figure(figure, path)
+
+
+def training_loss_note(dropout, augmented):
+    """A line for the loss graph when the training loss is measured on a harder task than the
+    test loss (dropout, or shifted and turned images, are on in training only), so that it can
+    sit above the test loss; None otherwise."""
+    causes = [cause for cause, on in (("dropout", dropout), ("shifted or turned images", augmented)) if on]
+    if not causes:
+        return None
+    return (f"The training loss is measured with {' and '.join(causes)}, which the test is not:\n"
+            "it can sit above the test loss without anything being wrong.")
 
 
 def accuracy_graph(path, evaluations, title="Accuracy during training", subtitle=None):
