@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from atomic import atomic_write
+from app.atomic import atomic_write
 from dense_layer import DenseLayer
 from functions import ACTIVATIONS, softmax
 from optimizers import OPTIMIZERS

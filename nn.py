@@ -317,17 +317,17 @@ from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-import data  # noqa: E402
-import runs  # noqa: E402
+from app import data  # noqa: E402
+from app import runs  # noqa: E402
 from augment import random_rotations, random_shifts  # noqa: E402
-import atomic  # noqa: E402
-import picture_workers  # noqa: E402
-from atomic import atomic_write  # noqa: E402
+from app import atomic  # noqa: E402
+from app import picture_workers  # noqa: E402
+from app.atomic import atomic_write  # noqa: E402
 from functions import ACTIVATIONS, cross_entropy, softmax, softmax_cross_entropy  # noqa: E402
 from mlp import MLP, ModelFileError  # noqa: E402
 from optimizers import OPTIMIZERS, learning_rate_at, make_optimizer  # noqa: E402
-from progress import Progress, format_duration  # noqa: E402
-from words import count  # noqa: E402
+from app.progress import Progress, format_duration  # noqa: E402
+from app.words import count  # noqa: E402
 
 
 def resolve_config(args, resumed_config=None):
@@ -832,7 +832,7 @@ def write_outputs(out_dir, model, config, stats, history, test_set, probabilitie
     `pictures`, a PictureWorkers. stats.json is not among them: run writes it last, once it
     knows whether a signal arrived meanwhile."""
     if show:
-        import plots
+        from app import plots
         if not plots.use_display(True):
             print("--show: no display found; the pictures are in files only")
     model.save(out_dir / MODEL_FILE, config=recorded_config(config), steps_done=history["steps_done"],
@@ -1238,7 +1238,7 @@ def forgotten_predict(argv, unrecognized):
     seven.png", "--model m.npz seven.png"): the predict command line, as not_a_command
     gives it for "seven.png" alone; None when no unrecognized word is an image or a
     flag of predict (a plain unrecognized argument)."""
-    import predict
+    from app import predict
     predict_options = predict.build_parser()._option_string_actions
     if not any(is_image(word) or option_named(word, predict_options) not in (None, "-h", "--help")
                for word in unrecognized):
@@ -1269,7 +1269,7 @@ def predict_words(argv):
     """(the words of argv that `nn.py predict` accepts, the training flags it does not):
     images and predict's own flags with their values are kept; a training flag is
     dropped with the values it takes."""
-    import predict
+    from app import predict
     # argparse's table of option strings ("--model" -> its action, which knows its nargs)
     predict_options = predict.build_parser()._option_string_actions
     training_options = build_parser()._option_string_actions
@@ -1306,10 +1306,10 @@ def predict_words(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "predict":
-        import predict
+        from app import predict
         return predict.main(argv[1:])
     if argv and argv[0] == "serve":
-        import serve
+        from app.page import server as serve
         return serve.main(argv[1:])
     if argv and not argv[0].startswith("-"):  # training takes no word: a command misspelt or forgotten
         print(f"nn.py: error: {not_a_command(argv)}", file=sys.stderr)

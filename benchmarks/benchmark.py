@@ -50,7 +50,7 @@ BATCH, SIZES = 64, (784, 150, 150, 10)
 
 def load_training_set():
     sys.path.insert(0, str(PROJECT_DIR))
-    import data
+    from app import data
     splits = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"], log=lambda text: None)
     return splits["train"]
 
@@ -60,7 +60,7 @@ def worker_numpy(steps, warmup):
     import numpy as np
     import nn
     from mlp import MLP
-    from progress import Progress
+    from app.progress import Progress
     images, labels = load_training_set()
     rng = np.random.default_rng(0)
     model = MLP(SIZES, rng=rng)
@@ -83,7 +83,7 @@ def worker_flat(steps, warmup):
     gap to `numpy` is what the structure costs; the gap to `matmul` is what NumPy
     itself costs around the products."""
     import numpy as np
-    import data
+    from app import data
     from functions import softmax_cross_entropy
     images, labels = load_training_set()
     rng = np.random.default_rng(0)
@@ -227,7 +227,7 @@ def worker_evaluate(steps, warmup):
     import nn
     from mlp import MLP
     sys.path.insert(0, str(PROJECT_DIR))
-    import data
+    from app import data
     images, labels = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"], log=lambda text: None)["test"]
     model = MLP(SIZES, rng=np.random.default_rng(0))
     times = []
@@ -253,7 +253,7 @@ def torch_recipe(preset):
     assert config["optimizer"] in ("sgd", "momentum", "nesterov") and not (config["dropout"] or config["augment"]
                                                                           or config["rotate"] or config["weight_decay"])
     sys.path.insert(0, str(PROJECT_DIR))
-    import data
+    from app import data
     splits = data.load_mnist(PROJECT_DIR / "datasets", [PROJECT_DIR / "datasets"], log=lambda text: None)
     (images, labels), (test_images, test_labels) = splits["train"], splits["test"]
     rng = np.random.default_rng([config["seed"], 0])  # as nn.py: initial weights, then the permutations
@@ -361,7 +361,7 @@ def export_revision(commit, folder):
     if archive.wait() != 0 or unpacked.returncode != 0:
         raise RevisionError(f"cannot export it: {unpacked.stderr.decode().strip() or 'git archive failed'}")
     sys.path.insert(0, str(PROJECT_DIR))
-    import data
+    from app import data
     try:
         load_training_set()  # make sure this tree's CSVs and caches exist
     except data.DataError as error:
@@ -386,7 +386,8 @@ def check_revision(folder):
         if "invalid choice" in last_line:
             raise RevisionError("too old: its benchmarks/benchmark.py has no --worker matmul")
         raise RevisionError(f"its --worker matmul failed: {last_line}")
-    code = ("import sys, data; loaded = data.load_csv(sys.argv[1]); "
+    code = ("import sys\ntry:\n    from app import data\nexcept ImportError:  # a revision before app/\n    import data\n"
+            "loaded = data.load_csv(sys.argv[1]); "
             "print(loaded[2] if isinstance(loaded, tuple) and len(loaded) == 3 else None)")
     loaded = subprocess.run([sys.executable, "-c", code, str(folder / "datasets" / "mnist_train.csv")],
                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(folder)), cwd=folder)
@@ -400,7 +401,7 @@ def torch_available():
 def measure_data(repeats):
     """Median seconds of parsing the training CSV and of loading its cache."""
     sys.path.insert(0, str(PROJECT_DIR))
-    import data
+    from app import data
     load_training_set()  # make sure the CSV and its cache exist
     path = data.csv_path(PROJECT_DIR / "datasets", "train")
     parse, cache = [], []

@@ -21,11 +21,11 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 import numpy as np  # noqa: E402
 
-import data  # noqa: E402
+from app import data  # noqa: E402
 import nn  # noqa: E402
-import plots  # noqa: E402
+from app import plots  # noqa: E402
 from mlp import MLP  # noqa: E402
-from progress import Progress  # noqa: E402
+from app.progress import Progress  # noqa: E402
 
 CONTENDERS = [  # (label, flags): momentum's lr is 10x smaller, as its velocity sums about 10 gradients
     ("SGD, lr 0.1 (the original)", {"optimizer": "sgd", "lr": 0.1}),

@@ -87,13 +87,13 @@ def child(flags, report_path, pictures_here):
     import nn
     seconds["import nn.py and its modules"] = time.perf_counter() - started
     import mlp
-    import picture_workers
-    import runs
+    from app import picture_workers
+    from app import runs
     modules = {"nn": nn, "runs": runs, "mlp.MLP": mlp.MLP, "picture_workers.PictureWorkers": picture_workers.PictureWorkers}
     if pictures_here:
         nn.picture_workers_wanted = lambda show: 0
         started = time.perf_counter()
-        import plots  # imported by nn.py when it draws, with matplotlib's Figure and Agg
+        from app import plots  # imported by nn.py when it draws, with matplotlib's Figure and Agg
         import matplotlib.backends.backend_agg  # noqa: F401
         import matplotlib.figure  # noqa: F401
         seconds["import Matplotlib"] = time.perf_counter() - started

@@ -114,8 +114,8 @@ def milliseconds(function, repeats):
 
 def steps_in_process(model_path, grey, png, repeats):
     """[(step, median ms)] for the server's own steps, called directly."""
-    import predict
-    import serve
+    from app import predict
+    from app.page import server as serve
     served = serve.load_served_model(model_path)
     body = json.dumps({"width": 280, "height": 280, "pixels": grey.ravel().tolist()}).encode()
     answer = served.read(grey)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 import numpy as np  # noqa: E402
 
-import data  # noqa: E402
+from app import data  # noqa: E402
 import nn  # noqa: E402
 from functions import softmax_cross_entropy  # noqa: E402
 from mlp import MLP  # noqa: E402

@@ -25,10 +25,10 @@ sys.path.insert(0, str(PROJECT_DIR))
 
 import numpy as np  # noqa: E402
 
-import data  # noqa: E402
+from app import data  # noqa: E402
 import nn  # noqa: E402
 from mlp import MLP  # noqa: E402
-from progress import Progress  # noqa: E402
+from app.progress import Progress  # noqa: E402
 
 VAL_SPLIT = 0.1
 

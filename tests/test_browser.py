@@ -295,7 +295,7 @@ def test_the_pages_percentages_are_rounded_down_as_words_confidence_text(browser
     and "0.0 %" for the runner-ups of a sure reading (they say "<0.1 %" now)."""
     import numpy as np
     from mlp import MLP
-    from words import confidence_text
+    from app.words import confidence_text
     MLP([784, 150, 10], rng=np.random.default_rng(0)).save(tmp_path / "model_mnist.npz", steps_done=7)
     process, url = start_server(tmp_path / "model_mnist.npz")
     try:

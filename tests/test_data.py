@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import data
-from data import DataError
+from app import data
+from app.data import DataError
 
 
 def write(tmp_path, text, name="d.csv"):
@@ -283,7 +283,7 @@ def test_idx_files_without_sha256sums_are_checked_against_the_projects(tmp_path)
 
 
 def test_real_mnist_checksums_are_carried_into_the_project():
-    sums = data.read_checksums(os.path.join(os.path.dirname(data.__file__), "datasets", "SHA256SUMS"))
+    sums = data.read_checksums(os.path.join(os.path.dirname(os.path.dirname(data.__file__)), "datasets", "SHA256SUMS"))
     assert sums["train-images-idx3-ubyte"].startswith("ba891046")
     assert len(sums) == 4
 
@@ -316,5 +316,5 @@ def test_idx_reader_never_crashes(tmp_path, content, compressed):
 
 
 def test_counts_in_messages_agree_with_their_number():
-    from words import count
+    from app.words import count
     assert [count(n, "image") for n in (0, 1, 2, 60000)] == ["0 images", "1 image", "2 images", "60,000 images"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_close_gradients, assert_close_sums, numerical_gradient
-from explain import saliency
+from app.page.explain import saliency
 from functions import log_softmax
 from mlp import MLP
 

@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-import damage
-import data
+from app.page import damage
+from app import data
 from conftest import EPS32, PROJECT_DIR, gamma, numerical_gradient, start_server
 from functions import log_softmax
 from mlp import MLP
@@ -135,7 +135,7 @@ def explain_sure_model(dtype, bias):
     blank input Z = b, so 1 - p(3) = 9 e^-bias / (1 + 9 e^-bias), whatever the random weights,
     and the map is W (onehot(3) - softmax(b))."""
     import types
-    import explore
+    from app.page import explore
     model = MLP([784, 10], rng=np.random.default_rng(2), dtype=dtype)
     model.layers[0].b[3] = bias
     blank = [[0.0] * 28 for _ in range(28)]

@@ -237,7 +237,7 @@ def test_second_signal_during_a_write_leaves_no_temporary_file(tmp_path, monkeyp
     """A second Ctrl-C while a picture was being written (atomic_write) quit with os._exit,
     which skips atomic_write's clean-up: a stray .accuracy_graph.png.*.tmp stayed in --out."""
     import nn
-    from atomic import atomic_write
+    from app.atomic import atomic_write
     left_at_exit = []
     monkeypatch.setattr(os, "_exit", lambda status: (left_at_exit.extend(tmp_path.iterdir()), sys.exit(status)))
     stop = nn.StopRequest()
@@ -250,7 +250,7 @@ def test_second_signal_during_a_write_leaves_no_temporary_file(tmp_path, monkeyp
 
 
 def test_a_write_into_a_missing_folder_names_the_file_not_its_temporary_file(tmp_path):
-    from atomic import atomic_write
+    from app.atomic import atomic_write
     with pytest.raises(FileNotFoundError) as error, atomic_write(tmp_path / "gone" / "weights.png"):
         pass
     assert error.value.filename == str(tmp_path / "gone" / "weights.png")  # was .../gone/.weights.png.x1b2c3.tmp
@@ -551,7 +551,7 @@ def test_benchmark_against_outside_a_git_checkout_says_so(tmp_path):
 
 
 def test_two_runs_at_once_in_one_folder_do_not_corrupt_anything(tmp_path):
-    import data
+    from app import data
     images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -706,7 +706,7 @@ def test_sigint_ignored_by_the_parent_stays_ignored_while_starting(tmp_path):
 def test_interrupt_in_predict_is_one_line(monkeypatch, capsys):
     """predict says nothing of its own about Ctrl-C: it ended in a KeyboardInterrupt traceback."""
     import nn
-    import predict
+    from app import predict
 
     def interrupted(argv):
         raise KeyboardInterrupt
@@ -795,7 +795,7 @@ def test_an_error_while_saving_is_one_line_naming_the_file(tmp_path, monkeypatch
     """A disk that fills up during the save: one line naming the file and what was written,
     exit status 1, and the outputs not yet written keep their previous version."""
     import nn
-    import plots
+    from app import plots
     assert nn.main(["--dry-run", "--steps", "20", "--quiet", "--out", str(tmp_path)]) == 0
     previous_stats = (tmp_path / "stats.json").read_bytes()
 
@@ -818,7 +818,7 @@ def test_out_of_memory_during_the_save_says_what_was_written(tmp_path, monkeypat
     full disk. It said 'nothing was saved, earlier outputs are intact' (nn.main's line for
     memory running out while training), with the old model's stats.json beside a new model."""
     import nn
-    import plots
+    from app import plots
     assert nn.main(["--dry-run", "--steps", "20", "--quiet", "--out", str(tmp_path)]) == 0
     previous_stats = (tmp_path / "stats.json").read_bytes()
 
@@ -841,7 +841,7 @@ def test_a_save_refused_by_the_file_system_names_the_output_and_leaves_no_empty_
     """The rename of a temporary file refused (an immutable folder, say): the message names
     the output (weights.png), not its temporary file, and the run folder the save had made
     is removed again rather than left empty."""
-    import atomic
+    from app import atomic
     import nn
     real_replace = os.replace
 
@@ -984,7 +984,7 @@ def test_one_sigterm_sent_twice_as_gnu_timeout_does_is_one_request(tmp_path):
 def test_the_loss_graph_shows_the_final_test_loss_of_a_run_without_evaluations(tmp_path, monkeypatch):
     """--preset fast evaluates only after training: its loss graph had no test loss at all."""
     import nn
-    import plots
+    from app import plots
     monkeypatch.setattr(nn, "picture_workers_wanted", lambda show: 0)  # drawn in this process, where the patch is
     drawn = {}
     monkeypatch.setattr(plots, "loss_graph", lambda path, steps, losses, evaluations, **_: drawn.update(
@@ -1034,7 +1034,7 @@ def train_small_run(monkeypatch, in_background, config=None, stop_at=None, evalu
     import re
 
     import nn
-    from progress import Progress
+    from app.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -1146,7 +1146,7 @@ def test_an_evaluation_in_the_background_that_finds_broken_weights_stops_the_run
     """evaluate_sets raises Diverged for weights that are not finite numbers; made in the
     background, it is raised in the training thread when the evaluation is collected."""
     import nn
-    from progress import Progress
+    from app.progress import Progress
     model = MLP([784, 5, 10], rng=np.random.default_rng(0))
     images, labels = np.zeros((3, 784), np.uint8), np.zeros(3, np.int64)
     evaluations = nn.Evaluations({"test": (images, labels)}, [], Progress(10, 10, quiet=True), True)

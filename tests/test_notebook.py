@@ -13,7 +13,7 @@ from nbclient import NotebookClient
 from conftest import PROJECT_DIR
 
 NOTEBOOK = PROJECT_DIR / "docs" / "how_it_works.ipynb"
-QUOTE = re.compile(r"`(\w+\.py): ([^`]+)`")  # `dense_layer.py: np.matmul(...)` in the prose
+QUOTE = re.compile(r"`((?:\w+/)*\w+\.py): ([^`]+)`")  # `dense_layer.py: np.matmul(...)` in the prose
 DECIMAL = re.compile(r"-?\d+\.\d*(?:e[-+]?\d+)?|-?\d+e[-+]?\d+")  # a number with a point or an exponent
 
 

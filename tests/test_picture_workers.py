@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-import picture_workers
-from picture_workers import PictureWorkers
+from app import picture_workers
+from app.picture_workers import PictureWorkers
 from conftest import PROJECT_DIR
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="the tests stop workers with POSIX signals")
@@ -287,7 +287,7 @@ def test_workers_of_a_run_killed_while_they_draw_finish_or_stop_and_leave_whole_
 import os, signal, sys, threading, time
 sys.path[:0] = [{str(PROJECT_DIR)!r}, {str(PROJECT_DIR / 'tests')!r}]
 from pathlib import Path
-import picture_workers
+from app import picture_workers
 from test_picture_workers import pictures
 workers = picture_workers.PictureWorkers(2)
 print(*(worker.pid for worker in workers.workers), flush=True)

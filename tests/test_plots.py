@@ -10,8 +10,8 @@ import matplotlib.ticker
 import numpy as np
 import pytest
 
-import plots
-import words
+from app import plots
+from app import words
 from conftest import PROJECT_DIR
 
 plots.use_display(False)
@@ -122,7 +122,7 @@ def test_misclassified_picture_shows_every_image(tmp_path):
 def test_pictures_are_drawn_without_importing_pyplot(tmp_path):
     """Headless, the pictures use a bare Figure: pyplot and its backend machinery
     (a third of a second to import) are never loaded."""
-    code = ("import sys, numpy as np, plots; plots.use_display(False); "
+    code = ("import sys, numpy as np; from app import plots; plots.use_display(False); "
             f"plots.confusion_matrix_plot({str(tmp_path / 'c.png')!r}, np.eye(10, dtype=int)); "
             f"plots.loss_graph({str(tmp_path / 'l.png')!r}, [1, 2, 3], [2.0, 1.0, 0.5], []); "
             "print('matplotlib.pyplot' in sys.modules)")

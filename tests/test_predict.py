@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402  (Pillow comes with Matplotlib)
 
-import data  # noqa: E402
-import predict  # noqa: E402
+from app import data  # noqa: E402
+from app import predict  # noqa: E402
 from conftest import PROJECT_DIR, run_nn  # noqa: E402
 
 
@@ -598,7 +598,7 @@ def test_a_probability_above_0_never_reads_as_0_percent(probability, text):
     """The runner-ups of a sure reading printed "0.0 %" beside ">99.9 %" (terminal, page, why
     view alike): a chance that is there, however small, reads "<0.1 %"; only a probability that
     is exactly 0 (exp underflowed in float32) reads "0.0 %"."""
-    from words import confidence_text
+    from app.words import confidence_text
     assert confidence_text(probability) == text
 
 

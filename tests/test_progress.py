@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from progress import Progress
+from app.progress import Progress
 
 
 class FakeTerminal(io.StringIO):
@@ -66,7 +66,7 @@ def test_every_line_with_its_evaluation_fits_the_terminal(monkeypatch, columns, 
 def test_a_terminal_a_few_columns_wide_gets_lines_of_the_smallest_width(monkeypatch, columns):
     """A 1-column terminal stopped training with a traceback (textwrap refuses width 0):
     lines are then fitted to MIN_COLUMNS characters, and the terminal wraps them."""
-    import progress as progress_module
+    from app import progress as progress_module
     monkeypatch.setenv("COLUMNS", str(columns))
     stream = FakeTerminal()
     progress = Progress(total_steps=200, steps_per_epoch=100, stream=stream, refresh_per_second=1e9)

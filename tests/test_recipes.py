@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 import augment
-import data
+from app import data
 import nn
 import optimizers
 from conftest import PROJECT_DIR, assert_close_gradients, numerical_gradient
 from functions import cross_entropy
 from mlp import MLP
-from progress import Progress
+from app.progress import Progress
 
 
 class NoStop:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-import runs
+from app import runs
 from mlp import MLP
 
 

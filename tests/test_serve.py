@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-import predict
+from app import predict
 from conftest import EPS32, PROJECT_DIR, run_nn, start_server
 from mlp import MLP
 
@@ -139,7 +139,7 @@ def test_the_pages_percentages_are_those_of_predict(tmp_path):
     """The JSON rounded the probabilities to 5 decimals, and the page rounds down to 1 (>99.9 %
     from 0.999 up): p = 0.998997 came to the page as 0.999 and read ">99.9 %" where predict,
     from the same model, says "99.8 %". With no weights, p(3) is e^b / (e^b + 9) for any drawing."""
-    from words import confidence_text
+    from app.words import confidence_text
     model = MLP([784, 10], rng=np.random.default_rng(0))
     model.layers[0].W[...] = 0
     model.layers[0].b[3] = np.log(9 * 0.998997 / 0.001003)
@@ -307,7 +307,7 @@ def test_an_absolute_path_outside_gets_404(server):
 
 
 def test_50_concurrent_requests_are_all_answered_correctly(server, model):
-    import data
+    from app import data
     images, _, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
     greys = [image.reshape(28, 28).astype(np.float64) / 255 for image in images[:50]]
     expected = [int(np.argmax(expected_reading(model, grey)[0])) for grey in greys]
@@ -583,10 +583,10 @@ def local_server(model_path, monkeypatch, tmp_path):
     idle for 0.5 s is closed; a body is awaited 0.5 s), serving a copy of web/ in tmp_path."""
     import shutil
     import threading
-    import serve
+    from app.page import server as serve
     monkeypatch.setattr(serve.Handler, "timeout", 0.5)
     monkeypatch.setattr(serve, "BODY_TIMEOUT_S", 0.5, raising=False)
-    shutil.copytree(PROJECT_DIR / "web", tmp_path / "web")
+    shutil.copytree(PROJECT_DIR / "app" / "page" / "web", tmp_path / "web")
     running = serve.Server(("127.0.0.1", 0), serve.load_served_model(model_path),
                            files=serve.static_files(tmp_path / "web"))
     thread = threading.Thread(target=running.serve_forever, daemon=True)
@@ -640,7 +640,7 @@ def test_a_web_file_deleted_while_serving_gets_404(local_server):
 def test_a_full_server_answers_503_with_retry_after(local_server):
     """Every decoding slot taken (the test holds them all): the request waits briefly, then
     gets 503 and Retry-After instead of queueing without end."""
-    import serve
+    from app.page import server as serve
     slots = local_server.decode_slots
     taken = 0
     while slots.acquire(blocking=False):

@@ -16,13 +16,13 @@ import time
 import numpy as np
 import pytest
 
-import explore
+from app.page import explore
 import nn
-import serve
+from app.page import server as serve
 from conftest import PROJECT_DIR, start_server
 from mlp import MLP
 from test_serve import as_json, ask, drawing
-from training_session import PageProgress, TrainingSession
+from app.page.training_session import PageProgress, TrainingSession
 
 
 @pytest.fixture

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-import data
+from app import data
 import nn
-import runs
-from damage import MAX_SEED, json_text
-from explore import BadValue, Busy, Unavailable
+from app import runs
+from app.page.damage import MAX_SEED, json_text
+from app.page.explore import BadValue, Busy, Unavailable
 from functions import softmax
-from words import count
+from app.words import count
 
 SNAPSHOT_SECONDS = 0.5   # how often the page's reading gets the newest weights
 CURVE_POINTS = 400       # the loss curve sent to the page: means of blocks of steps

@@ -21,8 +21,8 @@ import sys
 import matplotlib
 import matplotlib.ticker
 
-from atomic import atomic_write
-from words import confidence_text
+from app.atomic import atomic_write
+from app.words import confidence_text
 
 _display_wanted = False
 

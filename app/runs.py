@@ -14,8 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
-from atomic import atomic_write
-from words import count
+from app.atomic import atomic_write
+from app.words import count
 
 RUNS_DIR = "runs"
 

@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
-import damage
-import data
-import predict
-from explain import saliency
+from app.page import damage
+from app import data
+from app import predict
+from app.page.explain import saliency
 
 IMAGE_SIDE = 28
 

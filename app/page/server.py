@@ -52,15 +52,15 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-import explore
+from app.page import explore
 import nn
-import predict
-import runs
-import training_session
+from app import predict
+from app import runs
+from app.page import training_session
 from functions import softmax
 
-PROJECT_DIR = Path(__file__).resolve().parent
-WEB_DIR = PROJECT_DIR / "web"
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_BODY_BYTES = 2 * 1024 * 1024   # a 280x280 canvas as PNG is a few kB, as JSON grey levels under 1 MB
 MAX_DRAINED_BYTES = 16 * MAX_BODY_BYTES  # of a refused body, read and dropped so that the client sees the answer
 MAX_IMAGE_SIDE = 4096              # larger images are refused before they are decoded

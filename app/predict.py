@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from words import confidence_text, count
+from app.words import confidence_text, count
 
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------ images
@@ -405,7 +405,7 @@ def main(argv=None):
     if args.rows != "summary" and args.csv is None:
         parser.error(f"--rows {args.rows} goes with --csv FILE")
 
-    from runs import describe_model
+    from app.runs import describe_model
     # Every input is read before anything is printed, so that each bad one gets its one
     # line, and the "Model:" line stands only above answers. The model comes first: without
     # one the CSV's rows cannot be answered, so they are not parsed (half a second for the
@@ -462,7 +462,7 @@ def read_image(path):
 
 def read_csv(path):
     """(inputs (N, 784) float32, labels (N,)) of an MNIST CSV, or the one-line error that names it."""
-    from data import DataError, load_csv, to_inputs
+    from app.data import DataError, load_csv, to_inputs
     error = unreadable_csv(path)
     if error is not None:
         return error

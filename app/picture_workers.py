@@ -35,6 +35,11 @@ import threading
 _running = set()  # the workers this process started and has not closed yet, for stop_all
 
 
+# A worker is this module run in a new interpreter, the project folder first on its path.
+WORKER_START = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))!r}); "
+                "import app.picture_workers; app.picture_workers.main()")
+
+
 class PictureWorkers:
     """`count` worker processes, started now, that draw pictures (see the module's
     docstring); with count 0, or when a worker cannot be started, this process draws.
@@ -51,7 +56,7 @@ class PictureWorkers:
         for _ in range(count):
             try:
                 worker = subprocess.Popen(
-                    [sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    [sys.executable, "-c", WORKER_START], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
             except (OSError, ValueError):  # no process to be had, no executable: this process draws
                 break
@@ -146,7 +151,7 @@ class PictureWorkers:
 
 def draw_here(picture):
     """Draw and write one picture in this process."""
-    import plots
+    from app import plots
     name, args, kwargs = picture
     with plots.collector_paused():
         getattr(plots, name)(*args, **kwargs)
@@ -226,7 +231,7 @@ def warm_up(niceness=0):
         except OSError:  # not allowed here: loaded at the usual priority
             pass
     import io
-    import plots
+    from app import plots
     figure, axes = plots.new_figure(2, 2)
     axes.set_title("0123456789")
     figure.savefig(io.BytesIO(), format="png", dpi=plots.DPI)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from atomic import atomic_write
-from words import count
+from app.atomic import atomic_write
+from app.words import count
 
 N_PIXELS = 28 * 28
 N_CLASSES = 10
@@ -35,7 +35,7 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 # The SHA-256 of the official MNIST files (decompressed), kept with the project.
-MNIST_CHECKSUMS = Path(__file__).resolve().parent / "datasets" / "SHA256SUMS"
+MNIST_CHECKSUMS = Path(__file__).resolve().parent.parent / "datasets" / "SHA256SUMS"
 
 
 def to_inputs(pixels, out=None):
