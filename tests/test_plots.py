@@ -252,7 +252,7 @@ def test_the_loss_graph_says_why_training_loss_can_sit_above_the_test_loss():
     """With dropout or augmented images the training loss is measured on a harder task than
     the test: the graph says so (--preset best's test loss sits below its training loss);
     the default run, trained and tested alike, gets no note."""
-    import plots
+    from app import plots
     assert plots.training_loss_note(0.0, False) is None
     assert "dropout" in plots.training_loss_note(0.2, False) and "shifted" not in plots.training_loss_note(0.2, False)
     assert "shifted or turned" in plots.training_loss_note(0.0, True)

@@ -90,7 +90,7 @@ def test_an_epoch_line_waits_for_its_evaluation_made_in_the_background(monkeypat
     epoch, and the evaluation closes it, as it does when it comes at once. An evaluation
     that comes after the next epoch ended too gets lines of its own."""
     monkeypatch.setenv("COLUMNS", "100")
-    import progress as progress_module
+    from app import progress as progress_module
     monkeypatch.setattr(progress_module.time, "perf_counter", lambda: 5.0)  # the clock stands still: epochs of 0.0s
     evaluation = EVALUATIONS["test only"]
     at_once, waited = FakeTerminal(), FakeTerminal()
@@ -140,7 +140,7 @@ class FakeClock:
 
 
 def run_with_clock(monkeypatch, stream, total_steps, steps_per_epoch, first_step_s, step_s, log_interval=None):
-    import progress as progress_module
+    from app import progress as progress_module
     clock = FakeClock(first_step_s, step_s)
     monkeypatch.setattr(progress_module.time, "perf_counter", clock)
     progress = Progress(total_steps=total_steps, steps_per_epoch=steps_per_epoch, stream=stream,
