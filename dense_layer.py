@@ -1,4 +1,4 @@
-"""DenseLayer: one fully connected layer, A = f(X @ W + b)."""
+"""DenseLayer: one fully connected layer, A = f(X @ W + b), and its backward pass."""
 
 import numpy as np
 
@@ -11,19 +11,17 @@ class DenseLayer:
     Shapes (samples are rows): X (B, n_in), W (n_in, n_out), b (n_out,),
     Z = X @ W + b and A = f(Z), both (B, n_out).
 
-    W and b are stored together, as the rows of one array Wb (n_in + 1, n_out)
-    whose last row is b, so that X @ W + b is a single matrix product: the
-    training inputs carry an extra column of ones, [X 1] @ Wb. The backward
-    product [X 1].T @ dZ then yields dW and db (the column sums of dZ) together.
+        forward:   Z = X @ W + b          A = f(Z)
+        backward:  dZ = dA * f'(Z)        dW = X.T @ dZ    db = dZ.sum(0)    dX = dZ @ W.T
 
     The layer never updates itself: ``backward`` stores the gradients ``dW`` and
     ``db`` and returns ``dX``; whoever owns the layers (the MLP, through its
     optimizer) applies the update. That keeps the layer gradient-checkable and
     the optimizer replaceable.
 
-    Training passes reuse buffers sized for the batch, so a step allocates
-    nothing; inference passes (``training=False``) allocate fresh arrays and keep
-    no state.
+    Training passes write into buffers sized for the batch, so a step allocates
+    nothing; prediction (``training=False``) computes the same formula into fresh
+    arrays and keeps no state.
     """
 
     def __init__(self, n_in, n_out, activation="relu", rng=None, dtype=np.float32, dropout=0.0):
@@ -42,19 +40,21 @@ class DenseLayer:
         self.activation = activation
         self.dropout = dropout
         self._f = ACTIVATIONS[activation][0]
-        self.Wb = np.zeros((n_in + 1, n_out), dtype)
-        self.Wb[:-1] = self.rng.standard_normal((n_in, n_out)) * init_std(activation, n_in, n_out)
-        self.use_storage(self.Wb, np.zeros_like(self.Wb))
+        self.W = (self.rng.standard_normal((n_in, n_out)) * init_std(activation, n_in, n_out)).astype(dtype)
+        self.b = np.zeros(n_out, dtype)
+        self.dW, self.db = np.zeros_like(self.W), np.zeros_like(self.b)
         self._batch_size = None
 
-    def use_storage(self, Wb, dWb):
-        """Keep the parameters in Wb and the gradients in dWb from now on: two
-        (n_in + 1, n_out) arrays, possibly views of larger ones (see MLP). The
-        current parameters are copied in; W, b, dW and db become views of them."""
-        Wb[...] = self.Wb
-        self.Wb, self.dWb = Wb, dWb
-        self.W, self.b = Wb[:-1], Wb[-1]
-        self.dW, self.db = dWb[:-1], dWb[-1]
+    def use_storage(self, parameters, gradients):
+        """Keep W and b in ``parameters``, dW and db in ``gradients`` from now on: two
+        flat arrays of n_in * n_out + n_out numbers (W row by row, then b), possibly
+        slices of larger ones (see MLP). The current W and b are copied in; the four
+        names become views of the two arrays."""
+        n_weights = self.W.size
+        W, b = parameters[:n_weights].reshape(self.W.shape), parameters[n_weights:]
+        W[...], b[...] = self.W, self.b
+        self.W, self.b = W, b
+        self.dW, self.db = gradients[:n_weights].reshape(self.W.shape), gradients[n_weights:]
 
     @property
     def n_in(self):
@@ -67,13 +67,11 @@ class DenseLayer:
     def _allocate(self, batch_size):
         """(Re)allocate the training buffers for batches of this size.
 
-        [X 1] keeps its column of ones from one batch to the next. A linear
-        layer's Z is its output, the logits in an MLP, whose softmax reduces each
-        row of a few classes: Z is then stored column by column (order "F"),
-        which makes those reductions 2-3 times faster.
+        A linear layer's Z is its output, the logits in an MLP, whose softmax
+        reduces each row of a few classes: Z is then stored column by column
+        (order "F"), which makes those reductions 2-3 times faster.
         """
         dtype = self.W.dtype
-        self._X1 = np.ones((batch_size, self.n_in + 1), dtype)
         self._Z = np.empty((batch_size, self.n_out), dtype, order="F" if self.activation == "linear" else "C")
         self._A = np.empty((batch_size, self.n_out), dtype)
         self._D = np.empty((batch_size, self.n_out), dtype)
@@ -83,22 +81,21 @@ class DenseLayer:
     def forward(self, X, training=False):
         """A = f(X @ W + b), shape (B, n_out).
 
-        With training=True the layer keeps [X 1] and f'(Z) for ``backward``,
-        applies dropout, and returns one of its buffers (valid until the next
-        call).
+        training=True also keeps X (a reference: it must not change before
+        ``backward``) and f'(Z) for ``backward``, applies dropout, and returns one
+        of the layer's buffers, valid until its next training pass.
         """
-        if not training:
-            Z = X @ self.W
-            Z += self.b
-            return self._f(Z, out=Z)
-        if X.shape[0] != self._batch_size:
+        if training and X.shape[0] != self._batch_size:
             self._allocate(X.shape[0])
-        self._X1[:, :-1] = X
-        np.matmul(self._X1, self.Wb, out=self._Z)
+        Z = np.matmul(X, self.W, out=self._Z if training else None)
+        Z += self.b                                                   # Z = X @ W + b
+        if not training:
+            return self._f(Z, out=Z)                                  # A = f(Z)
+        self._X = X
         self._has_D = self.activation != "linear" or bool(self.dropout)
         if not self._has_D:
-            return self._Z
-        value_and_derivative(self.activation, self._Z, self._A, self._D)
+            return Z                                                  # A = Z
+        value_and_derivative(self.activation, Z, self._A, self._D)    # A = f(Z), D = f'(Z)
         if self.dropout:
             keep = self.rng.random(self._D.shape, dtype=self._D.dtype) < 1 - self.dropout
             keep = keep * self._D.dtype.type(1 / (1 - self.dropout))
@@ -115,8 +112,9 @@ class DenseLayer:
         """
         dZ = dA
         if self._has_D:
-            dZ *= self._D
-        np.matmul(self._X1.T, dZ, out=self.dWb)  # [dW; db]: the column of ones sums dZ into db
+            dZ *= self._D                                             # dZ = dA * f'(Z)
+        np.matmul(self._X.T, dZ, out=self.dW)                         # dW = X.T @ dZ
+        np.sum(dZ, axis=0, out=self.db)                               # db = dZ.sum(0)
         if not need_dX:
             return None
-        return np.matmul(dZ, self.W.T, out=self._dX)
+        return np.matmul(dZ, self.W.T, out=self._dX)                  # dX = dZ @ W.T

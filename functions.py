@@ -70,21 +70,25 @@ _GELU_C = math.sqrt(2 / math.pi)
 
 
 def gelu(Z, out=None):
-    """Gaussian error linear unit, tanh approximation (Hendrycks & Gimpel). Shape of Z."""
-    inner = _GELU_C * (Z + 0.044715 * Z ** 3)
-    result = 0.5 * Z * (1 + np.tanh(inner))
-    if out is None:
-        return result.astype(Z.dtype, copy=False)
-    out[...] = result
-    return out
+    """Gaussian error linear unit, tanh approximation (Hendrycks & Gimpel):
+    0.5 Z (1 + tanh(sqrt(2 / pi) (Z + 0.044715 Z^3))). Shape of Z.
+
+    The constants are of Z's dtype, so float32 stays float32 at every step.
+    """
+    c = Z.dtype.type
+    half_one_plus_t = np.tanh(c(_GELU_C) * (Z + c(0.044715) * Z ** 3))
+    half_one_plus_t += 1
+    half_one_plus_t *= c(0.5)
+    return np.multiply(Z, half_one_plus_t, out=out)
 
 
 def gelu_derivative(Z, A):
-    """Derivative of the tanh approximation of GELU. Shape of Z."""
-    inner = _GELU_C * (Z + 0.044715 * Z ** 3)
-    t = np.tanh(inner)
-    d_inner = _GELU_C * (1 + 3 * 0.044715 * Z ** 2)
-    return (0.5 * (1 + t) + 0.5 * Z * (1 - t * t) * d_inner).astype(Z.dtype, copy=False)
+    """Derivative of the tanh approximation of GELU:
+    0.5 (1 + t) + 0.5 Z (1 - t^2) sqrt(2 / pi) (1 + 3 * 0.044715 Z^2), t = tanh(...). Shape of Z."""
+    c = Z.dtype.type
+    t = np.tanh(c(_GELU_C) * (Z + c(0.044715) * Z ** 3))
+    d_inner = c(_GELU_C) * (1 + c(3 * 0.044715) * Z ** 2)
+    return c(0.5) * (1 + t) + c(0.5) * Z * (1 - t * t) * d_inner
 
 
 def linear(Z, out=None):

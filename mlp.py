@@ -108,20 +108,19 @@ class MLP:
     def _gather_parameters(self, dtype):
         """Move every weight and bias into one flat array, and every gradient into another.
 
-        Each layer keeps its [W; b] (n_in + 1, n_out) as a view of a slice of the
-        flat array, W first, then b (the order of ``parameters()``), so layers work
-        exactly as before, while an optimizer updates all the parameters with a
-        few whole-array operations instead of a few per layer: on a network this
+        Each layer keeps its W (as n_in * n_out numbers, row by row) and then its b
+        in a slice of the flat array, in the order of ``parameters()``; layer.W,
+        layer.b, layer.dW and layer.db are views of those slices, so layers work
+        as before, while an optimizer updates all the parameters with a few
+        whole-array operations instead of a few per layer: on a network this
         small, the per-call overhead is what counts.
         """
-        sizes = [layer.Wb.size for layer in self.layers]
+        sizes = [layer.W.size + layer.b.size for layer in self.layers]
         self.flat_parameters = np.empty(sum(sizes), dtype)
         self.flat_gradients = np.zeros(sum(sizes), dtype)
         offset = 0
         for layer, size in zip(self.layers, sizes):
-            shape = layer.Wb.shape
-            layer.use_storage(self.flat_parameters[offset:offset + size].reshape(shape),
-                              self.flat_gradients[offset:offset + size].reshape(shape))
+            layer.use_storage(self.flat_parameters[offset:offset + size], self.flat_gradients[offset:offset + size])
             offset += size
 
     # ------------------------------------------------------------ the maths

@@ -168,8 +168,10 @@ def learning_rate_at(step, total_steps, base_rate, schedule="constant", warmup_s
     """Learning rate for ``step`` (0-based) of ``total_steps``.
 
     A linear warm-up from base_rate / warmup_steps over the first warmup_steps,
-    then: "constant"; "step" (divided by 10 after 50 % and again after 75 % of the
-    steps); "cosine" (from base_rate down to 0 at the last step).
+    then: "constant"; "step" (divided by 10 from step total_steps // 2 and again
+    from step 3 * total_steps // 4); "cosine" (half a cosine from base_rate at the
+    end of the warm-up down towards 0, which it would reach at step total_steps,
+    one past the last).
     """
     if step < warmup_steps:
         return base_rate * (step + 1) / warmup_steps

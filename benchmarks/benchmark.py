@@ -78,23 +78,30 @@ def worker_numpy(steps, warmup):
 
 def worker_flat(steps, warmup):
     """Seconds per step of the same step written as one flat function: the same
-    arrays and NumPy operations as the project's loop, without its classes, method
-    calls and per-step bookkeeping (progress, divergence check, evaluations). The
-    gap to `numpy` is what the structure costs; the gap to `matmul` is what NumPy
-    itself costs around the products."""
+    arrays and NumPy operations as the project's loop (W and b views of one flat
+    array, updated in one operation), without its classes, method calls and
+    per-step bookkeeping (progress, divergence check, evaluations). The gap to
+    `numpy` is what the structure costs; the gap to `matmul` is what NumPy itself
+    costs around the products."""
     import numpy as np
     from app import data
     from functions import softmax_cross_entropy
     images, labels = load_training_set()
     rng = np.random.default_rng(0)
     sizes = SIZES
-    Wb = [np.zeros((n_in + 1, n_out), np.float32) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
-    for weights, n_in in zip(Wb, sizes):
-        weights[:-1] = rng.standard_normal(weights[:-1].shape) * np.sqrt(2 / n_in)
-    dWb = [np.empty_like(weights) for weights in Wb]
-    updates = [np.empty_like(weights) for weights in Wb]
+    shapes = list(zip(sizes[:-1], sizes[1:]))
+    parameters = np.zeros(sum((n_in + 1) * n_out for n_in, n_out in shapes), np.float32)
+    gradients, update = np.empty_like(parameters), np.empty_like(parameters)
+    W, b, dW, db, offset = [], [], [], [], 0
+    for n_in, n_out in shapes:
+        W.append(parameters[offset:offset + n_in * n_out].reshape(n_in, n_out))
+        dW.append(gradients[offset:offset + n_in * n_out].reshape(n_in, n_out))
+        offset += n_in * n_out
+        b.append(parameters[offset:offset + n_out])
+        db.append(gradients[offset:offset + n_out])
+        offset += n_out
+        W[-1][...] = rng.standard_normal((n_in, n_out)) * np.sqrt(2 / n_in)
     X = np.empty((BATCH, sizes[0]), np.float32)
-    X1 = [np.ones((BATCH, n + 1), np.float32) for n in sizes[:-1]]
     Z = [np.empty((BATCH, n), np.float32, order="F" if n == sizes[-1] else "C") for n in sizes[1:]]
     A = [np.empty((BATCH, n), np.float32) for n in sizes[1:-1]]
     D = [np.empty((BATCH, n), np.float32) for n in sizes[1:-1]]
@@ -109,22 +116,22 @@ def worker_flat(steps, warmup):
                 order = rng.permutation(len(labels))
             batch = order[position * BATCH:(position + 1) * BATCH]
             data.to_inputs(images.take(batch, axis=0), out=X)
-            inputs = X
+            inputs = [X] + A
             for layer in range(3):
-                X1[layer][:, :-1] = inputs
-                np.matmul(X1[layer], Wb[layer], out=Z[layer])
+                np.matmul(inputs[layer], W[layer], out=Z[layer])
+                Z[layer] += b[layer]
                 if layer < 2:
                     np.greater(Z[layer], 0, out=D[layer])
-                    inputs = np.multiply(Z[layer], D[layer], out=A[layer])
+                    np.multiply(Z[layer], D[layer], out=A[layer])
             _, dZ = softmax_cross_entropy(Z[2], labels[batch])
             for layer in (2, 1, 0):
-                np.matmul(X1[layer].T, dZ, out=dWb[layer])
+                np.matmul(inputs[layer].T, dZ, out=dW[layer])
+                np.sum(dZ, axis=0, out=db[layer])
                 if layer > 0:
-                    dZ = np.matmul(dZ, Wb[layer][:-1].T, out=dX[layer - 1])
+                    dZ = np.matmul(dZ, W[layer].T, out=dX[layer - 1])
                     dZ *= D[layer - 1]
-            for weights, gradients, update in zip(Wb, dWb, updates):
-                np.multiply(gradients, np.float32(0.1), out=update)
-                weights -= update
+            np.multiply(gradients, np.float32(0.1), out=update)
+            np.subtract(parameters, update, out=parameters)
     run(warmup)
     started = time.perf_counter()
     run(steps)
@@ -143,11 +150,12 @@ def seconds_per_call(function, steps, warmup):
 
 def worker_matmul(steps, warmup):
     """Seconds per step of the training loop's own eight matrix products alone: three
-    forward, five backward ([dW; db] of every layer, dX of the last two).
+    forward (X @ W), five backward (dW = X.T @ dZ of every layer, dX = dZ @ W.T of
+    the last two).
 
     They run on the layers' own buffers after one training step, so shapes, memory
-    orders and strides are exactly those of the loop: [X 1] @ [W; b] with its column
-    of ones, the column-major logits, the transposed views."""
+    orders and strides are exactly those of the loop: the column-major logits, the
+    transposed views."""
     import numpy as np
     from functions import softmax_cross_entropy
     from mlp import MLP
@@ -160,12 +168,12 @@ def worker_matmul(steps, warmup):
 
     def step():
         for layer in model.layers:
-            np.matmul(layer._X1, layer.Wb, out=layer._Z)
-        np.matmul(output._X1.T, d_logits, out=output.dWb)
+            np.matmul(layer._X, layer.W, out=layer._Z)
+        np.matmul(output._X.T, d_logits, out=output.dW)
         np.matmul(d_logits, output.W.T, out=output._dX)
-        np.matmul(hidden._X1.T, output._dX, out=hidden.dWb)
+        np.matmul(hidden._X.T, output._dX, out=hidden.dW)
         np.matmul(output._dX, hidden.W.T, out=hidden._dX)
-        np.matmul(first._X1.T, hidden._dX, out=first.dWb)
+        np.matmul(first._X.T, hidden._dX, out=first.dW)
     return seconds_per_call(step, steps, warmup)
 
 

@@ -28,6 +28,30 @@ def test_shapes_dtype_and_initialisation():
     assert layer.backward(np.ones((7, 150), np.float32)).shape == (7, 784)
 
 
+# He's std for the ReLU family (which passes on half the variance), Glorot's for the others,
+# written here from the papers rather than read from functions.init_std.
+EXPECTED_STD = {
+    "relu": lambda n_in, n_out: np.sqrt(2 / n_in),
+    "leaky_relu": lambda n_in, n_out: np.sqrt(2 / n_in),
+    "gelu": lambda n_in, n_out: np.sqrt(2 / n_in),
+    "tanh": lambda n_in, n_out: np.sqrt(2 / (n_in + n_out)),
+    "sigmoid": lambda n_in, n_out: np.sqrt(2 / (n_in + n_out)),
+    "linear": lambda n_in, n_out: np.sqrt(2 / (n_in + n_out)),
+}
+
+
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_initialisation_of_every_activation(activation):
+    n_in, n_out = 600, 200
+    layer = DenseLayer(n_in, n_out, activation, np.random.default_rng(3))
+    std, n = EXPECTED_STD[activation](n_in, n_out), n_in * n_out
+    assert not layer.b.any()
+    # n = 120,000 normal draws: the sample std's relative error has std 1 / sqrt(2 n) = 0.2 % and
+    # the mean's std is std / sqrt(n); 5 of each is 1 %, while He and Glorot differ by 15 % here.
+    assert layer.W.std() == pytest.approx(std, rel=5 / np.sqrt(2 * n))  # see above
+    assert abs(layer.W.mean()) < 5 * std / np.sqrt(n)  # see above
+
+
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="unknown activation"):
         DenseLayer(2, 2, "swish")
@@ -62,8 +86,9 @@ def test_dropout_is_inverted_and_off_at_evaluation():
     expected = layer.forward(X)
     zeros = train == 0
     assert 0.2 < zeros.mean() < 0.3
-    # Training computes [X 1] @ [W; b] and inference X @ W + b: the same 51 products for
-    # each output, added in whatever order each BLAS kernel chooses.
+    # Both compute X @ W + b, training into the layer's buffer and inference into a fresh
+    # array: the same 50 products and a bias for each output, added in whatever order the
+    # BLAS kernel chooses for each.
     magnitude = (np.abs(X) @ np.abs(layer.W) + np.abs(layer.b)) / 0.75
     assert_close_sums(train[~zeros], (expected / 0.75)[~zeros], magnitude[~zeros], n_terms=51)
 
@@ -74,3 +99,31 @@ def test_inference_leaves_training_buffers_alone():
     A = layer.forward(X, training=True).copy()
     layer.forward(np.zeros((9, 4)))
     np.testing.assert_array_equal(layer.forward(X, training=True), A)
+
+
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_training_keeps_the_dtype_and_reuses_its_buffers(activation, dtype):
+    layer = DenseLayer(4, 3, activation, np.random.default_rng(0), dtype=dtype)
+    X = np.random.default_rng(1).normal(size=(5, 4)).astype(dtype)
+    A = layer.forward(X, training=True)
+    assert A.dtype == dtype and layer.forward(X).dtype == dtype
+    assert layer.forward(X, training=True) is A, "a training step with the same batch size allocates nothing"
+    dX = layer.backward(np.ones_like(A))
+    assert dX.dtype == dtype and layer.dW.dtype == dtype and layer.db.dtype == dtype
+    assert layer.backward(np.ones_like(A)) is dX
+
+
+def test_prediction_between_forward_and_backward_changes_nothing():
+    layer = make_layer("tanh")
+    rng = np.random.default_rng(2)
+    X, dA = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+    layer.forward(X, training=True)
+    dX = layer.backward(dA.copy()).copy()
+    dW, db = layer.dW.copy(), layer.db.copy()
+    layer.forward(X, training=True)
+    layer.forward(rng.normal(size=(9, 4)))  # another batch size, predicted in between
+    # The same operations on the same numbers: exact.
+    np.testing.assert_array_equal(layer.backward(dA.copy()), dX)
+    np.testing.assert_array_equal(layer.dW, dW)
+    np.testing.assert_array_equal(layer.db, db)

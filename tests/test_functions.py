@@ -123,3 +123,84 @@ def test_softmax_and_loss_stable_for_huge_logits(dtype):
     np.testing.assert_allclose(P[1], [1 / 3] * 3, rtol=8 * EPS32)  # see above
     assert loss == pytest.approx((2000 + np.log(3) + 0) / 3, rel=8 * EPS32)  # see above
     assert direct == pytest.approx(loss, rel=8 * EPS32)  # see above
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activations_keep_the_dtype_without_out(name, dtype):
+    f, f_prime = ACTIVATIONS[name]
+    Z = np.linspace(-3, 3, 12, dtype=dtype).reshape(3, 4)
+    A = f(Z.copy())
+    assert A.dtype == dtype and f_prime(Z, A).dtype == dtype
+    in_place = Z.copy()
+    assert f(in_place, out=in_place) is in_place and in_place.dtype == dtype
+    np.testing.assert_array_equal(in_place, A)  # the same float operations, in place or not
+
+
+def test_derivatives_at_zero_take_the_left_slope():
+    # The ReLU family has a kink at 0; its subgradient there is taken as the left slope.
+    Z = np.array([[0.0, -1.0, 1.0]], np.float32)
+    np.testing.assert_array_equal(ACTIVATIONS["relu"][1](Z, ACTIVATIONS["relu"][0](Z)), [[0, 0, 1]])
+    np.testing.assert_array_equal(ACTIVATIONS["leaky_relu"][1](Z, ACTIVATIONS["leaky_relu"][0](Z)),
+                                  np.array([[0.01, 0.01, 1]], np.float32))
+    A, D = np.empty_like(Z), np.empty_like(Z)
+    value_and_derivative("relu", Z, A, D)
+    np.testing.assert_array_equal(D, [[0, 0, 1]])
+
+
+def test_gelu_against_its_formula_in_float64():
+    Z = np.linspace(-6, 6, 49)
+    inner = np.sqrt(2 / np.pi) * (Z + 0.044715 * Z ** 3)
+    expected = 0.5 * Z * (1 + np.tanh(inner))
+    expected_derivative = (0.5 * (1 + np.tanh(inner))
+                           + 0.5 * Z / np.cosh(inner) ** 2 * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * Z ** 2))
+    f, f_prime = ACTIVATIONS["gelu"]
+    # float64 on both sides, a dozen operations on values up to 6 ** 3: a few ulps of 216, ~1e-13.
+    np.testing.assert_allclose(f(Z), expected, rtol=1e-12, atol=1e-12)  # see above
+    np.testing.assert_allclose(f_prime(Z, f(Z)), expected_derivative, rtol=1e-12, atol=1e-12)  # see above
+
+
+# Rows with different maxima: the first row's maximum (30) is 110 above the second row's
+# values; subtracting one maximum for the whole array makes the second row exp(-110), which
+# float32 flushes to 0 (its smallest number is e^-103), and softmax 0 / 0.
+ROWS = [[30.0, 0.0], [-80.0, -90.0]]
+
+
+def expected_log_softmax():
+    """log_softmax of ROWS in float64, by hand: a row [a, a - d] gives [-log1p(e^-d), -d - log1p(e^-d)]."""
+    return np.array([[-np.log1p(np.exp(-30)), -30 - np.log1p(np.exp(-30))],
+                     [-np.log1p(np.exp(-10)), -10 - np.log1p(np.exp(-10))]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_and_loss_subtract_each_rows_own_maximum(dtype):
+    Z, y = np.array(ROWS, dtype), np.array([1, 0])
+    expected = expected_log_softmax()
+    with np.errstate(all="raise"):
+        log_P, P = log_softmax(Z), softmax(Z)
+        loss, dZ = softmax_cross_entropy(Z.copy(), y)
+        direct = cross_entropy(Z, y)
+    # Each entry is a subtraction and the log of a sum of two terms in [0, 1] near 1: a few
+    # ulps of the entry plus a few ulps of 1 (8 eps of each); probabilities, a few ulps relative.
+    eps = float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(log_P, expected, rtol=8 * eps, atol=8 * eps)  # see above
+    np.testing.assert_allclose(P, np.exp(expected), rtol=8 * eps, atol=0)  # see above
+    expected_loss = -(expected[0, 1] + expected[1, 0]) / 2
+    assert loss == pytest.approx(expected_loss, rel=8 * eps) and direct == pytest.approx(expected_loss, rel=8 * eps)
+    onehot = np.array([[0, 1], [1, 0]])
+    np.testing.assert_allclose(dZ, (np.exp(expected) - onehot) / 2, rtol=8 * eps, atol=8 * eps / 2)  # see above
+
+
+def test_loss_sums_in_float64():
+    # Two float32 rows: a loss of exactly 10,000 (logits 0 and 1e4, label 0) and one of
+    # log1p(e^-10) = 4.54e-5. Added in float32 the small one vanishes (an ulp of 1e4 is 1e-3);
+    # the float64 sum keeps it. Each row's own float32 error is a few ulps of 1 (the log of a
+    # sum near 1), so 8 eps32 bounds the mean's error.
+    Z, y = np.array([[0.0, 1e4], [10.0, 0.0]], np.float32), np.array([0, 0])
+    expected = (1e4 + np.log1p(np.exp(-10))) / 2
+    assert cross_entropy(Z, y) == pytest.approx(expected, rel=0, abs=8 * EPS32)  # see above
+    assert softmax_cross_entropy(Z, y)[0] == pytest.approx(expected, rel=0, abs=8 * EPS32)  # see above
+    # The true classes' logits, minus each row's maximum: -1e4 and -1e-4 add to -1e4 in float32.
+    Z, y = np.array([[1e4, 0.0], [0.0, 1e-4]], np.float32), np.array([1, 0])
+    expected = (1e4 + np.log1p(np.exp(-1e4)) + 1e-4 + np.log1p(np.exp(-1e-4))) / 2
+    assert softmax_cross_entropy(Z, y)[0] == pytest.approx(expected, rel=0, abs=8 * EPS32)  # see above
