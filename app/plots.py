@@ -398,10 +398,11 @@ def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, qu
     colour_bar = figure.add_axes(((0.35 + image_width) / width, 0.1 / height + 0.1 * image_height / height,
                                   0.15 / width, 0.8 * image_height / height))
     figure.colorbar(image, cax=colour_bar, label=f"{quantity} / largest |{quantity}| of its unit")
-    colour_bar.text(1.6, 1.02, "red: ink here\nturns it on", transform=colour_bar.transAxes, ha="center",
+    more = "" if quantity == "weight" else " more"  # a change of the weights pushes further one way
+    colour_bar.text(1.6, 1.02, f"red: ink here\nturns it on{more}", transform=colour_bar.transAxes, ha="center",
                     va="bottom", fontsize=8, color="#b2182b")
-    colour_bar.text(1.6, -0.02, "blue: ink here\nholds it off", transform=colour_bar.transAxes, ha="center",
-                    va="top", fontsize=8, color="#2166ac")
+    colour_bar.text(1.6, -0.02, f"blue: ink here\nholds it off{more}", transform=colour_bar.transAxes,
+                    ha="center", va="top", fontsize=8, color="#2166ac")
     return figure
 
 
