@@ -52,9 +52,31 @@ def test_initialisation_of_every_activation(activation):
     assert abs(layer.W.mean()) < 5 * std / np.sqrt(n)  # see above
 
 
-def test_unknown_activation_is_refused():
-    with pytest.raises(ValueError, match="unknown activation"):
+def test_unknown_activation_and_dropout_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="^unknown activation 'swish'; choose one of relu, leaky_relu, tanh, "
+                                         "sigmoid, gelu, linear$"):
         DenseLayer(2, 2, "swish")
+    for dropout in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=rf"^dropout must be in \[0, 1\), got {dropout}$"):
+            DenseLayer(2, 2, dropout=dropout)
+
+
+def test_defaults_and_the_runs_generator():
+    layer = DenseLayer(3, 2)  # no generator given: a fresh one
+    assert (layer.activation, layer.dropout, layer.W.dtype) == ("relu", 0.0, np.float32)
+    assert layer.W.std() > 0
+    same = [DenseLayer(30, 20, rng=np.random.default_rng(5), dropout=0.5) for _ in range(2)]
+    assert np.array_equal(same[0].W, same[1].W), "the weights come from the generator handed over"
+    X = np.ones((4, 30), np.float32)
+    assert np.array_equal(same[0].forward(X, training=True), same[1].forward(X, training=True)), \
+        "so do the dropout masks"
+
+
+def test_logits_are_stored_column_by_column():
+    # The softmax reduces each row of a few logits, 2-3 times faster when Z is column-major.
+    X = np.ones((6, 4), np.float32)
+    assert DenseLayer(4, 3, "linear").forward(X, training=True).flags.f_contiguous
+    assert DenseLayer(4, 3, "relu").forward(X, training=True).flags.c_contiguous
 
 
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
