@@ -183,17 +183,18 @@ def set_titles(axes, title, subtitle_lines):
                   fontsize=9)
 
 
-def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle=None):
+def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle=None, note=None):
     """Training loss per step (raw and smoothed) with the evaluated losses on top.
 
     steps, losses: the per-step (or sampled) training loss. evaluations: a list of
     dicts with "step" and any of "test_loss", "val_loss". subtitle: a second, smaller
-    title line, such as the recipe that produced the curve.
+    title line, such as the recipe that produced the curve. note: a line in the corner of the
+    axes explaining something the curves show (see training_loss_note).
     """
     subtitle_lines = wrap_subtitle(subtitle)
     figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, top_margin(subtitle_lines)))  # room for 6 x 10^-1
-    window = max(1, len(losses) // 100)
-    faint = window > 1  # pale under its running mean; alone (under 200 steps) drawn fully
+    window = max(1, -(-len(losses) // 200))  # stats.json's loss_curve averages windows of this many steps too
+    faint = window > 1  # pale under its running mean; alone (200 steps or fewer) drawn fully
     columns = round(figure.get_figwidth() * DPI * axes.get_position().width)  # the axes' width in pixels
     axes.plot(*thinned_line(steps, losses, columns), color="tab:blue", alpha=0.25 if faint else 1.0,
               linewidth=0.6 if faint else 1.2, label="training loss (per step)",
@@ -217,7 +218,21 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle
     set_titles(axes, title, subtitle_lines)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
+    if note:  # bottom left, where the early steps' high losses leave the axes empty
+        axes.text(0.01, 0.02, note, transform=axes.transAxes, ha="left", va="bottom", fontsize=8, color="0.2",
+                  bbox={"facecolor": "white", "edgecolor": "0.8", "alpha": 0.9})
     save_figure(figure, path)
+
+
+def training_loss_note(dropout, augmented):
+    """A line for the loss graph when the training loss is measured on a harder task than the
+    test loss (dropout, or shifted and turned images, are on in training only), so that it can
+    sit above the test loss; None otherwise."""
+    causes = [cause for cause, on in (("dropout", dropout), ("shifted or turned images", augmented)) if on]
+    if not causes:
+        return None
+    return (f"The training loss is measured with {' and '.join(causes)}, which the test is not:\n"
+            "it can sit above the test loss without anything being wrong.")
 
 
 def accuracy_graph(path, evaluations, title="Accuracy during training", subtitle=None):
@@ -382,7 +397,9 @@ def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, qu
     pitch = 28 + 1  # a tile and the line between tiles, in mosaic pixels
     for i, unit in enumerate(units):  # the unit's number in the tile's top-left corner
         row, column = divmod(i, columns)
-        axes.text(column * pitch + 0.5, row * pitch + 0.5, str(unit), fontsize=6, color="0.25", va="top", ha="left")
+        axes.text(column * pitch + 0.7, row * pitch + 0.7, str(unit), fontsize=7.5, color="black", va="top",
+                  ha="left", bbox={"boxstyle": "square,pad=0.15", "facecolor": "white", "edgecolor": "none",
+                                   "alpha": 0.85})
     axes.axis("off")
     if title is None:
         title = f"What the first hidden units look for\n({chosen}, numbered)"
@@ -390,6 +407,11 @@ def first_layer_weights_figure(W, count=36, columns=6, title=None, width=7.2, qu
     colour_bar = figure.add_axes(((0.35 + image_width) / width, 0.1 / height + 0.1 * image_height / height,
                                   0.15 / width, 0.8 * image_height / height))
     figure.colorbar(image, cax=colour_bar, label=f"{quantity} / largest |{quantity}| of its unit")
+    more = "" if quantity == "weight" else " more"  # a change of the weights pushes further one way
+    colour_bar.text(1.6, 1.02, f"red: ink here\nturns it on{more}", transform=colour_bar.transAxes, ha="center",
+                    va="bottom", fontsize=8, color="#b2182b")
+    colour_bar.text(1.6, -0.02, f"blue: ink here\nholds it off{more}", transform=colour_bar.transAxes,
+                    ha="center", va="top", fontsize=8, color="#2166ac")
     return figure
 
 

@@ -49,10 +49,13 @@ class Progress:
     """Reports training progress; the training loop calls ``step`` after every step.
 
     On a terminal (``stream.isatty()``) one line per epoch updates itself in
-    place, at most ``refresh_per_second`` times a second:
-        Epoch 3/22 [=====>........] 412/937 - ETA 25s - loss: 0.0912 - 0.62 ms/step
-    and is closed with the epoch's summary (and the evaluation, when there is one: an
-    evaluation made in the background closes it when it comes, a few dozen steps later).
+    place, at most ``refresh_per_second`` times a second; its ETA is the time left in
+    that epoch, the one the bar shows:
+        Epoch 3/22 [=====>........] 412/937 - ETA 0.3s - loss: 0.0912 - 0.62 ms/step
+    and is closed with the epoch's summary, where the time the epoch took replaces the ETA
+    (and the evaluation, when there is one: an evaluation made in the background closes it
+    when it comes, a few dozen steps later):
+        Epoch 3/22 [==============] 937/937 - 0.6s - loss: 0.0874 - 0.62 ms/step
     The line fits the terminal's width (shutil.get_terminal_size, which reads
     $COLUMNS first), as Keras's bar does: the bar shrinks, then the ms/step, the
     bar and the ETA are left out, so that a refresh never wraps onto a new line.
@@ -61,7 +64,11 @@ class Progress:
     numbers, never inside one; messages are wrapped between words.
     Elsewhere (a file, a pipe) it writes a plain line every ``log_interval`` steps:
         step  2000/20000  epoch  3/22  loss 0.1234  1620 steps/s  ETA 11s
-    ``quiet`` prints nothing at all. ETA is the time left for the whole run.
+    where the ETA is the time left for the whole run, as the line counts steps of the run.
+    ``quiet`` prints nothing at all.
+
+    Speeds are measured from the end of the run's first step: that step allocates the
+    buffers and warms the caches, and counting it would make the first estimates too long.
     """
 
     def __init__(self, total_steps, steps_per_epoch, first_step=0, log_interval=None,
@@ -76,21 +83,30 @@ class Progress:
         self.min_refresh = 1.0 / refresh_per_second
         self.first_step = first_step
         self.start_time = time.perf_counter()
+        self.clock_start = None  # (time, step) at the end of the first step: speeds count from there
+        self.epoch_start_time = self.start_time
         self.last_refresh = 0.0
         self.epoch_loss_sum = 0.0
         self.epoch_steps = 0
         self.interval_loss_sum = 0.0
         self.interval_steps = 0
         self.line_open = False
-        self.bar = None  # what the bar line shows: (step, epoch, in_epoch, mean loss, s/step, s left)
+        self.bar = None  # what the bar line shows: (step, epoch, in_epoch, mean loss, s/step, "ETA 25s" or "0.6s")
         self.closing = None  # (step, bar) of an ended epoch whose line waits for its evaluation
 
-    def _rates(self, step):
-        """(seconds per step, seconds left) measured since the start of this run."""
-        elapsed = time.perf_counter() - self.start_time
-        done = max(step - self.first_step, 1)
-        per_step = elapsed / done
-        return per_step, per_step * (self.total_steps - step)
+    def _rates(self, step, until_step):
+        """(seconds per step, seconds left until step ``until_step``): the speed since the end
+        of the first step (since the start, when only one step was made)."""
+        now = time.perf_counter()
+        if self.clock_start is None or step <= self.clock_start[1]:
+            per_step = (now - self.start_time) / max(step - self.first_step, 1)
+        else:
+            per_step = (now - self.clock_start[0]) / (step - self.clock_start[1])
+        return per_step, per_step * max(until_step - step, 0)
+
+    def _epoch_end(self, epoch):
+        """The last step of epoch ``epoch`` (1-based): the last epoch may be cut short."""
+        return min(epoch * self.steps_per_epoch, self.total_steps)
 
     def _write(self, text):
         self.stream.write(text)
@@ -98,6 +114,8 @@ class Progress:
 
     def step(self, step, loss):
         """Record the loss of training step ``step`` (1-based count of steps done)."""
+        if self.clock_start is None:
+            self.clock_start = (time.perf_counter(), step)
         self.epoch_loss_sum += loss
         self.epoch_steps += 1
         self.interval_loss_sum += loss
@@ -116,11 +134,13 @@ class Progress:
                 self.closing = None
             if now - self.last_refresh >= self.min_refresh or epoch_ends:
                 self.last_refresh = now
-                self.bar = (step, epoch, in_epoch, self.epoch_loss_sum / max(self.epoch_steps, 1), *self._rates(step))
+                per_step, left = self._rates(step, self._epoch_end(epoch))
+                shown = format_duration(now - self.epoch_start_time) if epoch_ends else "ETA " + format_duration(left)
+                self.bar = (step, epoch, in_epoch, self.epoch_loss_sum / max(self.epoch_steps, 1), per_step, shown)
                 self._write("\r" + self._bar_line(self.bar) + "\x1b[K")
                 self.line_open = True
         elif step % self.log_interval == 0 or step == self.total_steps:
-            per_step, left = self._rates(step)
+            per_step, left = self._rates(step, self.total_steps)
             width = len(str(self.total_steps))
             loss_text = self.interval_loss_sum / max(self.interval_steps, 1)
             self._write(f"step {step:{width}d}/{self.total_steps}  epoch {epoch:2d}/{self.total_epochs}  "
@@ -147,9 +167,9 @@ class Progress:
         """The progress line of `bar` (see __init__), `suffix` (the evaluation) included, in
         fewer characters than the terminal has columns."""
         columns = self._columns()
-        step, epoch, in_epoch, mean_loss, per_step, left = bar
+        step, epoch, in_epoch, mean_loss, per_step, time_text = bar
         loss = f" - loss: {mean_loss:.4f}"
-        eta, speed = f" - ETA {format_duration(left)}", f" - {per_step * 1000:.2f} ms/step"
+        eta, speed = f" - {time_text}", f" - {per_step * 1000:.2f} ms/step"
         head, count = f"Epoch {epoch}/{self.total_epochs} ", f"{in_epoch}/{self.steps_per_epoch}"
         for parts in ((eta, loss, speed), (eta, loss), (loss,)):
             rest = count + "".join(parts) + suffix
@@ -178,6 +198,7 @@ class Progress:
                 self.evaluation(step, evaluation)
         self.epoch_loss_sum = 0.0
         self.epoch_steps = 0
+        self.epoch_start_time = time.perf_counter()
 
     def _closed_line(self, bar, evaluation):
         """The epoch's last bar line with its evaluation: on the bar line when both fit, in

@@ -246,3 +246,14 @@ def test_thinned_line_leaves_short_or_broken_lines_whole():
     losses = np.ones(1000)
     losses[500] = np.nan  # a step that overflowed: not to be hidden by a minimum or maximum
     assert len(plots.thinned_line(np.arange(1000), losses, 30)[0]) == 1000
+
+
+def test_the_loss_graph_says_why_training_loss_can_sit_above_the_test_loss():
+    """With dropout or augmented images the training loss is measured on a harder task than
+    the test: the graph says so (--preset best's test loss sits below its training loss);
+    the default run, trained and tested alike, gets no note."""
+    from app import plots
+    assert plots.training_loss_note(0.0, False) is None
+    assert "dropout" in plots.training_loss_note(0.2, False) and "shifted" not in plots.training_loss_note(0.2, False)
+    assert "shifted or turned" in plots.training_loss_note(0.0, True)
+    assert "dropout and shifted or turned images" in plots.training_loss_note(0.2, True)

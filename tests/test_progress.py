@@ -90,11 +90,13 @@ def test_an_epoch_line_waits_for_its_evaluation_made_in_the_background(monkeypat
     epoch, and the evaluation closes it, as it does when it comes at once. An evaluation
     that comes after the next epoch ended too gets lines of its own."""
     monkeypatch.setenv("COLUMNS", "100")
+    from app import progress as progress_module
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: 5.0)  # the clock stands still: epochs of 0.0s
     evaluation = EVALUATIONS["test only"]
     at_once, waited = FakeTerminal(), FakeTerminal()
     for stream in (at_once, waited):
         progress = Progress(total_steps=30, steps_per_epoch=10, stream=stream, refresh_per_second=1e9)
-        progress._rates = lambda step: (0.0005, 0.0)  # the clock aside
+        progress._rates = lambda step, until_step: (0.0005, 0.0)  # the clock aside
         for step in range(1, 11):
             progress.step(step, 0.5)
         if stream is at_once:
@@ -114,9 +116,63 @@ def test_an_epoch_line_waits_for_its_evaluation_made_in_the_background(monkeypat
         progress.evaluation(20, evaluation)
         progress.end_epoch(30)  # no evaluation this epoch (--eval-every 20)
     assert terminal_lines(at_once) == [
-        "Epoch 1/3 [===========] 10/10 - ETA 0.0s - loss: 0.5000 - test_loss: 0.0812 - test_accuracy: 0.9751", ""]
+        "Epoch 1/3 10/10 - 0.0s - loss: 0.5000 - 0.50 ms/step - test_loss: 0.0812 - test_accuracy: 0.9751", ""]
     assert terminal_lines(waited) == [
         terminal_lines(at_once)[0],
-        "Epoch 2/3 [==============================] 10/10 - ETA 0.0s - loss: 0.2500 - 0.50 ms/step",
-        "Epoch 3/3 [==============================] 10/10 - ETA 0.0s - loss: 0.1250 - 0.50 ms/step",
+        "Epoch 2/3 [==============================] 10/10 - 0.0s - loss: 0.2500 - 0.50 ms/step",
+        "Epoch 3/3 [==============================] 10/10 - 0.0s - loss: 0.1250 - 0.50 ms/step",
         "  evaluation at step 20:  test: loss 0.0812, acc 0.9751", ""], terminal_lines(waited)
+
+
+class FakeClock:
+    """time.perf_counter for a run whose steps take `step_s` each, after a first step of
+    `first_step_s` (it allocates the buffers); `tick` moves it on by one step."""
+
+    def __init__(self, first_step_s, step_s):
+        self.now, self.first_step_s, self.step_s, self.steps = 100.0, first_step_s, step_s, 0
+
+    def __call__(self):
+        return self.now
+
+    def tick(self):
+        self.now += self.first_step_s if self.steps == 0 else self.step_s
+        self.steps += 1
+
+
+def run_with_clock(monkeypatch, stream, total_steps, steps_per_epoch, first_step_s, step_s, log_interval=None):
+    from app import progress as progress_module
+    clock = FakeClock(first_step_s, step_s)
+    monkeypatch.setattr(progress_module.time, "perf_counter", clock)
+    progress = Progress(total_steps=total_steps, steps_per_epoch=steps_per_epoch, stream=stream,
+                        refresh_per_second=1e9, log_interval=log_interval)
+    for step in range(1, total_steps + 1):
+        clock.tick()
+        progress.step(step, 0.5)
+        if step % steps_per_epoch == 0 or step == total_steps:
+            progress.end_epoch(step)
+    return stream.getvalue()
+
+
+def test_the_bar_shows_the_time_left_in_its_epoch_and_a_closed_epoch_its_duration(monkeypatch):
+    """A bar counts the steps of one epoch, so its ETA is the time left in that epoch (was the
+    whole run's: 'Epoch 1/4 [====] 937/937 - ETA 1.9s'); a finished epoch shows the time it took."""
+    monkeypatch.setenv("COLUMNS", "120")
+    text = run_with_clock(monkeypatch, FakeTerminal(), total_steps=400, steps_per_epoch=100, first_step_s=0.01,
+                          step_s=0.01)
+    shown = [re.sub(r"\x1b\[K", "", piece) for line in text.split("\n") for piece in line.split("\r")]
+    at_50 = next(piece for piece in shown if " 50/100 " in piece and piece.startswith("Epoch 2/4"))
+    assert "ETA 0.5s" in at_50, at_50  # 50 steps of 10 ms left in epoch 2 (the run has 250 left: 2.5 s)
+    closed = [piece for piece in shown if " 100/100 " in piece]
+    assert len(closed) >= 4 and all("ETA" not in piece for piece in closed), closed
+    assert all(" - 1.0s - " in piece for piece in closed[1:]), closed  # 100 steps of 10 ms each
+
+
+def test_the_first_estimate_in_a_log_leaves_the_slow_first_step_out(monkeypatch):
+    """A first step of 2 s (buffers, caches) then 10,000 steps of 1 ms: at step 1,000 the time
+    left is 9 s, and the log's first ETA is within 30 % of it (counting the first step in the
+    speed said 27 s)."""
+    text = run_with_clock(monkeypatch, io.StringIO(), total_steps=10_000, steps_per_epoch=1_000, first_step_s=2.0,
+                          step_s=0.001)
+    first = text.splitlines()[0]
+    eta = float(re.search(r"ETA ([0-9.]+)s", first).group(1))
+    assert first.startswith("step  1000/10000") and abs(eta - 9.0) <= 0.3 * 9.0, first
