@@ -180,7 +180,8 @@ def outputs(out_dir, model, config, stats, history, test_set, probabilities, sho
     title = f"Training loss: MLP {'-'.join(map(str, model.layer_sizes))}"
     with plots.collector_paused():
         yield LOSS_GRAPH_FILE, drawn(plots.loss_graph, history["loss_steps"], history["losses"], evaluations,
-                                     title=title, subtitle=subtitle)
+                                     title=title, subtitle=subtitle,
+                                     note=plots.training_loss_note(config["dropout"], config["augment"] or config["rotate"]))
         if history["evaluations"]:
             yield "accuracy_graph.png", drawn(plots.accuracy_graph, evaluations, subtitle=subtitle)
         else:
