@@ -81,3 +81,14 @@ def test_usage_documents_every_stats_key_and_every_config_flag(tmp_path):
     assert undocumented == [], "stats.json keys without a row in docs/usage.md"
     unexplained = [key for key in stats["config"] if f"`--{key.replace('_', '-')}" not in usage]
     assert unexplained == [], "configuration keys whose flag docs/usage.md does not explain"
+
+
+def test_the_readme_quotes_the_training_loop_as_it_is_in_nn_py():
+    """The README shows one batch of train() in four lines: each must still be a line of nn.py,
+    so that a reader who opens nn.py finds what the README promised."""
+    readme = (PROJECT_DIR / "README.md").read_text(encoding="utf-8")
+    driver = {line.strip() for line in (PROJECT_DIR / "nn.py").read_text(encoding="utf-8").splitlines()}
+    block = re.search(r"```python\n(.*?)```", readme, re.DOTALL)
+    assert block is not None, "README.md shows no Python block of the training loop"
+    lines = [line.strip() for line in block.group(1).strip().splitlines()]
+    assert len(lines) >= 4 and all(line in driver for line in lines), [line for line in lines if line not in driver]
