@@ -22,6 +22,7 @@ def flags_of(settings):
                     for key, value in settings.items())
 
 
+NUMBER_WORDS = dict(enumerate("zero one two three four five six seven eight nine ten".split()))
 D, FAST = cli.DEFAULTS, cli.PRESETS["fast"]
 STEPS_PER_EPOCH = 60_000 // D["batch_size"]  # the training set's 60,000 images, the last incomplete batch left out
 # One evaluation at the end of each epoch (step % STEPS_PER_EPOCH == 0), one after the last step (app/monitor.py)
@@ -58,6 +59,9 @@ FIGURES = [
     ("docs/usage.md", r"- `--preset best`: `([^`]+)`", flags_of(cli.PRESETS["best"])),
     ("docs/usage.md", r"- `--preset fast`: `([^`]+)`", flags_of(FAST)),
     ("docs/results.md", r"`--preset fast` \(`([^`]+)`\)", flags_of(FAST)),
+    ("docs/results.md", r"on\s+([\d,]+) images \([\d.]+ epochs\) instead", f"{FAST['steps'] * FAST['batch_size']:,}"),
+    ("docs/results.md", r"images \(([\d.]+) epochs\) instead", f"{FAST['steps'] * FAST['batch_size'] / 60_000:.1f}"),
+    ("docs/results.md", r"instead of the default's ([\d,]+),", f"{D['steps'] * D['batch_size']:,}"),
     ("docs/results.md", r"python nn.py --preset best +# = ([^`]+?)\n```", flags_of(cli.PRESETS["best"])),
     ("docs/usage.md", r"the last step of `--preset fast` uses ([\d.e-]+)\)", f"{FAST_LAST_RATE:.1e}"),
     ("docs/usage.md", r"\(`fast`: (\d+) steps\)", str(FAST_DRY_RUN_WARMUP)),
@@ -83,6 +87,15 @@ FIGURES = [
     ("docs/serve.md", r"images over (\d+) pixels a side", str(server.MAX_IMAGE_SIDE)),
     ("docs/serve.md", r"an image over (\d+) pixels a side", str(server.MAX_IMAGE_SIDE)),
     ("docs/serve.md", r"a whole number from 2 to (\d+)", str(server.MAX_IMAGE_SIDE)),
+    ("docs/serve.md", r"drops up to (\d+) MB of the body", str(server.MAX_DRAINED_BYTES // 2**20)),
+    ("docs/serve.md", r"falls silent for (\d+) s is closed", str(server.CHANNEL_TIMEOUT_S)),
+    ("docs/serve.md", r"is closed after (\d+) s\.", str(server.CHANNEL_TIMEOUT_S)),
+    ("docs/serve.md", r"at most (\w+) requests are answered at once", NUMBER_WORDS[server.THREADS]),
+    ("docs/serve.md", r"at most (\w+) drawings are decoded", NUMBER_WORDS[server.DECODE_SLOTS]),
+    ("docs/serve.md", r"\| 503 \| (\w+) drawings are being read", NUMBER_WORDS[server.DECODE_SLOTS]),
+    ("docs/serve.md", r"none finished within (\d+) s", str(server.DECODE_WAIT_S)),
+    ("docs/serve.md", r"up to (\d+) s for a drawing", str(server.DECODE_WAIT_S)),
+    ("docs/serve.md", r"At most about (\d+)\s+connections", str(server.CONNECTION_LIMIT)),
     ("docs/explore.md", r'\{"steps": 1-(\d+),', str(training_session.MAX_STEPS)),
     ("docs/explore.md", r'"seed": 0-(\d+)\}', str(training_session.MAX_SEED)),
 ]
