@@ -80,6 +80,9 @@ FIGURES = [
     # predict
     ("docs/usage.md", r"It reads ([A-Za-z, ]+) and any other format Pillow reads", ", ".join(IMAGE_TYPES)),
     ("docs/usage.md", r"Images over (\d+) megapixels", str(MAX_PIXELS // 10**6)),
+    ("benchmarks/README.md", r"default network \((\d+(?:-\d+)+), batch", "-".join(map(str, SIZES))),
+    ("benchmarks/README.md", r"default network \([\d-]+, batch (\d+),", str(D["batch_size"])),
+    ("benchmarks/README.md", r"of the ([\d,]+) at the end", f"{PARAMETERS:,}"),
     # the page's limits
     ("docs/serve.md", r"a body over (\d+) MB \(", str(server.MAX_BODY_BYTES // 2**20)),
     ("docs/serve.md", r"MB \(([\d,]+) bytes\)", f"{server.MAX_BODY_BYTES:,}"),
