@@ -29,7 +29,7 @@ MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam")
 HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 # --preset best: chosen on a validation split (docs/results.md, "Beyond 98 %"); --preset fast:
-# the default network trained in about a seventh of the default's time, reaching 98 %, also
+# the default network trained in about a sixth of the default's training time (benchmarks/README.md), to 98 %, also
 # chosen on a validation split (docs/results.md says what it reaches). Flags only.
 PRESETS = {
     "best": {"hidden": [800, 800], "optimizer": "nesterov", "lr": 0.05, "momentum": 0.9,
