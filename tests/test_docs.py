@@ -3,6 +3,7 @@ documents every key of the stats.json that nn.py writes, and every number a page
 the program's own behaviour (defaults, presets, sizes, limits) is the one in the code. A page
 that points at a moved file, or quotes a number the code no longer has, misleads its reader."""
 
+import inspect
 import json
 import re
 
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import PROJECT_DIR, run_nn
 
-from app import cli, report
+from app import calibration, cli, plots, report
 from app.page import server, training_session
 from app.predict import IMAGE_TYPES, MAX_PIXELS
 from optimizers import learning_rate_at
@@ -30,6 +31,7 @@ EVALUATIONS = D["steps"] // STEPS_PER_EPOCH + (D["steps"] % STEPS_PER_EPOCH != 0
 SIZES = [784, *D["hidden"], 10]
 PARAMETERS = sum(n_in * n_out + n_out for n_in, n_out in zip(SIZES, SIZES[1:]))
 FAST_LAST_RATE = learning_rate_at(FAST["steps"] - 1, FAST["steps"], FAST["lr"], FAST["lr_schedule"], FAST["warmup_steps"])
+WEIGHT_TILES = inspect.signature(plots.first_layer_weights).parameters["count"].default  # weights.png
 FAST_DRY_RUN_WARMUP = round(FAST["warmup_steps"] * cli.DRY_RUN_STEPS / FAST["steps"])
 
 # Numbers the pages quote about the program, each against the code: (page, regular expression
@@ -55,6 +57,13 @@ FIGURES = [
     ("docs/usage.md", r"epochs of ([\d,]+)\s+steps\)", f"{STEPS_PER_EPOCH:,}"),
     ("docs/usage.md", r"(\d[\d,]*) parameters", f"{PARAMETERS:,}"),
     ("docs/usage.md", r"\((\d+) times in\s+the default run\)", str(EVALUATIONS)),
+    ("docs/usage.md", r"`--momentum` \(([\d.]+)\) for momentum", str(D["momentum"])),
+    ("docs/usage.md", r"randomly by up to (\d+) \(or PIXELS\)", str(cli.build_parser().parse_args(["--augment"]).augment)),
+    ("docs/usage.md", r"a plain line every\s+(\d+) steps", str(cli.build_parser().get_default("log_interval"))),
+    ("docs/usage.md", r"\(`--log-interval`, ([\d,]+) steps\)", f"{cli.build_parser().get_default('log_interval'):,}"),
+    ("docs/usage.md", r"over `bins` \((\d+)\) bins", str(calibration.BINS)),
+    ("docs/usage.md", r"calibration error of its probabilities \((\d+) bins", str(calibration.BINS)),
+    ("docs/usage.md", r"It shows the (\d+) units with the largest", str(WEIGHT_TILES)),
     # the presets, as the pages list them
     ("docs/usage.md", r"- `--preset best`: `([^`]+)`", flags_of(cli.PRESETS["best"])),
     ("docs/usage.md", r"- `--preset fast`: `([^`]+)`", flags_of(FAST)),
