@@ -38,8 +38,8 @@ FAST_DRY_RUN_WARMUP = round(FAST["warmup_steps"] * cli.DRY_RUN_STEPS / FAST["ste
 # whose one group is the number as the page writes it, the text the code gives). Every match on
 # the page must read the code's text, and there must be at least one. A number may run onto the
 # next line, or the next line of a comment in a code block: spaces, line ends and # count as one
-# space. Timings and accuracies are
-# measurements, not the code's settings: they say which machine and are not checked here.
+# space. Timings and accuracies are measurements, not the code's settings: they say which
+# machine and are not checked here. README.md's rows go here too, in the same form.
 FIGURES = [
     # the defaults, the original configuration
     ("docs/usage.md", r"\| `--steps N` \| (\S+) \|", str(D["steps"])),
