@@ -29,7 +29,7 @@ MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam")
 HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu")
 # --preset best: chosen on a validation split (docs/results.md, "Beyond 98 %"); --preset fast:
-# the default network trained in about a seventh of the default's time, reaching 98 %, also
+# the default network trained in about a sixth of the default's training time (benchmarks/README.md), to 98 %, also
 # chosen on a validation split (docs/results.md says what it reaches). Flags only.
 PRESETS = {
     "best": {"hidden": [800, 800], "optimizer": "nesterov", "lr": 0.05, "momentum": 0.9,
@@ -39,6 +39,8 @@ PRESETS = {
              "batch_size": 128, "steps": 1700, "eval_every": 0},
 }
 LR_SCHEDULES = ("constant", "step", "cosine")
+# --dry-run: a check that everything works, in seconds (app/data.py cuts the data down)
+DRY_RUN_STEPS, DRY_RUN_TRAIN_IMAGES, DRY_RUN_TEST_IMAGES = 50, 2000, 1000
 SUBCOMMANDS = ("predict", "serve")  # the training command has none: python nn.py [FLAGS]
 SUBCOMMANDS_HELP = """commands (each has its own --help):
   python nn.py [FLAGS]            train a model and test it (the flags above)
@@ -99,7 +101,8 @@ def build_parser():
     group.add_argument("--resume", type=Path, metavar="MODEL",
                        help="continue training a saved model up to --steps steps in all")
     group.add_argument("--dry-run", action="store_true",
-                       help="50 steps (or --steps) on 2,000 training and 1,000 test images, every "
+                       help=f"{DRY_RUN_STEPS} steps (or --steps) on {DRY_RUN_TRAIN_IMAGES:,} training and "
+                            f"{DRY_RUN_TEST_IMAGES:,} test images, every "
                             "output written (to dry_run/ unless --out is given): a check that all works")
     group = parser.add_argument_group("beyond the original")
     group.add_argument("--preset", choices=sorted(PRESETS), help="a documented set of the flags below "
@@ -149,8 +152,8 @@ def resolve_config(args, resumed_config=None):
         config["momentum"] = DEFAULTS["momentum"]
     if args.dry_run and args.steps is None and not resumed_config:  # a resumed run keeps its steps
         if args.warmup_steps is None:  # a preset's warm-up shrinks with its steps (fast: 100 of 1,700 -> 3 of 50)
-            config["warmup_steps"] = round(config["warmup_steps"] * 50 / config["steps"])
-        config["steps"] = 50
+            config["warmup_steps"] = round(config["warmup_steps"] * DRY_RUN_STEPS / config["steps"])
+        config["steps"] = DRY_RUN_STEPS
     if args.preset and args.warmup_steps is None and 0 < config["steps"] <= config["warmup_steps"]:
         raise UsageError(f"--preset {args.preset} warms up for {config['warmup_steps']:,} steps, not fewer than "
                          f"--steps {config['steps']:,}: give more --steps, or --warmup-steps N under them")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from app.atomic import atomic_write
-from app.cli import UsageError
+from app.cli import DRY_RUN_TEST_IMAGES, DRY_RUN_TRAIN_IMAGES, UsageError
 from app.words import count
 
 N_PIXELS = 28 * 28
@@ -502,8 +502,8 @@ def prepare_data(args, config, say):
     splits = load_mnist(args.data, [args.data, PROJECT_DATASETS], log=say)
     train_set, test_set = splits["train"], splits["test"]
     if args.dry_run:
-        train_set = (train_set[0][:2000], train_set[1][:2000])
-        test_set = (test_set[0][:1000], test_set[1][:1000])
+        train_set = (train_set[0][:DRY_RUN_TRAIN_IMAGES], train_set[1][:DRY_RUN_TRAIN_IMAGES])
+        test_set = (test_set[0][:DRY_RUN_TEST_IMAGES], test_set[1][:DRY_RUN_TEST_IMAGES])
     eval_sets = {"test": test_set}
     if config["val_split"] > 0:
         train_set, eval_sets["val"] = split_validation(*train_set, config["val_split"],

@@ -23,6 +23,7 @@ import matplotlib
 import matplotlib.ticker
 
 from app.atomic import atomic_write
+from app.report import LOSS_CURVE_POINTS, loss_window
 from app.words import confidence_text
 
 _display_wanted = False
@@ -193,8 +194,8 @@ def loss_graph(path, steps, losses, evaluations, title="Training loss", subtitle
     """
     subtitle_lines = wrap_subtitle(subtitle)
     figure, axes = new_figure(8, 4.8, margins=(0.115, 0.1, 0.98, top_margin(subtitle_lines)))  # room for 6 x 10^-1
-    window = max(1, -(-len(losses) // 200))  # stats.json's loss_curve averages windows of this many steps too
-    faint = window > 1  # pale under its running mean; alone (200 steps or fewer) drawn fully
+    window = loss_window(len(losses))  # the window of stats.json's loss_curve
+    faint = window > 1  # pale under its running mean; alone (LOSS_CURVE_POINTS steps or fewer) drawn fully
     columns = round(figure.get_figwidth() * DPI * axes.get_position().width)  # the axes' width in pixels
     axes.plot(*thinned_line(steps, losses, columns), color="tab:blue", alpha=0.25 if faint else 1.0,
               linewidth=0.6 if faint else 1.2, label="training loss (per step)",

@@ -30,6 +30,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 # ------------------------------------------------------------------ images
 
 MAX_PIXELS = 50_000_000  # larger images are refused from their header (a 48-megapixel phone photo passes)
+# What Pillow (which comes with Matplotlib) reads: these, and any other format it knows
+IMAGE_TYPES = ("PNG", "JPEG", "GIF", "WebP", "BMP", "TIFF")
 READ_SIDE = 1024  # longer images are reduced while read: the digit ends as 20x20 pixels anyway
 
 
@@ -80,8 +82,8 @@ def _read_upright(path):
     except UnidentifiedImageError:  # its own text names the path again: "cannot identify image file 'x.png'"
         if isinstance(path, (str, Path)) and Path(path).stat().st_size == 0:
             raise ValueError(f"{path}: an empty file, not an image") from None
-        raise ValueError(f"{path}: cannot read it as an image (not PNG, JPEG or another format "
-                         f"that Pillow reads)") from None
+        raise ValueError(f"{path}: cannot read it as an image (not {', '.join(IMAGE_TYPES)} or another "
+                         f"format that Pillow reads)") from None
     except OSError as error:  # the system's (PermissionError, say) names the path again: its strerror does not
         reason = error.strerror if error.filename is not None else error
         raise ValueError(f"{path}: cannot read it as an image ({reason})") from None
@@ -463,7 +465,8 @@ def build_parser():
     from app.cli import Parser
     parser = Parser(prog="nn.py predict", description="Read digits with a trained model.")
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
-                        help="PNG or JPEG files: MNIST-style 28x28, or a photo or scan of a dark digit on light "
+                        help=f"image files ({', '.join(IMAGE_TYPES)} or any other format Pillow reads): "
+                             "MNIST-style 28x28, or a photo or scan of a dark digit on light "
                              f"paper (turned upright by its EXIF tag; at most {MAX_PIXELS // 10**6} megapixels)")
     parser.add_argument("--csv", type=Path, metavar="FILE",
                         help="predict every row of an MNIST CSV file and print the accuracy against its labels")

@@ -23,9 +23,18 @@ def divergence_advice(config):
     return f"try a smaller --lr, such as {lr / 10:g}, or check that the inputs are scaled"
 
 
-def sampled_curve(steps, losses, points=200):
+LOSS_CURVE_POINTS = 200  # stats.json's loss_curve has about this many points
+
+
+def loss_window(n_steps, points=LOSS_CURVE_POINTS):
+    """How many steps each point of the loss curve averages: n_steps / points, rounded up
+    (100 for the default's 20,000 steps). The loss graph's smoothed line uses it too."""
+    return max(1, -(-n_steps // points))
+
+
+def sampled_curve(steps, losses, points=LOSS_CURVE_POINTS):
     """The loss curve in about `points` points: the mean loss of each window of steps."""
-    window = max(1, -(-len(losses) // points))
+    window = loss_window(len(losses), points)
     n = len(losses) // window * window
     if n == 0:
         return {"step": [], "loss": [], "window": window}

@@ -499,7 +499,7 @@ def test_each_bad_input_is_one_line_naming_its_file(tmp_path, untrained_model, c
     ("folder as image", "a folder, not an image file"),
     ("folder as csv", "a folder, not a CSV file"),
     ("folder as model", "a folder; name the model file (--model {named}/model_mnist.npz)"),
-    ("not an image", "cannot read it as an image (not PNG, JPEG or another format that Pillow reads)"),
+    ("not an image", "cannot read it as an image (not PNG, JPEG, GIF, WebP, BMP, TIFF or another format that Pillow reads)"),
     ("empty image", "an empty file, not an image"),
     ("truncated png", "cannot read it as an image ("),  # the rest is Pillow's, without the path
 ])
