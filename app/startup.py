@@ -14,6 +14,7 @@ from pathlib import Path
 # .ci/run tests them).
 LOWEST_PYTHON = (3, 10)
 LOWEST_PACKAGES = {"numpy": (1, 25, 2), "matplotlib": (3, 7, 5)}
+PAGE_PACKAGES = {"waitress": (3, 0, 1)}  # the drawing page's web server: `nn.py serve` only, never training
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
