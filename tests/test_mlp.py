@@ -257,9 +257,15 @@ def test_predictions_in_batches_equal_one_pass(batch_size):
     assert len(set(expected.argmax(axis=1).tolist())) > 1  # not every row the same class
 
 
-def test_predictions_default_to_one_batch_of_2000():
+@pytest.mark.parametrize("method", ["predict_logits", "predict_proba", "predict"])
+def test_predictions_pass_at_most_batch_size_rows_at_a_time(method):
     model = small_mlp()
-    X = np.random.default_rng(3).normal(size=(7, 4))
-    np.testing.assert_array_equal(model.predict_logits(X), model.predict_logits(X, 2000))
-    np.testing.assert_array_equal(model.predict_proba(X), model.predict_proba(X, 2000))
-    np.testing.assert_array_equal(model.predict(X), model.predict(X, 2000))
+    batches = []
+    forward = model.forward
+    model.forward = lambda X, training=False: batches.append(len(X)) or forward(X, training)
+    X = np.zeros((2001, 4))
+    getattr(model, method)(X, 3)
+    assert batches == [3] * 667
+    batches.clear()
+    getattr(model, method)(X)  # by default 2000 rows, to bound memory
+    assert batches == [2000, 1]
