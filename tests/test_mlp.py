@@ -143,8 +143,8 @@ def test_layers_draw_their_dropout_masks_from_the_given_generator():
     model = MLP([4, 5, 3], rng=np.random.default_rng(7), dropout=0.5)
     assert all(layer.rng is model.layers[0].rng for layer in model.layers)
     X = np.ones((6, 4), np.float32)
-    first = MLP([4, 5, 3], rng=np.random.default_rng(7), dropout=0.5)
-    np.testing.assert_array_equal(model.forward(X, training=True), first.forward(X, training=True))
+    again = MLP([4, 5, 3], rng=np.random.default_rng(7), dropout=0.5)
+    np.testing.assert_array_equal(model.forward(X, training=True), again.forward(X, training=True))  # same seed, same masks
 
 
 # ------------------------------------------------------------ the flat layout
