@@ -82,22 +82,31 @@ def fit(model, images, labels, chunk=10_000):
     """The statistics of the training images' features: {"class_means": (C, H),
     "precision": (H, H), "threshold": the distance THRESHOLD_QUANTILE of them stay under,
     "shape_limits": (3,) the ink_shape that SHAPE_QUANTILE of them stay within}.
-    images (N, 784): uint8 pixels, or inputs in [0, 1] (as_inputs), read `chunk` at a time;
-    labels (N,) with every class 0..C-1 present."""
+    images (N, 784): uint8 pixels, or inputs in [0, 1] (as_inputs), read `chunk` at a time
+    so that the inputs of all of them are never in memory at once; labels (N,) with every
+    class 0..C-1 present."""
     n_classes = model.layer_sizes[-1]
-    pieces = [as_inputs(images[i:i + chunk]) for i in range(0, len(labels), chunk)]
-    A = np.concatenate([features(model, piece) for piece in pieces])
+    chunks = [slice(start, start + chunk) for start in range(0, len(labels), chunk)]
+    A, shapes = [], []
+    for part in chunks:
+        inputs = as_inputs(images[part])
+        A.append(features(model, inputs).astype(np.float32))  # kept as float32: (N, H) is all that stays
+        shapes.append(ink_shape(inputs))
+    A = np.concatenate(A)
     counts = np.bincount(labels, minlength=n_classes)
     means = np.zeros((n_classes, A.shape[1]))
     np.add.at(means, labels, A)
     means /= np.maximum(counts, 1)[:, None]
-    centred = A - means[labels]  # around each image's own class mean: one covariance for all
-    covariance = centred.T @ centred / len(labels)
+    covariance = np.zeros((A.shape[1], A.shape[1]))
+    for part in chunks:  # around each image's own class mean: one covariance for all the digits
+        centred = A[part] - means[labels[part]]
+        covariance += centred.T @ centred
+    covariance /= len(labels)
     covariance += RIDGE * max(float(np.trace(covariance)) / len(covariance), 1e-12) * np.eye(len(covariance))
     fitted = {"class_means": means, "precision": np.linalg.pinv(covariance, hermitian=True)}
-    fitted["threshold"] = float(np.quantile(distance(fitted, A), THRESHOLD_QUANTILE))
-    fitted["shape_limits"] = np.quantile(np.concatenate([ink_shape(piece) for piece in pieces]), SHAPE_QUANTILE,
-                                         axis=0)
+    distances = np.concatenate([distance(fitted, A[part]) for part in chunks])
+    fitted["threshold"] = float(np.quantile(distances, THRESHOLD_QUANTILE))
+    fitted["shape_limits"] = np.quantile(np.concatenate(shapes), SHAPE_QUANTILE, axis=0)
     return fitted
 
 
