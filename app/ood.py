@@ -93,10 +93,7 @@ def fit(model, images, labels, chunk=10_000):
         A.append(features(model, inputs).astype(np.float32))  # kept as float32: (N, H) is all that stays
         shapes.append(ink_shape(inputs))
     A = np.concatenate(A)
-    counts = np.bincount(labels, minlength=n_classes)
-    means = np.zeros((n_classes, A.shape[1]))
-    np.add.at(means, labels, A)
-    means /= np.maximum(counts, 1)[:, None]
+    means = np.stack([A[labels == digit].mean(axis=0, dtype=np.float64) for digit in range(n_classes)])
     covariance = np.zeros((A.shape[1], A.shape[1]))
     for part in chunks:  # around each image's own class mean: one covariance for all the digits
         centred = A[part] - means[labels[part]]
@@ -104,20 +101,28 @@ def fit(model, images, labels, chunk=10_000):
     covariance /= len(labels)
     covariance += RIDGE * max(float(np.trace(covariance)) / len(covariance), 1e-12) * np.eye(len(covariance))
     fitted = {"class_means": means, "precision": np.linalg.pinv(covariance, hermitian=True)}
-    distances = np.concatenate([distance(fitted, A[part]) for part in chunks])
+    whitening = whitened(fitted)
+    distances = np.concatenate([distance(fitted, A[part], whitening) for part in chunks])
     fitted["threshold"] = float(np.quantile(distances, THRESHOLD_QUANTILE))
     fitted["shape_limits"] = np.quantile(np.concatenate(shapes), SHAPE_QUANTILE, axis=0)
     return fitted
 
 
-def distance(fitted, A):
-    """The squared Mahalanobis distance (N,) of features A (N, H) to the nearest class mean:
-    min over c of (A - mu_c)^T P (A - mu_c) = |A W - mu_c W|^2, where W W^T = P (W from P's
-    eigenvectors, scaled by the square roots of its eigenvalues): one product for all the
-    classes, and squares summed, with no large numbers subtracted."""
+def whitened(fitted):
+    """(W (H, H), the class means times W (C, H)), where W W^T = P, the precision matrix (W
+    from P's eigenvectors, scaled by the square roots of its eigenvalues)."""
     eigenvalues, eigenvectors = np.linalg.eigh(fitted["precision"])
     W = eigenvectors * np.sqrt(np.maximum(eigenvalues, 0))
-    Z, centres = A @ W, fitted["class_means"] @ W
+    return W, fitted["class_means"] @ W
+
+
+def distance(fitted, A, whitening=None):
+    """The squared Mahalanobis distance (N,) of features A (N, H) to the nearest class mean:
+    min over c of (A - mu_c)^T P (A - mu_c) = |A W - mu_c W|^2 (see whitened, or pass its
+    result as whitening when calling again): one product for all the classes, and squares
+    summed, with no large numbers subtracted."""
+    W, centres = whitening or whitened(fitted)
+    Z = A @ W
     return np.min([((Z - centre) ** 2).sum(axis=1) for centre in centres], axis=0)
 
 
