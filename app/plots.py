@@ -283,8 +283,9 @@ def confusion_matrix_plot(path, matrix, title="Confusion matrix (test set)"):
 
 def misclassified_grid(path, images, true_labels, predicted, confidences, columns=8,
                        title="Test images the model gets most wrong"):
-    """The 28x28 images captioned 'true 7 -> 2, 98.1 % sure', the most confident mistakes first;
-    with no image, a picture that says there was no mistake.
+    """The 28x28 images captioned 'true 7 -> 2, p(2) 98.1 %' (the network's probability for
+    the digit it read), the most confident mistakes first; with no image, a picture that says
+    there was no mistake.
 
     images: (count, 784) uint8; true_labels, predicted, confidences: (count,). The
     images are drawn as one mosaic (see image_mosaic): one image and `count` captions
@@ -299,7 +300,7 @@ def misclassified_grid(path, images, true_labels, predicted, confidences, column
     for index in range(len(images)):
         row, column = divmod(index, columns)
         axes.text(column * pitch[1] + pitch[1] / 2 - 0.5, row * pitch[0] + pitch[0] - 29.5,
-                  f"true {true_labels[index]} \u2192 {predicted[index]}\n{confidence_text(confidences[index])} sure",
+                  f"true {true_labels[index]} \u2192 {predicted[index]}\np({predicted[index]}) {confidence_text(confidences[index])}",
                   ha="center", va="bottom", fontsize=8, linespacing=1.2)
     if len(images) == 0:
         figure.text(0.5, 0.45, "No mistakes: every test image was read correctly.", ha="center", va="center")

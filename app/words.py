@@ -1,4 +1,4 @@
-"""Numbers in messages: '1 image' and '2 images', never '1 images'; '>99.9 %' sure, never '100.0 %';
+"""Numbers in messages: '1 image' and '2 images', never '1 images'; '>99.9 %', never '100.0 %';
 '<0.1 %' for a chance that is small but there, never '0.0 %'."""
 
 import math
@@ -12,12 +12,12 @@ def count(number, noun):
 
 def confidence_text(probability):
     """'87.4 %' for 0.8746, '>99.9 %' from 0.999 up, '<0.1 %' under 0.001 but above 0: one
-    decimal rounded down, so that a probability below 1 never reads as 100 % (a mistake made
-    at 0.9996 said "100% sure"), and one above 0 never reads as 0 % (a runner-up of 0.0004
-    said "0.0 %" beside ">99.9 %"). Exactly 0 (a float32 that underflowed) reads '0.0 %'.
-    The drawing page writes it the same way (confidenceText in web/app.js). NaN, the output
-    of a model whose sums overflow (a Train run of the page can end so), reads '? %'."""
-    if math.isnan(probability):  # math.floor would raise: the run's save failed on a caption
+    decimal rounded down, so that a probability below 1 never reads as 100 % (0.9996 is not
+    certainty), and one above 0 never reads as 0 % (a runner-up of 0.0004 is not impossible).
+    Exactly 0 (a float32 that underflowed) reads '0.0 %'. The drawing page writes it the same
+    way (confidenceText in app/page/web/app.js). NaN, the output of a model whose sums
+    overflow (a Train run of the page can end so), reads '? %'."""
+    if math.isnan(probability):  # math.floor would raise on it
         return "? %"
     if probability >= 0.999:
         return ">99.9 %"

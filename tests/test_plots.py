@@ -147,7 +147,7 @@ def test_a_confidence_that_is_not_a_number_is_captioned_not_raised(figures, tmp_
     images = np.zeros((2, 784), dtype=np.uint8)
     plots.misclassified_grid(tmp_path / "m.png", images, [3, 5], [0, 0], np.array([np.nan, np.nan], np.float32))
     captions = [text.get_text() for text in figures[0].axes[0].texts]
-    assert captions == ["true 3 \u2192 0\n? % sure", "true 5 \u2192 0\n? % sure"]
+    assert captions == ["true 3 \u2192 0\np(0) ? %", "true 5 \u2192 0\np(0) ? %"]
 
 
 @pytest.mark.parametrize("lowest, highest", [(0.0002, 2.5), (0.2, 0.6), (1.85, 2.35), (0.5, 2.5)])  # 4 decades; under 1; from 1 to 10; across 1
