@@ -265,6 +265,35 @@ def pen_drawing(digit, pen_width, page=600):
     return np.asarray(picture, dtype=np.float64) / 255
 
 
+def test_resize_averages_the_area_each_output_pixel_covers():
+    """resize against its definition written out: output cell o along an axis of n_in cells
+    averages [o n_in / n_out, (o + 1) n_in / n_out), each input cell weighted by its overlap,
+    as a dense matrix, for downscales and upscales."""
+    def dense(n_in, n_out):
+        edges = np.linspace(0, n_in, n_out + 1)
+        cells = np.arange(n_in)
+        overlap = np.clip(np.minimum(edges[1:, None], cells + 1) - np.maximum(edges[:-1, None], cells), 0, None)
+        return overlap / overlap.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(0)
+    for (height, width), (new_height, new_width) in [((280, 280), (256, 256)), ((61, 17), (20, 6)),
+                                                     ((9, 5), (20, 11)), ((1024, 700), (256, 175)), ((2, 3), (1, 1))]:
+        image = rng.random((height, width))
+        expected = dense(height, new_height) @ image @ dense(width, new_width).T
+        # each output is a weighted mean of values in [0, 1], summed in another order: float64
+        # rounding, about 1.1e-16 per term, over at most a few hundred terms
+        np.testing.assert_allclose(predict.resize(image, new_height, new_width), expected, rtol=0, atol=1e-13)
+
+
+def test_otsu_counts_levels_in_the_bins_of_np_histogram():
+    """otsu_threshold's bincount of floor(256 level) is np.histogram(bins=256, range=(0, 1)),
+    the edges and 0 and 1 included; and it splits two clusters of grey between them."""
+    levels = np.concatenate([np.arange(257) / 256, np.random.default_rng(0).random(10_000)])
+    counts = np.bincount(np.minimum(levels * 256, 255).astype(np.intp), minlength=256)
+    np.testing.assert_array_equal(counts, np.histogram(levels, bins=256, range=(0, 1))[0])
+    two_greys = np.concatenate([np.full(300, 0.2), np.full(700, 0.7)])
+    assert 0.2 <= predict.otsu_threshold(two_greys) < 0.7
+
+
 def test_stroke_width_of_a_bar_is_its_width():
     ink = np.zeros((60, 140))
     ink[10:15, 20:120] = 1.0  # 5 wide, 100 long: area 500, boundary 2 x (5 + 100) = 210
