@@ -101,8 +101,8 @@ def fit(model, images, labels, chunk=10_000):
     covariance /= len(labels)
     covariance += RIDGE * max(float(np.trace(covariance)) / len(covariance), 1e-12) * np.eye(len(covariance))
     fitted = {"class_means": means, "precision": np.linalg.pinv(covariance, hermitian=True)}
-    whitening = whitened(fitted)
-    distances = np.concatenate([distance(fitted, A[part], whitening) for part in chunks])
+    fitted["whitening"] = whitened(fitted)
+    distances = np.concatenate([distance(fitted, A[part]) for part in chunks])
     fitted["threshold"] = float(np.quantile(distances, THRESHOLD_QUANTILE))
     fitted["shape_limits"] = np.quantile(np.concatenate(shapes), SHAPE_QUANTILE, axis=0)
     return fitted
@@ -116,12 +116,12 @@ def whitened(fitted):
     return W, fitted["class_means"] @ W
 
 
-def distance(fitted, A, whitening=None):
+def distance(fitted, A):
     """The squared Mahalanobis distance (N,) of features A (N, H) to the nearest class mean:
-    min over c of (A - mu_c)^T P (A - mu_c) = |A W - mu_c W|^2 (see whitened, or pass its
-    result as whitening when calling again): one product for all the classes, and squares
-    summed, with no large numbers subtracted."""
-    W, centres = whitening or whitened(fitted)
+    min over c of (A - mu_c)^T P (A - mu_c) = |A W - mu_c W|^2 (W: fitted["whitening"], made
+    once by whitened): one product for all the classes, and squares summed, with no large
+    numbers subtracted."""
+    W, centres = fitted["whitening"]
     Z = A @ W
     return np.min([((Z - centre) ** 2).sum(axis=1) for centre in centres], axis=0)
 
@@ -161,10 +161,12 @@ def from_members(members):
     """Fitted statistics from a model file's members ({} for a file without them: None)."""
     if not members:
         return None
-    return {"class_means": members["ood.class_means"].astype(np.float64),
-            "precision": members["ood.precision"].astype(np.float64),
-            "threshold": float(members["ood.threshold"]),
-            "shape_limits": members["ood.shape_limits"].astype(np.float64)}
+    fitted = {"class_means": members["ood.class_means"].astype(np.float64),
+              "precision": members["ood.precision"].astype(np.float64),
+              "threshold": float(members["ood.threshold"]),
+              "shape_limits": members["ood.shape_limits"].astype(np.float64)}
+    fitted["whitening"] = whitened(fitted)  # once for the model, not at every reading
+    return fitted
 
 
 def fitted_members(model, images, labels):
