@@ -94,11 +94,11 @@ def fit(model, images, labels, chunk=10_000):
         shapes.append(ink_shape(inputs))
     A = np.concatenate(A)
     means = np.stack([A[labels == digit].mean(axis=0, dtype=np.float64) for digit in range(n_classes)])
-    covariance = np.zeros((A.shape[1], A.shape[1]))
-    for part in chunks:  # around each image's own class mean: one covariance for all the digits
-        centred = A[part] - means[labels[part]]
-        covariance += centred.T @ centred
-    covariance /= len(labels)
+    # One covariance for all the digits, each image around its own class's mean:
+    # mean of (a - mu_y)(a - mu_y)^T = mean of a a^T - sum over c of (n_c / N) mu_c mu_c^T,
+    # with a a^T summed by one float32 product (the features are float32 already).
+    shares = np.bincount(labels, minlength=n_classes) / len(labels)
+    covariance = (A.T @ A).astype(np.float64) / len(labels) - (means * shares[:, None]).T @ means
     covariance += RIDGE * max(float(np.trace(covariance)) / len(covariance), 1e-12) * np.eye(len(covariance))
     fitted = {"class_means": means, "precision": np.linalg.pinv(covariance, hermitian=True)}
     fitted["whitening"] = whitened(fitted)
