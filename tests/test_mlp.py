@@ -184,7 +184,7 @@ def test_forward_predicts_without_dropout_by_default():
     model = small_mlp(dropout=0.5)
     X = np.random.default_rng(3).normal(size=(5, 4))
     # float64, sums of at most 5 products of numbers below 10: errors near 1e-14, far inside 1e-12.
-    np.testing.assert_allclose(model.forward(X), reference_logits(model, X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(model.forward(X), reference_logits(model, X), rtol=1e-12, atol=1e-12)  # float64: see above
 
 
 def test_backward_returns_nothing_unless_asked_for_the_input_gradient():
@@ -249,7 +249,7 @@ def test_predictions_in_batches_equal_one_pass(batch_size):
     X = np.random.default_rng(3).normal(size=(7, 4))
     expected = reference_logits(model, X)
     # float64, sums of at most 5 products of numbers below 10: errors near 1e-14, far inside 1e-12.
-    np.testing.assert_allclose(model.predict_logits(X, batch_size), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(model.predict_logits(X, batch_size), expected, rtol=1e-12, atol=1e-12)  # float64: see above
     shifted = np.exp(expected - expected.max(axis=1, keepdims=True))
     np.testing.assert_allclose(model.predict_proba(X, batch_size), shifted / shifted.sum(axis=1, keepdims=True),
                                rtol=1e-12, atol=1e-15)  # float64 as above, then exp and a division: a few ulps

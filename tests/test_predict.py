@@ -281,7 +281,7 @@ def test_resize_averages_the_area_each_output_pixel_covers():
         expected = dense(height, new_height) @ image @ dense(width, new_width).T
         # each output is a weighted mean of values in [0, 1], summed in another order: float64
         # rounding, about 1.1e-16 per term, over at most a few hundred terms
-        np.testing.assert_allclose(predict.resize(image, new_height, new_width), expected, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(predict.resize(image, new_height, new_width), expected, rtol=0, atol=1e-13)  # float64 rounding: see above
 
 
 def test_otsu_counts_levels_in_the_bins_of_np_histogram():
