@@ -170,5 +170,9 @@ def from_members(members):
 
 
 def fitted_members(model, images, labels):
-    """The model-file members of fit(model, images, labels): what a run saves beside the weights."""
+    """The model-file members of fit(model, images, labels): what a run saves beside the weights;
+    none ({}) when a digit has fewer than 2 training images (a mean and a spread need two), so
+    that the model file simply lacks them, as one written before they existed does."""
+    if np.bincount(labels, minlength=model.layer_sizes[-1]).min() < 2:
+        return {}
     return to_members(fit(model, images, labels))

@@ -58,7 +58,10 @@ def folder_lock(folder, say=lambda line: print(line, file=sys.stderr)):
     with open(folder / LOCK_FILE, "a+b") as file:
         if not _try_lock(file):
             file.seek(0)
-            holder = file.read().decode(errors="replace").strip() or "unknown"
+            try:
+                holder = file.read().decode(errors="replace").strip() or "unknown"
+            except OSError:  # a lock that also forbids reading
+                holder = "unknown"
             say(f"nn.py: waiting: another program (pid {holder}) is saving into {folder}")
             _lock(file)
         file.seek(0)
@@ -74,8 +77,10 @@ def folder_lock(folder, say=lambda line: print(line, file=sys.stderr)):
 if os.name == "nt":
     import msvcrt
 
+    LOCKED_BYTE = 1 << 20  # Windows' locks forbid reading what they cover: one byte well past the pid
+
     def _try_lock(file):
-        file.seek(0)
+        file.seek(LOCKED_BYTE)
         try:
             msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
             return True
@@ -87,7 +92,7 @@ if os.name == "nt":
             time.sleep(0.05)
 
     def _unlock(file):
-        file.seek(0)
+        file.seek(LOCKED_BYTE)
         msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
 else:
     import fcntl
@@ -261,9 +266,13 @@ def keep_replaced_model(out_dir, own_model_sha256=None):
     copy = out_dir / run_folder_of(stats) / MODEL_FILE
     if not (copy.is_file() and filecmp.cmp(model_path, copy, shallow=False)):
         folder = new_run_folder(out_dir, when=model_path.stat().st_mtime)
-        if (out_dir / STATS_FILE).is_file() and not stats_of_another_model:  # never a model beside wrong stats
-            copy_atomically(out_dir / STATS_FILE, folder)
-        copy_atomically(model_path, folder)
+        try:  # the model first, its stats.json last: a run folder with stats.json is a whole one
+            copy_atomically(model_path, folder)
+            if (out_dir / STATS_FILE).is_file() and not stats_of_another_model:  # never a model beside wrong stats
+                copy_atomically(out_dir / STATS_FILE, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # no half copy left behind
+            raise
         copy = folder / MODEL_FILE
     summary = "the stats.json beside it is for another model" if stats_of_another_model else _summary(stats)
     return f"Replaced {model_path.name} ({summary}); its copy is {copy}"

@@ -237,3 +237,21 @@ def test_load_refuses_a_bad_training_state(tmp_path, change, message):
     _rewrite(path, **change)
     with pytest.raises(ModelFileError, match=message):
         model_file.load(path)
+
+
+def test_a_training_set_without_some_digit_saves_a_model_without_digit_statistics(tmp_path):
+    """A digit absent from the training images gave a class mean of NaN, written into the model
+    file, which then could not be read back ('its digit statistics hold NaN'). The statistics
+    are left out instead, and the file loads as one written without them."""
+    import warnings
+    from app import ood
+    model = MLP([784, 8, 10], rng=np.random.default_rng(0))
+    images = np.random.default_rng(1).integers(0, 256, (40, 784), dtype=np.uint8)
+    labels = np.arange(40) % 9  # no 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice"
+        members = ood.fitted_members(model, images, labels)
+    assert members == {}
+    model_file.save(model, tmp_path / "model.npz", ood_members=members)
+    assert model_file.load(tmp_path / "model.npz", with_info=True)[1]["ood"] == {}
+    assert ood.fitted_members(model, images, np.arange(40) % 10)  # two of each digit: statistics

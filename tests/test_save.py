@@ -157,3 +157,25 @@ def test_a_second_save_into_a_folder_waits_for_its_lock_and_says_whose_it_is(tmp
     waiting.join(30)
     assert order == ["first", "second"]
     assert said == [f"nn.py: waiting: another program (pid {os.getpid()}) is saving into {tmp_path}"]
+
+
+def test_a_replaced_model_whose_copy_fails_leaves_no_half_run_folder(model_path, monkeypatch):
+    """The copy of a replaced model made its run folder, wrote the stats.json there, then
+    failed on the model (a full disk): a folder with stats.json and no model stayed, which
+    reads as a whole run. Now the model goes first, stats.json last, and a failed copy takes
+    its folder with it."""
+    import errno
+    import shutil
+    real_copy = shutil.copyfileobj
+
+    def disk_full_for_models(source, target, *args):
+        if source.name.endswith(".npz"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(source, target, *args)
+
+    (model_path.parent / "stats.json").write_text('{"test_accuracy": 0.9, "steps": 5}')
+    monkeypatch.setattr(save.shutil, "copyfileobj", disk_full_for_models)
+    with pytest.raises(OSError):
+        save.keep_replaced_model(model_path.parent)
+    runs = model_path.parent / save.RUNS_DIR
+    assert not runs.exists() or list(runs.iterdir()) == []

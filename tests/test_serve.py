@@ -638,6 +638,44 @@ def test_a_sender_that_stalls_half_way_is_dropped_while_others_are_served(local_
     assert capfd.readouterr().err == ""  # a routine event in a class: nothing on the console
 
 
+def test_bodies_over_the_limit_trickled_in_cannot_hold_every_thread(model_path, tmp_path):
+    """A body over the limit is answered 413, then read and dropped for a while so that its
+    client reads the answer; a client trickling such a body a byte at a time held a thread for
+    as long as it went on, and nine of them left the page answering nothing. The drain has one
+    deadline now: a request from someone else is answered while they trickle."""
+    import threading
+    from app.page import server as serve
+    running = in_process_server(model_path, tmp_path, channel_timeout_s=30)
+    stop = threading.Event()
+    senders = []
+    try:
+        request = (f"POST /api/predict HTTP/1.1\r\nHost: {host(address(running))}\r\nContent-Type: image/png\r\n"
+                   f"Content-Length: {3 * serve.MAX_BODY_BYTES}\r\n\r\n").encode()
+        for _ in range(serve.THREADS + 1):
+            sender = socket.create_connection(address(running), timeout=30)
+            sender.sendall(request + b"x")
+            senders.append(sender)
+
+        def trickle():
+            while not stop.wait(0.3):
+                for sender in senders:
+                    with contextlib.suppress(OSError):
+                        sender.send(b"x")
+
+        threading.Thread(target=trickle, daemon=True).start()
+        time.sleep(1)
+        started = time.monotonic()
+        status, facts, _ = ask(address(running), "GET", "/api/model")
+        assert status == 200 and facts["steps_done"] == 1234
+        assert time.monotonic() - started < 15  # the drains end within 2 s, whatever the trickle does
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.close()
+        running.shutdown()
+        running.server_close()
+
+
 def test_connections_over_the_cap_wait_until_one_closes(model_path, tmp_path, capfd):
     """At most connection_limit connections are open at once (the listening socket and
     waitress's wake-up pipe count among them); a further one waits unanswered in the

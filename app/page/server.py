@@ -535,17 +535,21 @@ class Server:
     def serve_forever(self):
         """Answer requests until Ctrl-C (KeyboardInterrupt, raised from here) or shutdown().
         waitress's own run() would wait up to 5 s for the requests being answered, a save
-        of a training run among them, before saying anything: main says what it waits for."""
+        of a training run among them, before saying anything: main says what it waits for.
+        Once the loop has ended, a request still being answered has no one to answer, and
+        its end is no error to report: waitress's log goes quiet."""
         from waitress import wasyncore
         try:
             wasyncore.loop(timeout=1, map=self.connections, use_poll=True)
         finally:
+            logging.getLogger("waitress").setLevel(logging.CRITICAL)
             self.stopped.set()
 
     def shutdown(self):
         """Stop serve_forever from another thread, and wait until it has: waitress's loop
         closes every connection itself (two threads closing them could collide)."""
         from waitress import wasyncore
+        logging.getLogger("waitress").setLevel(logging.CRITICAL)  # see serve_forever
         self.waitress.trigger.pull_trigger(lambda: wasyncore.close_all(self.connections))
         self.stopped.wait()
 
@@ -553,6 +557,7 @@ class Server:
         """Close the listening socket and every connection, and let waitress's threads end
         once their requests are answered (without waiting for them)."""
         from waitress import wasyncore
+        logging.getLogger("waitress").setLevel(logging.CRITICAL)  # see serve_forever
         self.waitress.task_dispatcher.set_thread_count(0)
         wasyncore.close_all(self.connections)
 
@@ -631,6 +636,7 @@ def start_waitress(application, listening, connections, connection_limit, channe
     if not log.handlers:  # not again for a second server in one process (the tests)
         log.addHandler(ConsoleLine())
         log.propagate = False
+    log.setLevel(logging.NOTSET)  # heard again, after an earlier server of this process closed
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = create_server(application, map=connections, sockets=[listening], threads=THREADS, connection_limit=connection_limit,
                            channel_timeout=channel_timeout_s, cleanup_interval=1,
@@ -647,12 +653,14 @@ class ConsoleLine(logging.Handler):
         print(f"nn.py serve: {record.getMessage()}", file=sys.stderr, flush=True)
 
 
-def drain(connection, limit=MAX_DRAINED_BYTES, pause_s=1.0):
-    """Read and drop up to `limit` bytes that a client is still sending on `connection`,
-    waiting at most pause_s for each piece: a client sending a body over the limit then
-    reads its 413, where a connection closed under it would be reset before it reads.
-    (waitress reads nothing more from a connection while one of its requests is answered.)"""
-    while limit > 0 and select.select([connection], [], [], pause_s)[0]:
+def drain(connection, limit=MAX_DRAINED_BYTES, within_s=2.0):
+    """Read and drop up to `limit` bytes that a client is still sending on `connection`, for
+    at most within_s seconds in all: a client sending a body over the limit then reads its
+    413, where a connection closed under it would be reset before it reads. (waitress reads
+    nothing more from a connection while one of its requests is answered.) The deadline is
+    for the whole drain, so that a client trickling its body cannot hold a thread."""
+    deadline = time.monotonic() + within_s
+    while limit > 0 and (left := deadline - time.monotonic()) > 0 and select.select([connection], [], [], left)[0]:
         try:
             piece = connection.recv(min(limit, 1 << 16))
         except OSError:  # the client gave up
