@@ -41,6 +41,7 @@ import numpy as np
 
 THRESHOLD_QUANTILE = 0.99   # the training images' distances: 1 % of them lie above the threshold
 SHAPE_QUANTILE = 0.9995     # ... and 0.05 % of them lie beyond each limit of the ink's shape
+NARROW = 0.25               # a box narrower than this for its height holds one stroke: its fill says nothing
 STRAY_LIMIT = 0.5           # more than this share of the ink dropped as specks: no one digit
 RIDGE = 1e-3                # times the mean variance, added to the covariance's diagonal: units that
                             # never fire make it singular, and their precision stays moderate
@@ -133,7 +134,10 @@ def unlike_digits(fitted, model, X):
     if fitted is None:
         return np.zeros(len(X), dtype=bool), np.full(len(X), np.nan)
     d = distance(fitted, features(model, X))
-    return (d > fitted["threshold"]) | (ink_shape(X) > fitted["shape_limits"]).any(axis=1), d
+    shape = ink_shape(X)
+    beyond = shape > fitted["shape_limits"]
+    beyond[:, 1] &= shape[:, 2] >= NARROW  # an upright stroke, a 1, fills its narrow box: no blob
+    return (d > fitted["threshold"]) | beyond.any(axis=1), d
 
 
 def verdict(fitted, model, prepared):

@@ -734,6 +734,19 @@ def test_noise_is_said_to_be_no_digit_and_a_digit_is_read(tmp_path, trained_mode
     assert digit_line.startswith(f"{tmp_path / 'digit.png'}: {labels[0]}  (")
 
 
+def test_a_one_drawn_as_a_straight_upright_bar_is_a_digit(tmp_path, trained_model):
+    """A 1 drawn as a plain vertical bar fills its narrow box solid, and was flagged 'not one
+    digit' by the limit on how full a box may be (no training digit fills its box); a box that
+    narrow holds one stroke, whose fill says nothing. It reads as a 1 again."""
+    for width in (20, 35):
+        picture = np.full((280, 280), 255, dtype=np.uint8)
+        picture[40:240, 140 - width // 2:140 + width // 2] = 0  # a dark pen on white paper
+        Image.fromarray(picture).save(tmp_path / f"one_{width}.png")
+    result = run_nn("predict", "--model", trained_model, tmp_path / "one_20.png", tmp_path / "one_35.png")
+    assert result.returncode == 0, result.stderr
+    assert [line.split(": ", 1)[1][:3] for line in result.stdout.splitlines()] == ["1  ", "1  "], result.stdout
+
+
 def test_two_digits_side_by_side_are_said_to_be_two_marks(tmp_path, trained_model, test_digits):
     """A picture of "42" read "4 (>99.9 %)" and dropped the 2 without a word."""
     images, labels = test_digits
