@@ -495,7 +495,7 @@ def measure_full_runs(repeats, with_torch, against=None):
 
 
 def report_full_runs(summary):
-    """Print the whole runs' medians and the ratios of issue 13."""
+    """Print the whole runs' medians and the ratios between them (time outside training, fast against the default)."""
     default, fast = summary["default"]["median"], summary["fast"]["median"]
     count = len(summary["default"]["runs"])
 
