@@ -274,10 +274,12 @@ def wait_until(condition, timeout=120):
 
 
 def post_quietly(server, path, value):
-    """post, for a thread whose server may end before it answers."""
+    """post, for a thread whose server may end before it answers (a refused or reset
+    connection, or an answer cut short: http.client.IncompleteRead)."""
+    import http.client
     try:
         post(server, path, value)
-    except OSError:
+    except (OSError, http.client.HTTPException):
         pass
 
 
