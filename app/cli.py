@@ -65,8 +65,22 @@ class HelpFormatter(argparse.HelpFormatter):
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):
-        """One line, not the usage block: `nn.py: error: ... (see --help)`, exit status 2."""
+        """One line, not the usage block: `nn.py: error: ... (see --help)`, exit status 2; for a
+        misspelt flag, the flag probably meant ("--setps 10; did you mean --steps?")."""
+        if message.startswith("unrecognized arguments: "):
+            message += self.flag_meant(message.split()[2:])
         self.exit(2, f"{self.prog}: error: {message} (see python {self.prog} --help)\n")
+
+    def flag_meant(self, words):
+        """"; did you mean --steps?" for the first of the words that is close to one of this
+        parser's flags ("--setps"), or "" when none is (cutoff 0.75: no "--out" for "--bogus")."""
+        import difflib
+        flags = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        for word in words:
+            close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.75) if word.startswith("--") else []
+            if close:
+                return f"; did you mean {close[0]}?"
+        return ""
 
 
 def build_parser():

@@ -1160,3 +1160,22 @@ def test_nn_py_opens_with_the_original_settings_and_the_training_loop():
     train = next(node for node in ast.parse(source).body if isinstance(node, ast.FunctionDef) and node.name == "train")
     loop = next(node for node in train.body if isinstance(node, ast.For))
     assert train.lineno <= 150 and loop.end_lineno - loop.lineno + 1 <= 15 and len(source.splitlines()) <= 300
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["--setps", "10"], "--setps 10; did you mean --steps?"),
+    (["--optimiser=adam"], "--optimiser=adam; did you mean --optimizer?"),
+    (["--bogus"], "--bogus"),  # close to no flag: no guess ("--out" would be one at difflib's own cutoff)
+])
+def test_a_misspelt_flag_gets_the_flag_probably_meant(argv, meant):
+    result = run_nn(*argv)
+    assert result.returncode == 2
+    assert result.stderr == f"nn.py: error: unrecognized arguments: {meant} (see python nn.py --help)\n"
+
+
+def test_predict_and_serve_name_their_own_flag_probably_meant():
+    from app import predict
+    from app.page import server
+    for parser, word, meant in ((predict.build_parser(), "--modle", "--model"), (server.build_parser(), "--prot", "--port")):
+        assert parser.flag_meant([word, "3"]) == f"; did you mean {meant}?"
+        assert parser.flag_meant(["3", "--zzz"]) == ""
