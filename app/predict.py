@@ -47,7 +47,10 @@ def load_grey(path):
     if picture.mode in ("I", "F"):  # 16-bit PNGs arrive as "I", read to 0-65535
         image = np.asarray(picture, dtype=np.float64) / (65535.0 if picture.mode == "I" else 1.0)
     else:
-        image = np.asarray(picture, dtype=np.float64) / 255.0
+        pixels = np.asarray(picture)  # uint8
+        if pixels.ndim == 3 and pixels.shape[2] == 4 and (pixels[..., 3] == 255).all():
+            pixels = pixels[..., :3]  # opaque, as a browser's canvas sends it: white paper shows nowhere
+        image = pixels / 255.0
     if image.ndim == 3:
         if image.shape[2] == 4:  # composite on white paper
             alpha = image[..., 3:]
@@ -358,6 +361,8 @@ def keep_digit(ink):
     Nearness is measured from the main region alone, not from what is kept so far, so that
     a trail of specks cannot chain its way across the page."""
     labels, count = label_regions(ink > 0)
+    if count == 1:  # one region, as most drawings are: nothing to drop
+        return ink.copy()
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
     mass[0] = 0
     top, bottom, left, right = region_boxes(labels, count)
