@@ -262,8 +262,9 @@ def otsu_threshold(grey):
     """The grey level that best splits grey into two classes (Otsu, 1979): the one that maximises
     the variance between the class means, over a 256-bin histogram."""
     # the bin of a level in [0, 1] is floor(256 level), 1 in the last: np.histogram's bins,
-    # counted faster (256 level is exact in floating point)
-    counts = np.bincount(np.minimum(grey * 256, 255).astype(np.intp).ravel(), minlength=256)
+    # counted faster (256 level is exact in floating point), in the order the pixels lie in
+    # memory (ravel "K"): a count does not depend on it, and a resized image is stored by columns
+    counts = np.bincount(np.minimum(grey * 256, 255).astype(np.intp).ravel(order="K"), minlength=256)
     levels = (np.arange(256) + 0.5) / 256
     below = np.cumsum(counts)
     above = grey.size - below
