@@ -47,7 +47,10 @@ def load_grey(path):
     if picture.mode in ("I", "F"):  # 16-bit PNGs arrive as "I", read to 0-65535
         image = np.asarray(picture, dtype=np.float64) / (65535.0 if picture.mode == "I" else 1.0)
     else:
-        image = np.asarray(picture, dtype=np.float64) / 255.0
+        pixels = np.asarray(picture)  # uint8
+        if pixels.ndim == 3 and pixels.shape[2] == 4 and (pixels[..., 3] == 255).all():
+            pixels = pixels[..., :3]  # opaque, as a browser's canvas sends it: white paper shows nowhere
+        image = pixels / 255.0
     if image.ndim == 3:
         if image.shape[2] == 4:  # composite on white paper
             alpha = image[..., 3:]
@@ -259,8 +262,9 @@ def otsu_threshold(grey):
     """The grey level that best splits grey into two classes (Otsu, 1979): the one that maximises
     the variance between the class means, over a 256-bin histogram."""
     # the bin of a level in [0, 1] is floor(256 level), 1 in the last: np.histogram's bins,
-    # counted faster (256 level is exact in floating point)
-    counts = np.bincount(np.minimum(grey * 256, 255).astype(np.intp).ravel(), minlength=256)
+    # counted faster (256 level is exact in floating point), in the order the pixels lie in
+    # memory (ravel "K"): a count does not depend on it, and a resized image is stored by columns
+    counts = np.bincount(np.minimum(grey * 256, 255).astype(np.intp).ravel(order="K"), minlength=256)
     levels = (np.arange(256) + 0.5) / 256
     below = np.cumsum(counts)
     above = grey.size - below
@@ -358,6 +362,8 @@ def keep_digit(ink):
     Nearness is measured from the main region alone, not from what is kept so far, so that
     a trail of specks cannot chain its way across the page."""
     labels, count = label_regions(ink > 0)
+    if count == 1:  # one region, as most drawings are: nothing to drop
+        return ink.copy()
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
     mass[0] = 0
     top, bottom, left, right = region_boxes(labels, count)

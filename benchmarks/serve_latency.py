@@ -7,7 +7,7 @@
 The server runs as `python nn.py serve` in its own process, pinned to one CPU
 core with one BLAS thread; the client sends the page's requests over one
 keep-alive connection, as the page does, after a warm-up:
-  png   the canvas as PNG bytes (what the page sends while you draw)
+  png   the canvas as RGBA PNG bytes (what the page sends while you draw)
   json  the same drawing as 78,400 grey levels in JSON
 and prints the median, 90th percentile and best round trip, and (on Linux) the
 CPU time the server process spent per request: on a machine that other work
@@ -52,9 +52,10 @@ def drawing(size=280):
 
 
 def png_bytes(grey):
+    """The grey drawing as an opaque RGBA PNG, as the browser's canvas.toBlob makes it."""
     from PIL import Image
     buffer = io.BytesIO()
-    Image.fromarray(np.round(grey * 255).astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(np.round(grey * 255).astype(np.uint8)).convert("RGBA").save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -9,7 +9,7 @@ process; the clients connect over loopback only (127.0.0.1). Each client is a th
 does what the page does while someone draws: one POST /api/predict at a time over its
 own keep-alive connection, a 280x280 canvas as PNG, the next as soon as the answer is in
 (no pause: a pen moving sends one per move). The drawings are ten MNIST test digits
-scaled up to the canvas; the digit of each was read beforehand in this process by the
+scaled up to the canvas, as RGBA PNGs (what the browser's canvas.toBlob makes); the digit of each was read beforehand in this process by the
 same code (serve.ServedModel.read), so an answer naming another digit counts as wrong.
 
 For each number of clients it prints readings per second, the round trips' p50, p95,
@@ -42,8 +42,8 @@ DIGIT = re.compile(rb'"digit":(\d+)')
 
 
 def canvases(count=10):
-    """[(PNG bytes, expected digit)]: the first MNIST test image of each digit, scaled to a
-    280x280 canvas (white ink on black, as the page draws), and its reading by the server's code."""
+    """[PNG bytes]: the first MNIST test image of each digit, scaled to a 280x280 canvas, white
+    ink on black and opaque RGBA, as the page's canvas sends it."""
     from PIL import Image
     from app import data
     images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
@@ -51,6 +51,7 @@ def canvases(count=10):
     result = []
     for index in chosen:
         picture = Image.fromarray(images[index].reshape(28, 28).astype(np.uint8)).resize((280, 280), Image.BILINEAR)
+        picture = picture.convert("RGBA")
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         result.append(buffer.getvalue())
