@@ -181,9 +181,8 @@ def fit_pixels(X, digits, rng, k=PIXEL_DIRECTIONS):
         directions.append(U)
         variances.append(np.maximum(lam, sigma2))
         noise.append(sigma2)
-    as32 = lambda arrays: np.asarray(arrays, dtype=np.float32)  # noqa: E731
-    return {"pixel_means": as32(means), "pixel_directions": as32(directions),
-            "pixel_variances": as32(variances), "pixel_noise": as32(noise)}
+    fitted = {"pixel_means": means, "pixel_directions": directions, "pixel_variances": variances, "pixel_noise": noise}
+    return {name: np.asarray(values, dtype=np.float32) for name, values in fitted.items()}
 
 
 def top_directions(images, mean, k, rng):
@@ -256,7 +255,8 @@ def distance(fitted, A):
     W, centres = fitted["whitening"]
     Z = np.asarray(A, dtype=np.float32) @ W
     squares = np.einsum("ij,ij->i", Z, Z).astype(np.float64)
-    to_centres = squares[:, None] - 2 * (Z @ centres.T).astype(np.float64) + (centres.astype(np.float64) ** 2).sum(axis=1)
+    centre_squares = (centres.astype(np.float64) ** 2).sum(axis=1)
+    to_centres = squares[:, None] - 2 * (Z @ centres.T).astype(np.float64) + centre_squares
     return np.maximum(to_centres.min(axis=1), 0)
 
 
