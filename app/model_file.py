@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 
 from app.atomic import atomic_write
+from app.ood import PIXEL_DIRECTIONS, SAVED
 from functions import ACTIVATIONS
 from mlp import MLP
 from optimizers import OPTIMIZERS
@@ -65,11 +66,19 @@ def model_file_members(layer_sizes):
     for name in OPTIMIZER_MEMBERS:
         members[name] = ("f", (n_parameters,))
     # "Is this a digit at all?" (app/ood.py), optional: statistics of the training images'
-    # first hidden layer (the input without one), n_features for each of the n_classes digits
-    n_features, n_classes = layer_sizes[1] if n_layers > 1 else layer_sizes[0], layer_sizes[-1]
+    # first hidden layer (the input without one), n_features for each of the n_classes digits,
+    # and of their pixels, n_inputs, along PIXEL_DIRECTIONS directions for each digit
+    n_inputs, n_classes, k = layer_sizes[0], layer_sizes[-1], PIXEL_DIRECTIONS
+    n_features = layer_sizes[1] if n_layers > 1 else n_inputs
     members.update({"ood.class_means": ("f", (n_classes, n_features)),
                     "ood.precision": ("f", (n_features, n_features)),
-                    "ood.threshold": ("f", ()), "ood.shape_limits": ("f", (3,))})
+                    "ood.threshold": ("f", ()),
+                    "ood.pixel_means": ("f", (n_classes, n_inputs)),
+                    "ood.pixel_directions": ("f", (n_classes, k, n_inputs)),
+                    "ood.pixel_variances": ("f", (n_classes, k)),
+                    "ood.pixel_noise": ("f", (n_classes,)),
+                    "ood.pixel_threshold": ("f", ()),
+                    "ood.shape_limits": ("f", (3,))})
     return members
 
 
@@ -80,7 +89,11 @@ OPTIMIZER_MEMBERS = ("optimizer.velocity.0", "optimizer.m.0", "optimizer.s.0")  
 # Members a model file may leave out: files written before the training state was
 # saved, by save without one, or with an optimizer that keeps no arrays.
 OPTIONAL_MEMBERS = (TRAINING_STATE_MEMBER, EPOCH_ORDER_MEMBER, *OPTIMIZER_MEMBERS)
-OOD_MEMBERS = ("ood.class_means", "ood.precision", "ood.threshold", "ood.shape_limits")  # app/ood.py's: all or none
+OOD_MEMBERS = tuple(SAVED.values())  # app/ood.py's: all or none
+# The hidden layer's statistics alone, as an older version of the project saved them: such a
+# file loads as one without statistics (predict and the page say they cannot tell; a new run
+# saves both).
+HIDDEN_ONLY_MEMBERS = ("ood.class_means", "ood.precision", "ood.threshold", "ood.shape_limits")
 
 
 class ModelFileError(ValueError):
@@ -194,6 +207,8 @@ def load(path, with_info=False):
     except (ValueError, TypeError, KeyError, OverflowError) as error:
         fail(f"bad training state ({error})")
     ood_members = {name: arrays[name] for name in OOD_MEMBERS if name in arrays}
+    if set(ood_members) == set(HIDDEN_ONLY_MEMBERS):
+        ood_members = {}
     if ood_members and not np.isfinite(np.concatenate([a.ravel() for a in ood_members.values()])).all():
         fail("its digit statistics (ood.*) hold NaN or infinite values")
     info = {"config": config, "steps_done": steps_done, "history": history, "training_state": training_state,
@@ -279,7 +294,8 @@ def _read_members(archive, fail):
             if name not in infos and name not in OPTIONAL_MEMBERS + OOD_MEMBERS:
                 fail(f"missing {name!r}")
         _check_optional_members(set(infos), fail)
-        if 0 < len(set(infos) & set(OOD_MEMBERS)) < len(OOD_MEMBERS):  # app/ood.py's statistics: all or none
+        present = set(infos) & set(OOD_MEMBERS)  # app/ood.py's statistics: all or none (or an older file's)
+        if present and present != set(OOD_MEMBERS) and present != set(HIDDEN_ONLY_MEMBERS):
             fail(f"only some of {', '.join(OOD_MEMBERS)}")
         for name, info in infos.items():
             if info.file_size > (1 << 20) and info.file_size > MAX_COMPRESSION * info.compress_size:

@@ -565,8 +565,8 @@ def main(argv=None):
         return 1
     print(describe_model(args.model, steps_done), file=sys.stderr)
     if fitted is None and (args.images or args.csv is not None):
-        print(f"Note: {args.model.name} holds no statistics of its training digits (written before they were "
-              f"saved), so predict cannot tell what is no digit at all; train it again to have them", file=sys.stderr)
+        print(f"Note: {args.model.name} holds no statistics of its training digits (an older version's "
+              f"file, or one trained on too few of some digit), so predict cannot tell what is no digit at all; train it again to have them", file=sys.stderr)
     for (path, prepared), answer in zip(readings, answers):
         if isinstance(answer, str):
             print(f"nn.py predict: error: {answer}", file=sys.stderr)
@@ -579,7 +579,7 @@ def main(argv=None):
     if isinstance(csv_answers, str):
         print(f"nn.py predict: error: {csv_answers}", file=sys.stderr)
     elif csv_answers is not None:
-        unlike = ood.unlike_digits(fitted, model, csv_rows[0])[0] if fitted is not None else None
+        unlike = ood.unlike_digits(fitted, model, csv_rows[0]) if fitted is not None else None
         report_csv(args.csv, csv_answers, csv_rows[1], args.rows, unlike)
     return 1 if errors else 0
 

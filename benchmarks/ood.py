@@ -180,10 +180,11 @@ def main(argv=None):
     model, info = model_file.load(args.model, with_info=True)
     fitted = ood.from_members(info["ood"])
     if fitted is None:
-        sys.exit(f"{args.model}: holds no statistics of the training digits (written before they were "
-                 f"saved): train it again with python nn.py")
+        sys.exit(f"{args.model}: holds no statistics of the training digits (an older version's "
+                 f"file): train it again with python nn.py")
     rng = np.random.default_rng(args.seed)
-    print(f"Model: {args.model}; threshold {fitted['threshold']:.1f} (squared Mahalanobis distance)")
+    print(f"Model: {args.model}; thresholds {fitted['threshold']:.1f} (squared Mahalanobis distance in the "
+          f"first hidden layer), {fitted['pixel_threshold']:.1f} (the pixels' negative log-likelihood)")
 
     total = caught = 0
     print("Non-digits flagged (target >= 95 %):")
@@ -194,7 +195,7 @@ def main(argv=None):
     print(f"  {'all':<24} {100 * caught / total:5.1f} %  of {total}")
 
     test_images, test_labels, _ = data.load_csv(data.csv_path(PROJECT_DIR / "datasets", "test"))
-    unlike, _ = ood.unlike_digits(fitted, model, data.to_inputs(test_images))
+    unlike = ood.unlike_digits(fitted, model, data.to_inputs(test_images))
     print(f"MNIST test digits flagged (target <= 1 %): {100 * unlike.mean():.2f} % of {len(unlike):,}")
 
     total = caught = 0

@@ -255,3 +255,42 @@ def test_a_training_set_without_some_digit_saves_a_model_without_digit_statistic
     model_file.save(model, tmp_path / "model.npz", ood_members=members)
     assert model_file.load(tmp_path / "model.npz", with_info=True)[1]["ood"] == {}
     assert ood.fitted_members(model, images, np.arange(40) % 10)  # two of each digit: statistics
+
+
+def _digit_statistics(model):
+    """app/ood.py's members for model, fitted on 40 random images, four of each digit."""
+    from app import ood
+    images = np.random.default_rng(1).integers(0, 256, (40, 784), dtype=np.uint8)
+    return ood.fitted_members(model, images, np.arange(40) % 10)
+
+
+def test_the_digit_statistics_round_trip_and_come_all_or_none(tmp_path):
+    """The statistics of both measures (app/ood.py) load as saved. A file with some of them
+    is refused; one with the hidden layer's four alone, as written before the pixels' were
+    kept, loads as a file without statistics (predict and the page then say they cannot tell)."""
+    model = MLP([784, 8, 10], rng=np.random.default_rng(0))
+    members = _digit_statistics(model)
+    assert set(members) == set(model_file.OOD_MEMBERS)
+    path = tmp_path / "model.npz"
+    model_file.save(model, path, ood_members=members)
+    loaded = model_file.load(path, with_info=True)[1]["ood"]
+    assert set(loaded) == set(members) and all(np.array_equal(loaded[name], members[name]) for name in members)
+    _rewrite(path, **{"ood.pixel_noise": None})
+    with pytest.raises(ModelFileError, match="only some of ood.class_means"):
+        model_file.load(path)
+    model_file.save(model, path, ood_members={name: members[name] for name in model_file.HIDDEN_ONLY_MEMBERS})
+    assert model_file.load(path, with_info=True)[1]["ood"] == {}
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("ood.pixel_directions", np.zeros((10, 3, 784), np.float32), r"ood.pixel_directions has shape \(10, 3, 784\)"),
+    ("ood.pixel_noise", np.full(10, np.inf, np.float32), "digit statistics .ood.\\*. hold NaN or infinite values"),
+    ("ood.pixel_threshold", np.array("high"), "ood.pixel_threshold has shape"),
+])
+def test_bad_digit_statistics_are_refused(tmp_path, name, value, message):
+    model = MLP([784, 8, 10], rng=np.random.default_rng(0))
+    path = tmp_path / "model.npz"
+    model_file.save(model, path, ood_members=_digit_statistics(model))
+    _rewrite(path, **{name: value})
+    with pytest.raises(ModelFileError, match=message):
+        model_file.load(path)
