@@ -550,7 +550,9 @@ class Server:
         closes every connection itself (two threads closing them could collide)."""
         from waitress import wasyncore
         logging.getLogger("waitress").setLevel(logging.CRITICAL)  # see serve_forever
-        self.waitress.trigger.pull_trigger(lambda: wasyncore.close_all(self.connections))
+        if not self.stopped.is_set():
+            with contextlib.suppress(OSError):  # its trigger closed already: the loop is ending by itself
+                self.waitress.trigger.pull_trigger(lambda: wasyncore.close_all(self.connections))
         self.stopped.wait()
 
     def server_close(self):
