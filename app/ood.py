@@ -5,8 +5,8 @@ noise, a scribble or a letter gets a "most likely digit" too, often with a
 probability near 1 (the default model gives uniform noise more than 0.99 nine
 times out of ten). The probability says which digit, not whether it is one.
 
-Two measures of how unlike the training digits an input is, both fitted on the
-training images (20,000 of them), each asking a different question:
+Two measures of how unlike the training digits an input is, both fitted on
+10,000 of the training images, each asking a different question:
 
 1. Does the network's first hidden layer see one of the ten patterns it learned?
    The Mahalanobis distance of Lee et al. (2018, "A simple unified framework for
@@ -40,8 +40,9 @@ training images (20,000 of them), each asking a different question:
    the eigenvectors of ten 784 x 784 covariances would take about 1 s.
 
 An input is unlike the digits when d(x) or e(x) is above its threshold. Both
-thresholds are the same quantile of their own training scores, chosen so that
-1 - THRESHOLD_QUANTILE (1 %) of the training images are above one or the other.
+thresholds are the same quantile of the scores of 10,000 other training images,
+which the fit has not seen, chosen so that 1 - THRESHOLD_QUANTILE (1 %) of them are
+above one or the other: the share of new digits flagged.
 Why these two:
   - the maximum softmax probability (Hendrycks and Gimpel, 2017), the baseline,
     fails here: noise gets above 0.99; on benchmarks/ood.py's sets it flags 3 %
@@ -74,9 +75,9 @@ hardest, and many of them pass as digits.
 
 import numpy as np
 
-FIT_IMAGES = 20_000         # training images the statistics are fitted on, at most (fitted_members)
-THRESHOLD_QUANTILE = 0.99   # 1 % of the training images lie above one threshold or the other
-SHAPE_QUANTILE = 0.9995     # ... and 0.05 % of them lie beyond each limit of the ink's shape
+FIT_IMAGES = 10_000         # training images the statistics are fitted on, and as many set the thresholds
+THRESHOLD_QUANTILE = 0.99   # 1 % of the images that set the thresholds lie above one or the other
+SHAPE_QUANTILE = 0.9995     # 0.05 % of the fitted images lie beyond each limit of the ink's shape
 NARROW = 0.25               # a box narrower than this for its height holds one stroke: its fill says nothing
 STRAY_LIMIT = 0.5           # more than this share of the ink dropped as specks: no one digit
 RIDGE = 1e-3                # times the mean variance, added to the covariance's diagonal: units that
@@ -123,14 +124,15 @@ def as_inputs(images):
 
 # ------------------------------------------------------------------ fitting
 
-def fit(model, images, labels, seed=0):
+def fit(model, images, labels, check_images, seed=0):
     """The statistics of the training images: {"class_means": (C, H), "precision": (H, H)
     (the hidden layer's), "pixel_means": (C, D), "pixel_directions": (C, k, D),
     "pixel_variances": (C, k), "pixel_noise": (C,) (the pixels' probabilistic PCA),
-    "threshold", "pixel_threshold" (see union_thresholds), "shape_limits": (3,) the ink_shape
-    that SHAPE_QUANTILE of them stay within}.
+    "threshold", "pixel_threshold" (see union_thresholds, over the scores of check_images),
+    "shape_limits": (3,) the ink_shape that SHAPE_QUANTILE of images stay within}.
     images (N, D): uint8 pixels, or inputs in [0, 1] (as_inputs); labels (N,) with every
-    class 0..C-1 present; seed: the subspace iteration's random start."""
+    class 0..C-1 present; check_images (M, D): other training images, which set the
+    thresholds (see fitted_members); seed: the subspace iteration's random start."""
     n_classes = model.layer_sizes[-1]
     by_digit = np.argsort(labels, kind="stable")  # each digit's images side by side: slices, not copies
     X, labels = as_inputs(images[by_digit]), labels[by_digit]
@@ -143,7 +145,9 @@ def fit(model, images, labels, seed=0):
     # The statistics as the model file keeps them (float32): a loaded file gives the very scores
     # that the thresholds are chosen on.
     fitted = from_members(to_members(statistics))
-    fitted["threshold"], fitted["pixel_threshold"] = union_thresholds(distance(fitted, A), pixel_score(fitted, X))
+    check = as_inputs(check_images)
+    fitted["threshold"], fitted["pixel_threshold"] = union_thresholds(distance(fitted, features(model, check)),
+                                                                      pixel_score(fitted, check))
     return fitted
 
 
@@ -341,14 +345,19 @@ def from_members(members):
 
 
 def fitted_members(model, images, labels):
-    """The model-file members of fit(model, images, labels): what a run saves beside the weights.
+    """The model-file members of fit(): what a run saves beside the weights.
 
-    Fitted on FIT_IMAGES of the training images at most, evenly spread (every third of MNIST's
-    60,000), in a third of the time all of them take. None ({}) when a digit has fewer than
-    2 of them (a mean and a spread need two), so that the model file simply lacks them, as
-    one written before they existed does."""
-    stride = max(1, len(labels) // FIT_IMAGES)
-    images, labels = images[::stride], labels[::stride]
-    if np.bincount(labels, minlength=model.layer_sizes[-1]).min() < 2:
+    The statistics are fitted on FIT_IMAGES of the training images, drawn at random (a
+    seeded choice: MNIST's order is not random, and every second image is not a fair half
+    of it), and the thresholds are set on as many others, which the statistics have not
+    seen, as a new digit is: a threshold set on the fitted images themselves flags more
+    than 1 % of new ones (about 1.2 %), since the statistics fit their own images best.
+    With fewer than 2 FIT_IMAGES images, half are fitted and half set the thresholds.
+    None ({}) when a digit has fewer than 2 fitted images (a mean and a spread need two),
+    so that the model file simply lacks them, as one written before they existed does."""
+    order = np.random.default_rng(0).permutation(len(labels))
+    half = min(FIT_IMAGES, len(labels) // 2)
+    fitted_rows, check_rows = np.sort(order[:half]), np.sort(order[half:2 * half])
+    if np.bincount(labels[fitted_rows], minlength=model.layer_sizes[-1]).min() < 2:
         return {}
-    return to_members(fit(model, images, labels))
+    return to_members(fit(model, images[fitted_rows], labels[fitted_rows], images[check_rows]))

@@ -836,8 +836,8 @@ def test_the_digit_statistics_nn_py_saves_are_those_of_the_networks_inputs(train
     gaps = np.linalg.norm(saved["class_means"] - test_means, axis=1) / np.linalg.norm(test_means, axis=1)
     assert gaps.max() < 0.2, gaps
     few = slice(0, 2000)
-    from_pixels, from_inputs = ood.fit(model, images[few], labels[few]), ood.fit(model, data.to_inputs(images[few]),
-                                                                                 labels[few])
+    from_pixels = ood.fit(model, images[few], labels[few], images[few])
+    from_inputs = ood.fit(model, data.to_inputs(images[few]), labels[few], data.to_inputs(images[few]))
     assert from_pixels["threshold"] == from_inputs["threshold"]  # as_inputs makes data.to_inputs' very floats
     assert from_pixels["pixel_threshold"] == from_inputs["pixel_threshold"]
 
@@ -940,6 +940,26 @@ def test_the_two_thresholds_flag_the_stated_share_of_the_fitting_images(n):
     assert (distances <= threshold).sum() == (scores <= pixel_threshold).sum()  # the same quantile of each
 
 
+def test_the_thresholds_are_set_on_images_the_fit_has_not_seen(trained_model, test_digits):
+    """fit() sets its thresholds on check_images, not on the images it fits: 1 % of those are
+    above one threshold or the other, and fitted_members fits one half of its images and
+    checks on another, disjoint half."""
+    from app import ood
+    model = model_file.load(trained_model)
+    images, labels = test_digits
+    fitted = ood.fit(model, images[:2000], labels[:2000], images[2000:5000])
+    check = data.to_inputs(images[2000:5000])
+    far = ((ood.distance(fitted, ood.features(model, check)) > fitted["threshold"])
+           | (ood.pixel_score(fitted, check) > fitted["pixel_threshold"]))
+    assert 30 <= far.sum() <= 31, far.sum()
+    order = np.random.default_rng(0).permutation(4000)  # fitted_members' split of 4,000 images
+    fitted_rows, check_rows = np.sort(order[:2000]), np.sort(order[2000:])
+    expected = ood.to_members(ood.fit(model, images[fitted_rows], labels[fitted_rows], images[check_rows]))
+    members = ood.fitted_members(model, images[:4000], labels[:4000])
+    assert members.keys() == expected.keys()
+    assert all(np.array_equal(members[name], expected[name]) for name in members)
+
+
 def test_a_model_file_gives_the_verdicts_of_the_statistics_fitted(tmp_path, trained_model, test_digits):
     """The statistics are saved as float32; the fit chooses its thresholds on those very
     numbers (and saves them as they are), so a loaded file flags exactly what the fitted
@@ -947,7 +967,7 @@ def test_a_model_file_gives_the_verdicts_of_the_statistics_fitted(tmp_path, trai
     from app import ood
     model = model_file.load(trained_model)
     images, labels = test_digits
-    fitted = ood.fit(model, images[:3000], labels[:3000])
+    fitted = ood.fit(model, images[:3000], labels[:3000], images[:3000])
     model_file.save(model, tmp_path / "model.npz", ood_members=ood.to_members(fitted))
     loaded = ood.from_members(model_file.load(tmp_path / "model.npz", with_info=True)[1]["ood"])
     noise = np.random.default_rng(0).random((50, 784), dtype=np.float32)
