@@ -72,14 +72,21 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see python {self.prog} --help)\n")
 
     def flag_meant(self, words):
-        """"; did you mean --steps?" for the first of the words that is close to one of this
-        parser's flags ("--setps"), or "" when none is (cutoff 0.75: no "--out" for "--bogus")."""
+        """"; did you mean --steps?" for the first of the words (up to a "--") that is close to
+        one of this parser's flags with its first letter ("--setps"), or "" when none is
+        (cutoff 0.75: no "--out" for "--bogus"; the first letter: no "--activation" for
+        "--validation")."""
         import difflib
         flags = [flag for flag in self._option_string_actions if flag.startswith("--")]
         for word in words:
-            close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.75) if word.startswith("--") else []
-            if close:
-                return f"; did you mean {close[0]}?"
+            if word == "--":
+                break
+            name = word.split("=")[0]
+            if name.startswith("--") and name not in flags:
+                alike = [flag for flag in flags if flag[2:3] == name[2:3]]
+                close = difflib.get_close_matches(name, alike, n=1, cutoff=0.75)
+                if close:
+                    return f"; did you mean {close[0]}?"
         return ""
 
 

@@ -66,19 +66,19 @@ def model_file_members(layer_sizes):
     for name in OPTIMIZER_MEMBERS:
         members[name] = ("f", (n_parameters,))
     # "Is this a digit at all?" (app/ood.py), optional: statistics of the training images'
-    # first hidden layer (the input without one), n_features for each of the n_classes digits,
-    # and of their pixels, n_inputs, along PIXEL_DIRECTIONS directions for each digit
+    # pixels, n_inputs, along PIXEL_DIRECTIONS directions for each of the n_classes digits
     n_inputs, n_classes, k = layer_sizes[0], layer_sizes[-1], PIXEL_DIRECTIONS
-    n_features = layer_sizes[1] if n_layers > 1 else n_inputs
-    members.update({"ood.class_means": ("f", (n_classes, n_features)),
-                    "ood.precision": ("f", (n_features, n_features)),
-                    "ood.threshold": ("f", ()),
-                    "ood.pixel_means": ("f", (n_classes, n_inputs)),
+    members.update({"ood.pixel_means": ("f", (n_classes, n_inputs)),
                     "ood.pixel_directions": ("f", (n_classes, k, n_inputs)),
                     "ood.pixel_variances": ("f", (n_classes, k)),
                     "ood.pixel_noise": ("f", (n_classes,)),
                     "ood.pixel_threshold": ("f", ()),
                     "ood.shape_limits": ("f", (3,))})
+    # ... and those of an older version of the project, read as no statistics (OLDER_OOD_MEMBERS)
+    n_features = layer_sizes[1] if n_layers > 1 else n_inputs
+    members.update({"ood.class_means": ("f", (n_classes, n_features)),
+                    "ood.precision": ("f", (n_features, n_features)),
+                    "ood.threshold": ("f", ())})
     return members
 
 
@@ -90,10 +90,10 @@ OPTIMIZER_MEMBERS = ("optimizer.velocity.0", "optimizer.m.0", "optimizer.s.0")  
 # saved, by save without one, or with an optimizer that keeps no arrays.
 OPTIONAL_MEMBERS = (TRAINING_STATE_MEMBER, EPOCH_ORDER_MEMBER, *OPTIMIZER_MEMBERS)
 OOD_MEMBERS = tuple(SAVED.values())  # app/ood.py's: all or none
-# The hidden layer's statistics alone, as an older version of the project saved them: such a
+# The statistics of an older version of the project (of the first hidden layer): such a
 # file loads as one without statistics (predict and the page say they cannot tell; a new run
-# saves both).
-HIDDEN_ONLY_MEMBERS = ("ood.class_means", "ood.precision", "ood.threshold", "ood.shape_limits")
+# saves them).
+OLDER_OOD_MEMBERS = ("ood.class_means", "ood.precision", "ood.threshold", "ood.shape_limits")
 
 
 class ModelFileError(ValueError):
@@ -207,7 +207,7 @@ def load(path, with_info=False):
     except (ValueError, TypeError, KeyError, OverflowError) as error:
         fail(f"bad training state ({error})")
     ood_members = {name: arrays[name] for name in OOD_MEMBERS if name in arrays}
-    if set(ood_members) == set(HIDDEN_ONLY_MEMBERS):
+    if set(ood_members) != set(OOD_MEMBERS):  # none, or an older file's (_read_arrays checked which)
         ood_members = {}
     if ood_members and not np.isfinite(np.concatenate([a.ravel() for a in ood_members.values()])).all():
         fail("its digit statistics (ood.*) hold NaN or infinite values")
@@ -291,11 +291,11 @@ def _read_members(archive, fail):
             if name not in members:
                 fail(f"unexpected member {name!r}")
         for name in members:
-            if name not in infos and name not in OPTIONAL_MEMBERS + OOD_MEMBERS:
+            if name not in infos and name not in OPTIONAL_MEMBERS + OOD_MEMBERS + OLDER_OOD_MEMBERS:
                 fail(f"missing {name!r}")
         _check_optional_members(set(infos), fail)
-        present = set(infos) & set(OOD_MEMBERS)  # app/ood.py's statistics: all or none (or an older file's)
-        if present and present != set(OOD_MEMBERS) and present != set(HIDDEN_ONLY_MEMBERS):
+        present = set(infos) & {*OOD_MEMBERS, *OLDER_OOD_MEMBERS}  # app/ood.py's: all, none or an older file's
+        if present and present != set(OOD_MEMBERS) and present != set(OLDER_OOD_MEMBERS):
             fail(f"only some of {', '.join(OOD_MEMBERS)}")
         for name, info in infos.items():
             if info.file_size > (1 << 20) and info.file_size > MAX_COMPRESSION * info.compress_size:

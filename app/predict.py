@@ -571,7 +571,7 @@ def main(argv=None):
         if isinstance(answer, str):
             print(f"nn.py predict: error: {answer}", file=sys.stderr)
             continue
-        reason = ood.verdict(fitted, model, prepared)
+        reason = ood.verdict(fitted, prepared)
         if reason is None:
             print(f"{path}: {describe(answer[0])}")
         else:  # a softmax names some digit for anything: that is no reading
@@ -579,7 +579,7 @@ def main(argv=None):
     if isinstance(csv_answers, str):
         print(f"nn.py predict: error: {csv_answers}", file=sys.stderr)
     elif csv_answers is not None:
-        unlike = ood.unlike_digits(fitted, model, csv_rows[0]) if fitted is not None else None
+        unlike = ood.unlike_digits(fitted, csv_rows[0]) if fitted is not None else None
         report_csv(args.csv, csv_answers, csv_rows[1], args.rows, unlike)
     return 1 if errors else 0
 

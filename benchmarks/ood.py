@@ -167,7 +167,7 @@ def flagged(model, fitted, greys):
             flags.append(True)
             read.append(-1)
             continue
-        flags.append(ood.verdict(fitted, model, prepared) is not None)
+        flags.append(ood.verdict(fitted, prepared) is not None)
         read.append(int(model.predict(prepared.image.reshape(1, 784).astype(np.float32))[0]))
     return np.array(flags), np.array(read)
 
@@ -183,8 +183,7 @@ def main(argv=None):
         sys.exit(f"{args.model}: holds no statistics of the training digits (an older version's "
                  f"file): train it again with python nn.py")
     rng = np.random.default_rng(args.seed)
-    print(f"Model: {args.model}; thresholds {fitted['threshold']:.1f} (squared Mahalanobis distance in the "
-          f"first hidden layer), {fitted['pixel_threshold']:.1f} (the pixels' negative log-likelihood)")
+    print(f"Model: {args.model}; threshold {fitted['threshold']:.1f} (the pixels' negative log-likelihood)")
 
     total = caught = 0
     print("Non-digits flagged (target >= 95 %):")
@@ -195,7 +194,7 @@ def main(argv=None):
     print(f"  {'all':<24} {100 * caught / total:5.1f} %  of {total}")
 
     test_images, test_labels, _ = data.load_csv(data.csv_path(PROJECT_DIR / "datasets", "test"))
-    unlike = ood.unlike_digits(fitted, model, data.to_inputs(test_images))
+    unlike = ood.unlike_digits(fitted, data.to_inputs(test_images))
     print(f"MNIST test digits flagged (target <= 1 %): {100 * unlike.mean():.2f} % of {len(unlike):,}")
 
     total = caught = 0

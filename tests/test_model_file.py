@@ -266,9 +266,9 @@ def _digit_statistics(model):
 
 
 def test_the_digit_statistics_round_trip_and_come_all_or_none(tmp_path):
-    """The statistics of both measures (app/ood.py) load as saved. A file with some of them
-    is refused; one with the hidden layer's four alone, as written before the pixels' were
-    kept, loads as a file without statistics (predict and the page then say they cannot tell)."""
+    """The statistics (app/ood.py) load as saved. A file with some of them is refused; one with
+    an older version's (of the first hidden layer) loads as a file without statistics (predict
+    and the page then say they cannot tell)."""
     model = MLP([784, 8, 10], rng=np.random.default_rng(0))
     members = _digit_statistics(model)
     assert set(members) == set(model_file.OOD_MEMBERS)
@@ -277,10 +277,16 @@ def test_the_digit_statistics_round_trip_and_come_all_or_none(tmp_path):
     loaded = model_file.load(path, with_info=True)[1]["ood"]
     assert set(loaded) == set(members) and all(np.array_equal(loaded[name], members[name]) for name in members)
     _rewrite(path, **{"ood.pixel_noise": None})
-    with pytest.raises(ModelFileError, match="only some of ood.class_means"):
+    with pytest.raises(ModelFileError, match="only some of ood.pixel_means"):
         model_file.load(path)
-    model_file.save(model, path, ood_members={name: members[name] for name in model_file.HIDDEN_ONLY_MEMBERS})
+    older = {"ood.class_means": np.zeros((10, 8), np.float32), "ood.precision": np.eye(8, dtype=np.float32),
+             "ood.threshold": np.array(300.0, np.float32), "ood.shape_limits": members["ood.shape_limits"]}
+    assert set(older) == set(model_file.OLDER_OOD_MEMBERS)
+    model_file.save(model, path, ood_members=older)
     assert model_file.load(path, with_info=True)[1]["ood"] == {}
+    _rewrite(path, **{"ood.precision": None})
+    with pytest.raises(ModelFileError, match="only some of"):
+        model_file.load(path)
 
 
 @pytest.mark.parametrize("name, value, message", [

@@ -1166,6 +1166,8 @@ def test_nn_py_opens_with_the_original_settings_and_the_training_loop():
     (["--setps", "10"], "--setps 10; did you mean --steps?"),
     (["--optimiser=adam"], "--optimiser=adam; did you mean --optimizer?"),
     (["--bogus"], "--bogus"),  # close to no flag: no guess ("--out" would be one at difflib's own cutoff)
+    (["--validation", "0.1"], "--validation 0.1"),  # no "--activation": a flag meant starts alike
+    (["--", "--steps", "10"], "-- --steps 10"),  # after "--" no word is a flag, and --steps is one
 ])
 def test_a_misspelt_flag_gets_the_flag_probably_meant(argv, meant):
     result = run_nn(*argv)

@@ -165,7 +165,7 @@ class ServedModel:
         return {
             "digit": int(probabilities.argmax()),
             "probabilities": probabilities.astype(np.float64).tolist(),  # as computed: the page rounds down
-            "not_one_digit": ood.verdict(fitted, model, prepared), "ood_checked": fitted is not None,
+            "not_one_digit": ood.verdict(fitted, prepared), "ood_checked": fitted is not None,
             "input": rounded(image, 3),
             "activations": [rounded(a, 3) for a in activations],
             "top_units": self.top_units(activations[0], model.layers[0].W) if activations else [],
@@ -515,6 +515,7 @@ class Server:
         self.local_only = ipaddress.ip_address(self.server_address[0]).is_loopback
         self.connections = {}  # waitress's sockets: the listening one, its wake-up pipe, the clients'
         self.stopped = threading.Event()  # serve_forever has returned
+        self.closed = False  # server_close has closed every connection, the loop's trigger among them
         self.waitress = start_waitress(self.application, listening, self.connections, connection_limit,
                                        channel_timeout_s)
 
@@ -550,8 +551,8 @@ class Server:
         closes every connection itself (two threads closing them could collide)."""
         from waitress import wasyncore
         logging.getLogger("waitress").setLevel(logging.CRITICAL)  # see serve_forever
-        if not self.stopped.is_set():
-            with contextlib.suppress(OSError):  # its trigger closed already: the loop is ending by itself
+        if not self.stopped.is_set() and not self.closed:  # else the loop ends by itself, its trigger closed
+            with contextlib.suppress(OSError):  # the loop closed its trigger as it ended, just now
                 self.waitress.trigger.pull_trigger(lambda: wasyncore.close_all(self.connections))
         self.stopped.wait()
 
@@ -560,6 +561,7 @@ class Server:
         once their requests are answered (without waiting for them)."""
         from waitress import wasyncore
         logging.getLogger("waitress").setLevel(logging.CRITICAL)  # see serve_forever
+        self.closed = True
         self.waitress.task_dispatcher.set_thread_count(0)
         wasyncore.close_all(self.connections)
 
