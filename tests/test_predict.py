@@ -866,9 +866,9 @@ def test_each_digits_pixel_model_is_the_probabilistic_pca_of_its_images():
         # float32 sums of at most 40 terms of size at most 1 (images and means in [0, 1]):
         # within 40 float32 epsilons (5e-6) of their magnitude; eigenvalues and eigenvectors
         # move by that over the gaps between the top three eigenvalues (above 8 % of the largest)
-        assert np.allclose(fitted["pixel_means"][c], images.mean(axis=0), atol=1e-5)
-        assert np.allclose(fitted["pixel_variances"][c], eigenvalues[:k], rtol=1e-3, atol=1e-5)
-        assert np.allclose(fitted["pixel_noise"][c], eigenvalues[k:].mean(), rtol=1e-3, atol=1e-5)
+        assert np.allclose(fitted["pixel_means"][c], images.mean(axis=0), atol=1e-5)  # 40 epsilons: above
+        assert np.allclose(fitted["pixel_variances"][c], eigenvalues[:k], rtol=1e-3, atol=1e-5)  # gaps: above
+        assert np.allclose(fitted["pixel_noise"][c], eigenvalues[k:].mean(), rtol=1e-3, atol=1e-5)  # gaps: above
         U = fitted["pixel_directions"][c].astype(np.float64)
         assert np.allclose(U @ U.T, np.eye(k), atol=1e-5)  # orthonormal rows, to float32 rounding
         assert np.allclose(np.abs(U @ eigenvectors[:, :k]), np.eye(k), atol=1e-3)  # the same directions, up to sign
