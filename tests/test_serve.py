@@ -952,6 +952,23 @@ def test_the_facts_follow_a_stats_json_written_after_the_model(tmp_path, model_p
         process.wait(timeout=10)
 
 
+def test_is_it_a_digit_is_checked_whatever_weights_are_in_use(tmp_path):
+    """The check asks the drawing's pixels (app/ood.py), not the weights: with a damaged copy or
+    a training run's weights in use (served.model replaced, as explore.py and a page run do),
+    noise is still said to be no digit, and a test digit is not."""
+    from app import data, ood
+    from app.page import server as serve
+    images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
+    model = MLP([784, 16, 10], rng=np.random.default_rng(0))
+    model_file.save(model, tmp_path / "model_mnist.npz", ood_members=ood.fitted_members(model, images[:3000], labels[:3000]))
+    served = serve.load_served_model(tmp_path / "model_mnist.npz")
+    served.model = MLP([784, 16, 10], rng=np.random.default_rng(1))  # other weights in use
+    noise = served.read(np.random.default_rng(0).random((280, 280)))
+    assert noise["ood_checked"] and noise["not_one_digit"] == "unlike the digits it learned from"
+    digit = served.read(images[0].reshape(28, 28) / 255)
+    assert digit["ood_checked"] and digit["not_one_digit"] is None
+
+
 def test_noise_and_two_digits_are_said_not_to_be_one_digit(tmp_path):
     """Noise read '8, >99.9 % sure' and '42' read '4': the answer now says why it is no one digit."""
     from app import data, ood

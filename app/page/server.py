@@ -104,8 +104,8 @@ class ServedModel:
         self.info, self.model_path = info, model_path
         self.stats_signature = file_signature(Path(model_path).parent / "stats.json")
         self.facts = {**model_facts(model, info, model_path), "model_number": number}
-        # "is this a digit at all?" (app/ood.py): statistics of the file's model, for it alone
-        self.ood, self.ood_model = ood.from_members(info.get("ood", {})), model
+        self.file_model = model  # the file's own weights, for its facts (self.model may be a training run's)
+        self.ood = ood.from_members(info.get("ood", {}))  # "is this a digit at all?": the training digits' statistics
         # "Model: PATH (date, steps, test accuracy)", the line predict prints too
         self.description = description or save.describe_model(model_path, info["steps_done"])
         self.warning = None  # why a newer file could not replace this model, once that happens
@@ -118,7 +118,7 @@ class ServedModel:
         self.model, self.facts, self.number = other.model, other.facts, other.number
         self.description, self.warning = other.description, other.warning
         self.info, self.model_path, self.stats_signature = other.info, other.model_path, other.stats_signature
-        self.ood, self.ood_model = other.ood, other.ood_model
+        self.ood, self.file_model = other.ood, other.file_model
 
     def current_facts(self):
         """The facts, read again when the stats.json beside the model changed since they were
@@ -126,7 +126,7 @@ class ServedModel:
         signature = file_signature(Path(self.model_path).parent / "stats.json")
         if signature != self.stats_signature:
             self.stats_signature = signature
-            self.facts = {**model_facts(self.ood_model, self.info, self.model_path), "model_number": self.number}
+            self.facts = {**model_facts(self.file_model, self.info, self.model_path), "model_number": self.number}
         return self.facts
 
     def read(self, grey):
@@ -136,8 +136,9 @@ class ServedModel:
         for a blank image; otherwise digit, probabilities (10,) unrounded (the page
         rounds them down, as predict does: words.confidence_text), not_one_digit: why
         the drawing is not read as one digit (app/ood.py's verdict), or None; ood_checked:
-        whether the model in use is the one the digit statistics describe (a damaged
-        copy or a training run's weights are not, and only marks are counted); input (28, 28)
+        whether the model file holds the digit statistics (they describe the training
+        digits' pixels, so they hold for any weights in use: a damaged copy's, a training
+        run's); without them only marks are counted; input (28, 28)
         as the network sees it (white ink on black), activations (one list per
         hidden layer, its units' outputs) and top_units: the most active units of
         the first hidden layer with their weights (28, 28) scaled to [-1, 1].
@@ -151,7 +152,7 @@ class ServedModel:
             return {"digit": None, "message": f"draw a digit: {error}"}
         image = prepared.image
         model = self.model  # one model for the whole reading, even if a training run swaps it meanwhile
-        fitted = self.ood if model is self.ood_model else None
+        fitted = self.ood
         X = image.reshape(1, 784).astype(np.float32)
         activations = []
         A = X
