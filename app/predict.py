@@ -184,11 +184,13 @@ def prepare(grey):
     if grey.shape == (28, 28) and border < 0.5:
         if grey.max() - border <= BLANK_CONTRAST:
             raise ValueError("no digit found (the image is blank)")
-        return Prepared(np.clip(grey, 0, 1), count_marks(np.where(grey > border + INK_FLOOR, grey, 0)), 0.0)
+        ink = np.where(grey > border + INK_FLOOR, grey, 0)
+        return Prepared(np.clip(grey, 0, 1), count_marks(ink, *label_regions(ink > 0)), 0.0)
     ink = find_ink(grey)
-    digit = keep_digit(ink)
+    regions = label_regions(ink > 0)  # (labels, count): what keep_digit and count_marks look at
+    digit = keep_digit(ink, *regions)
     stray = 1 - float(digit.sum() / ink.sum())
-    return Prepared(centre_in_mnist_box(normalise_strokes(digit)), count_marks(ink), stray)
+    return Prepared(centre_in_mnist_box(normalise_strokes(digit)), count_marks(ink, *regions), stray)
 
 
 def _border(image):
@@ -354,14 +356,14 @@ def region_boxes(labels, count):
     return top, bottom, left, right
 
 
-def keep_digit(ink):
+def keep_digit(ink, labels, count):
     """ink (h, w) with only the digit left: the connected ink region of most ink, and every
     region that lies within NEAR times its longer side and holds at least MIN_PART of its ink
     (a broken stroke, the bar of a 5). Everything else, specks and noise, is set to 0.
 
     Nearness is measured from the main region alone, not from what is kept so far, so that
-    a trail of specks cannot chain its way across the page."""
-    labels, count = label_regions(ink > 0)
+    a trail of specks cannot chain its way across the page. labels, count: the regions of
+    ink > 0 (label_regions)."""
     if count == 1:  # one region, as most drawings are: nothing to drop
         return ink.copy()
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)
@@ -379,13 +381,13 @@ MARK_SIDE = 0.5  # a mark whose longer side is this share of the largest mark's,
 MARK_INK = 0.1   # ... and that holds this share of its ink, or more
 
 
-def count_marks(ink):
+def count_marks(ink, labels, count):
     """The number of separate marks of digit size in ink (h, w): the connected region of most
     ink, and every other beside it, its box apart from its box across the page, whose
     longer side is at least MARK_SIDE of its longer side and whose ink is at least MARK_INK
     of its ink. The parts of one written digit (the bar of a 5 above it, a broken stroke)
-    lie above, below or within it, or are small; a second digit written after it is neither."""
-    labels, count = label_regions(ink > 0)
+    lie above, below or within it, or are small; a second digit written after it is neither.
+    labels, count: the regions of ink > 0 (label_regions)."""
     if count < 2:
         return count
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count + 1)

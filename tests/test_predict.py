@@ -767,13 +767,13 @@ def test_the_parts_of_one_digit_are_one_mark():
     five[20:70, 30:40] = 1       # the body (as a bar, for the test)
     five[60:90, 30:70] = 1
     five[5:12, 35:75] = 1        # the bar, apart, above and within the body's width
-    assert predict.count_marks(five) == 1
+    assert predict.count_marks(five, *predict.label_regions(five > 0)) == 1
     four = np.zeros((100, 100))
     four[10:60, 20:28] = 1
     four[52:60, 20:70] = 1
     four[20:95, 62:70] = 1       # the upright, meeting nothing: inside the first stroke's box
     four[52:60, 62:70] = 0
-    assert predict.count_marks(four) == 1
+    assert predict.count_marks(four, *predict.label_regions(four > 0)) == 1
 
 
 def test_predict_csv_reports_the_calibration_error_and_stats_json_holds_it(tmp_path, trained_model):
