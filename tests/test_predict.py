@@ -968,3 +968,35 @@ def test_transparency_counts_as_white_paper(tmp_path, trained_model, test_digits
     np.testing.assert_allclose(predict.load_grey(tmp_path / "transparent.png"),
                                predict.load_grey(tmp_path / "on_white.png"), atol=1e-12)  # float64 of the same bytes
     assert read_digits(trained_model, [tmp_path / "transparent.png"], capsys) == [labels[0]]
+
+
+def test_stroke_tilt_measures_how_far_one_long_stroke_leans():
+    """stroke_tilt: 0 for an upright bar and for ink that is no long stroke (a square), the
+    angle from upright for a long straight line, whichever way it leans."""
+    from PIL import ImageDraw
+    from app import ood
+    upright, square = np.zeros((28, 28)), np.zeros((28, 28))
+    upright[4:24, 13:15] = 1
+    square[8:20, 8:20] = 1
+    lines = []
+    for degrees in (30, -30, 60, 90):
+        picture = Image.new("L", (28, 28), 0)
+        dx, dy = 10 * np.sin(np.radians(degrees)), 10 * np.cos(np.radians(degrees))
+        ImageDraw.Draw(picture).line((14 - dx, 14 - dy, 14 + dx, 14 + dy), fill=255, width=2)
+        lines.append(np.asarray(picture) / 255)
+    tilt = ood.stroke_tilt(np.stack([upright, square, *lines]).reshape(-1, 784))
+    np.testing.assert_allclose(tilt[:2], 0, atol=1e-9)
+    np.testing.assert_allclose(tilt[2:], [30, 30, 60, 90], atol=3)  # 3 degrees: a line of whole pixels
+
+
+def test_a_line_leaning_further_than_a_one_is_not_a_digit_and_a_leaning_one_is(trained_model):
+    """A straight line drawn at 30 degrees from the horizontal read as a slanted 1 (the pixel
+    model's 1s lean); a 1 leaning 30 degrees from upright still reads as a 1."""
+    from app import ood
+    model, info = model_file.load(trained_model, with_info=True)
+    fitted = ood.from_members(info["ood"])
+    line = predict.prepare(page_canvas([(0, 70), (100, 12)], (40, 40, 200)))  # 30 degrees above the horizontal
+    leaning_one = predict.prepare(page_canvas([(35, 0), (65, 52), (93, 100)], (40, 40, 200)))
+    assert ood.verdict(fitted, line) == "unlike the digits it learned from"
+    assert ood.verdict(fitted, leaning_one) is None
+    assert model.predict(leaning_one.image.reshape(1, 784).astype(np.float32))[0] == 1
