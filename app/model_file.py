@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from app.atomic import atomic_write
-from app.ood import PIXEL_DIRECTIONS, SAVED
+from app.ood import PIXEL_DIRECTIONS, SAVED, members_problem
 from functions import ACTIVATIONS
 from mlp import MLP
 from optimizers import OPTIMIZERS
@@ -209,8 +209,8 @@ def load(path, with_info=False):
     ood_members = {name: arrays[name] for name in OOD_MEMBERS if name in arrays}
     if set(ood_members) != set(OOD_MEMBERS):  # none, or an older file's (_read_arrays checked which)
         ood_members = {}
-    if ood_members and not np.isfinite(np.concatenate([a.ravel() for a in ood_members.values()])).all():
-        fail("its digit statistics (ood.*) hold NaN or infinite values")
+    if ood_members and members_problem(ood_members):
+        fail(f"its digit statistics: {members_problem(ood_members)}")
     info = {"config": config, "steps_done": steps_done, "history": history, "training_state": training_state,
             "ood": ood_members}
     return (model, info) if with_info else model
@@ -296,6 +296,8 @@ def _read_members(archive, fail):
         _check_optional_members(set(infos), fail)
         present = set(infos) & {*OOD_MEMBERS, *OLDER_OOD_MEMBERS}  # app/ood.py's: all, none or an older file's
         if present and present != set(OOD_MEMBERS) and present != set(OLDER_OOD_MEMBERS):
+            if present & set(OOD_MEMBERS) - set(OLDER_OOD_MEMBERS) and present & set(OLDER_OOD_MEMBERS) - set(OOD_MEMBERS):
+                fail("both the current digit statistics (ood.pixel_*) and an older version's (ood.class_means, ...)")
             fail(f"only some of {', '.join(OOD_MEMBERS)}")
         for name, info in infos.items():
             if info.file_size > (1 << 20) and info.file_size > MAX_COMPRESSION * info.compress_size:

@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from app import model_file
+from app import model_file, ood
 from app.model_file import ModelFileError
 from conftest import PROJECT_DIR
 from mlp import MLP
@@ -287,11 +287,18 @@ def test_the_digit_statistics_round_trip_and_come_all_or_none(tmp_path):
     _rewrite(path, **{"ood.precision": None})
     with pytest.raises(ModelFileError, match="only some of"):
         model_file.load(path)
+    model_file.save(model, path, ood_members={**members, "ood.class_means": older["ood.class_means"]})
+    with pytest.raises(ModelFileError, match="both the current digit statistics .* and an older version's"):
+        model_file.load(path)
 
 
 @pytest.mark.parametrize("name, value, message", [
     ("ood.pixel_directions", np.zeros((10, 3, 784), np.float32), r"ood.pixel_directions has shape \(10, 3, 784\)"),
-    ("ood.pixel_noise", np.full(10, np.inf, np.float32), "digit statistics .ood.\\*. hold NaN or infinite values"),
+    ("ood.pixel_noise", np.full(10, np.inf, np.float32), "its digit statistics: NaN or infinite values"),
+    ("ood.pixel_noise", np.zeros(10, np.float32), "ood.pixel_noise not above 0"),  # every score NaN: no check
+    ("ood.pixel_variances", np.full((10, ood.PIXEL_DIRECTIONS), -1, np.float32), "ood.pixel_variances not above 0"),
+    ("ood.pixel_means", np.full((10, 784), 2, np.float32), r"ood.pixel_means outside \[0, 1\]"),
+    ("ood.pixel_directions", np.full((10, ood.PIXEL_DIRECTIONS, 784), 1e30, np.float32), r"outside \[-1, 1\]"),
     ("ood.pixel_threshold", np.array("high"), "ood.pixel_threshold has shape"),
 ])
 def test_bad_digit_statistics_are_refused(tmp_path, name, value, message):

@@ -950,6 +950,7 @@ def test_a_model_file_gives_the_verdicts_of_the_statistics_fitted(tmp_path, trai
     loaded = ood.from_members(model_file.load(tmp_path / "model.npz", with_info=True)[1]["ood"])
     noise = np.random.default_rng(0).random((50, 784), dtype=np.float32)
     inputs = np.concatenate([data.to_inputs(images[:3000]), noise])
+    assert loaded["threshold"] == fitted["threshold"]  # saved as it is: no rounding moves it
     assert np.array_equal(ood.unlike_digits(fitted, inputs), ood.unlike_digits(loaded, inputs))
     assert (ood.pixel_score(loaded, inputs[:3000]) > loaded["threshold"]).sum() == 30
     assert ood.unlike_digits(loaded, inputs[3000:]).all()  # uniform noise
@@ -1000,3 +1001,69 @@ def test_a_line_leaning_further_than_a_one_is_not_a_digit_and_a_leaning_one_is(t
     assert ood.verdict(fitted, line) == "unlike the digits it learned from"
     assert ood.verdict(fitted, leaning_one) is None
     assert model.predict(leaning_one.image.reshape(1, 784).astype(np.float32))[0] == 1
+
+
+def test_a_digit_with_fewer_images_than_directions_keeps_a_spread_and_noise_stays_far(test_digits):
+    """Five images of a digit vary in four directions at most, fewer than PIXEL_DIRECTIONS: the
+    rest of the variance is 0 and so are the last lambdas. The maximum-likelihood floors keep
+    every lambda_j at least sigma2 and sigma2 at least RIDGE times the digit's mean pixel
+    variance, so that the scores stay finite and uniform noise stays far above the threshold
+    (without them the threshold ran to 1e24 and no noise was flagged)."""
+    from app import ood
+    images, labels = test_digits
+    few = np.concatenate([np.flatnonzero(labels == digit)[:5] for digit in range(10)])
+    fitted = ood.fit(images[few], labels[few], images[5000:5200])
+    assert (fitted["pixel_variances"] >= fitted["pixel_noise"][:, None]).all()
+    for digit in range(10):
+        X = data.to_inputs(images[few][labels[few] == digit]).astype(np.float64)
+        total = (X ** 2).sum(axis=1).mean() - (X.mean(axis=0) ** 2).sum()  # the variance in all 784 directions
+        assert fitted["pixel_noise"][digit] >= ood.RIDGE * total / 784 * (1 - 1e-6)  # 1e-6: saved as float32
+    noise = np.random.default_rng(0).random((20, 784), dtype=np.float32)
+    assert np.isfinite(fitted["threshold"]) and (ood.pixel_score(fitted, noise) > fitted["threshold"]).all()
+
+
+def test_no_score_is_below_the_part_of_the_density_that_does_not_depend_on_the_input(test_digits):
+    """-log p(x | c) is its constant part plus halves of squares, so no score is below it: even
+    where float32 rounding makes |x - m|^2 - |p|^2 come out below 0 (for the images a model is
+    fitted on, which lie in its directions, with a small sigma2), it is counted as 0. One
+    digit's model alone (n_classes 1), so that the score is that model's."""
+    from app import ood
+    images, labels = test_digits
+    for digit in range(10):
+        five = images[np.flatnonzero(labels == digit)[:5]]
+        fitted = ood.fit(five, np.zeros(5, dtype=np.int64), images[5000:5100], n_classes=1)
+        inputs = np.concatenate([fitted["pixel_means"], data.to_inputs(five)])
+        assert (ood.pixel_score(fitted, inputs) >= fitted["log_constant"][0]).all(), digit
+
+
+def test_statistics_need_two_fitted_images_of_every_digit(trained_model):
+    """A mean and a spread need two images: with one fitted image of some digit the model file
+    gets no statistics ({}), with two of each it gets them."""
+    from app import ood
+    model = model_file.load(trained_model)
+    images = np.random.default_rng(1).integers(0, 256, (40, 784), dtype=np.uint8)
+    fitted_rows = np.sort(np.random.default_rng(0).permutation(40)[:20])  # fitted_members' choice of 40
+    labels = np.zeros(40, dtype=np.int64)
+    labels[fitted_rows] = np.arange(20) % 10  # two of each digit among the fitted images
+    assert set(ood.fitted_members(model, images, labels)) == set(model_file.OOD_MEMBERS)
+    labels[fitted_rows[0]] = 1  # one 0 left
+    assert ood.fitted_members(model, images, labels) == {}
+
+
+def test_the_verdict_names_specks_and_a_shape_flatter_than_any_digit(trained_model, test_digits):
+    """Most of the ink dropped as specks (STRAY_LIMIT) is no digit, and ink in a box flatter than
+    any training digit's is unlike them: three bars 20 pixels wide in a box 8 high (not one
+    long stroke, so the flatness limit alone tells), with the pixel score left out."""
+    from app import ood
+    fitted = ood.from_members(model_file.load(trained_model, with_info=True)[1]["ood"])
+    images, _ = test_digits
+    digit = images[0].reshape(28, 28) / 255
+    assert ood.verdict(fitted, predict.Prepared(digit, 1, ood.STRAY_LIMIT - 0.1)) is None
+    assert ood.verdict(fitted, predict.Prepared(digit, 1, ood.STRAY_LIMIT + 0.1)) == \
+        "most of the ink is scattered specks, not one mark"
+    bars = np.zeros((28, 28))
+    bars[10:12, 4:24] = bars[13:15, 4:24] = bars[16:18, 4:24] = 1
+    shapes_alone = {**fitted, "threshold": np.inf}
+    assert ood.stroke_tilt(bars.reshape(1, 784))[0] == 0
+    assert ood.ink_shape(bars.reshape(1, 784))[0, 2] > fitted["shape_limits"][2]  # flatter than the limit
+    assert ood.unlike_digits(shapes_alone, np.stack([bars, digit]).reshape(2, 784)).tolist() == [True, False]
