@@ -12,6 +12,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -596,7 +597,6 @@ def in_process_server(model_path, tmp_path, **limits):
     """A serve.Server running in this process, serving a copy of web/ in tmp_path, with
     `limits` (connection_limit, channel_timeout_s); stopped by the caller."""
     import shutil
-    import threading
     from app.page import server as serve
     shutil.copytree(PROJECT_DIR / "app" / "page" / "web", tmp_path / "web")
     running = serve.Server(("127.0.0.1", 0), serve.load_served_model(model_path),
@@ -614,6 +614,28 @@ def local_server(model_path, tmp_path):
     yield running
     running.shutdown()
     running.server_close()
+
+
+def test_shutdown_and_server_close_end_in_either_order(model_path, tmp_path):
+    """shutdown() then server_close() (the fixtures' order), server_close() then shutdown()
+    while the loop runs, and both on a server whose loop never ran: each returns at once and
+    the loop, if any, has ended."""
+    from app.page import server as serve
+    for order, started in ((("shutdown", "server_close"), True), (("server_close", "shutdown"), True),
+                           (("server_close", "shutdown"), False)):
+        running = serve.Server(("127.0.0.1", 0), serve.load_served_model(model_path))
+        loop = threading.Thread(target=running.serve_forever, daemon=True)
+        if started:
+            loop.start()
+            running.running.wait(5)
+        for name in order:
+            call = threading.Thread(target=getattr(running, name), daemon=True)
+            call.start()
+            call.join(5)
+            assert not call.is_alive(), (order, started, name)
+        if started:
+            loop.join(5)
+            assert not loop.is_alive(), order
 
 
 def address(running):
@@ -643,7 +665,6 @@ def test_bodies_over_the_limit_trickled_in_cannot_hold_every_thread(model_path, 
     client reads the answer; a client trickling such a body a byte at a time held a thread for
     as long as it went on, and nine of them left the page answering nothing. The drain has one
     deadline now: a request from someone else is answered while they trickle."""
-    import threading
     from app.page import server as serve
     running = in_process_server(model_path, tmp_path, channel_timeout_s=30)
     stop = threading.Event()

@@ -515,6 +515,7 @@ class Server:
         self.server_port = self.server_address[1]
         self.local_only = ipaddress.ip_address(self.server_address[0]).is_loopback
         self.connections = {}  # waitress's sockets: the listening one, its wake-up pipe, the clients'
+        self.running = threading.Event()  # serve_forever has started
         self.stopped = threading.Event()  # serve_forever has returned
         self.closed = False  # server_close has closed every connection, the loop's trigger among them
         self.waitress = start_waitress(self.application, listening, self.connections, connection_limit,
@@ -541,6 +542,7 @@ class Server:
         Once the loop has ended, a request still being answered has no one to answer, and
         its end is no error to report: waitress's log goes quiet."""
         from waitress import wasyncore
+        self.running.set()
         try:
             wasyncore.loop(timeout=1, map=self.connections, use_poll=True)
         finally:
@@ -549,9 +551,12 @@ class Server:
 
     def shutdown(self):
         """Stop serve_forever from another thread, and wait until it has: waitress's loop
-        closes every connection itself (two threads closing them could collide)."""
+        closes every connection itself (two threads closing them could collide). After
+        server_close, with no loop ever started, there is nothing to stop."""
         from waitress import wasyncore
         logging.getLogger("waitress").setLevel(logging.CRITICAL)  # see serve_forever
+        if self.closed and not self.running.is_set():
+            return
         if not self.stopped.is_set() and not self.closed:  # else the loop ends by itself, its trigger closed
             with contextlib.suppress(OSError):  # the loop closed its trigger as it ended, just now
                 self.waitress.trigger.pull_trigger(lambda: wasyncore.close_all(self.connections))
