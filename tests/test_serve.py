@@ -985,9 +985,9 @@ def test_is_it_a_digit_is_checked_whatever_weights_are_in_use(tmp_path):
     served = serve.load_served_model(tmp_path / "model_mnist.npz")
     served.model = MLP([784, 16, 10], rng=np.random.default_rng(1))  # other weights in use
     noise = served.read(np.random.default_rng(0).random((280, 280)))
-    assert noise["ood_checked"] and noise["not_one_digit"] == "unlike the digits it learned from"
+    assert noise["digit_statistics"] and noise["not_one_digit"] == "unlike the digits it learned from"
     digit = served.read(images[0].reshape(28, 28) / 255)
-    assert digit["ood_checked"] and digit["not_one_digit"] is None
+    assert digit["digit_statistics"] and digit["not_one_digit"] is None
 
 
 def test_noise_and_two_digits_are_said_not_to_be_one_digit(tmp_path):
@@ -1002,12 +1002,12 @@ def test_noise_and_two_digits_are_said_not_to_be_one_digit(tmp_path):
     try:
         noise = np.random.default_rng(0).integers(0, 256, (280, 280)) / 255
         _, answer, _ = ask(server, "POST", "/api/predict", as_json(noise))
-        assert answer["ood_checked"] and answer["not_one_digit"] is not None and answer["digit"] is not None
+        assert answer["digit_statistics"] and answer["not_one_digit"] is not None and answer["digit"] is not None
         two = np.hstack([drawing(140), np.zeros((140, 20)), drawing(140)])
         _, answer, _ = ask(server, "POST", "/api/predict", as_json(two))
         assert answer["not_one_digit"] == "2 separate marks: the network reads one digit at a time"
         _, answer, _ = ask(server, "POST", "/api/predict", as_json(images[0].reshape(28, 28) / 255))
-        assert answer["not_one_digit"] is None and answer["ood_checked"]
+        assert answer["not_one_digit"] is None and answer["digit_statistics"]
         assert ask(server, "GET", "/api/model")[1]["digit_statistics"] is True
     finally:
         process.terminate()

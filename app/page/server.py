@@ -104,7 +104,7 @@ class ServedModel:
         self.info, self.model_path = info, model_path
         self.stats_signature = file_signature(Path(model_path).parent / "stats.json")
         self.facts = {**model_facts(model, info, model_path), "model_number": number}
-        self.file_model = model  # the file's own weights, for its facts (self.model may be a training run's)
+        self.saved_model = model  # the file's own weights, for its facts (self.model may be a training run's)
         self.ood = ood.from_members(info.get("ood", {}))  # "is this a digit at all?": the training digits' statistics
         # "Model: PATH (date, steps, test accuracy)", the line predict prints too
         self.description = description or save.describe_model(model_path, info["steps_done"])
@@ -118,7 +118,7 @@ class ServedModel:
         self.model, self.facts, self.number = other.model, other.facts, other.number
         self.description, self.warning = other.description, other.warning
         self.info, self.model_path, self.stats_signature = other.info, other.model_path, other.stats_signature
-        self.ood, self.file_model = other.ood, other.file_model
+        self.ood, self.saved_model = other.ood, other.saved_model
 
     def current_facts(self):
         """The facts, read again when the stats.json beside the model changed since they were
@@ -126,7 +126,7 @@ class ServedModel:
         signature = file_signature(Path(self.model_path).parent / "stats.json")
         if signature != self.stats_signature:
             self.stats_signature = signature
-            self.facts = {**model_facts(self.file_model, self.info, self.model_path), "model_number": self.number}
+            self.facts = {**model_facts(self.saved_model, self.info, self.model_path), "model_number": self.number}
         return self.facts
 
     def read(self, grey):
@@ -135,7 +135,7 @@ class ServedModel:
         Returns a dict that json.dumps can write: {"digit": None, "message": ...}
         for a blank image; otherwise digit, probabilities (10,) unrounded (the page
         rounds them down, as predict does: words.confidence_text), not_one_digit: why
-        the drawing is not read as one digit (app/ood.py's verdict), or None; ood_checked:
+        the drawing is not read as one digit (app/ood.py's verdict), or None; digit_statistics:
         whether the model file holds the digit statistics (they describe the training
         digits' pixels, so they hold for any weights in use: a damaged copy's, a training
         run's); without them only marks are counted; input (28, 28)
@@ -166,7 +166,7 @@ class ServedModel:
         return {
             "digit": int(probabilities.argmax()),
             "probabilities": probabilities.astype(np.float64).tolist(),  # as computed: the page rounds down
-            "not_one_digit": ood.verdict(fitted, prepared), "ood_checked": fitted is not None,
+            "not_one_digit": ood.verdict(fitted, prepared), "digit_statistics": fitted is not None,
             "input": rounded(image, 3),
             "activations": [rounded(a, 3) for a in activations],
             "top_units": self.top_units(activations[0], model.layers[0].W) if activations else [],

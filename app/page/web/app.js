@@ -189,7 +189,7 @@ function show(answer) {
   message.classList.toggle("error", Boolean(answer && (answer.error || answer.model_warning)));
   message.textContent = answer === null ? "Draw a digit with the mouse, a finger or a pen."
     : answer.error || answer.message || answer.model_warning
-      || (reading && !reading.ood_checked && !notOne ? "(Not checked whether it is a digit: the model file " +
+      || (reading && !reading.digit_statistics && !notOne ? "(Not checked whether it is a digit: the model file " +
           "holds no statistics of the training digits.)" : "");
   [...bars.children].forEach((row, digit) => {
     const p = reading ? reading.probabilities[digit] : 0;
