@@ -45,13 +45,15 @@ Why this one:
     the two together did no better than the pixels' model alone.
   Nothing is trained: means, a few products and ten small eigendecompositions,
   saved in the model file (float32, and the threshold float64: about 0.35 MB).
-What the model misses, the ink's own shape shows: a box filled solid, more ink or
-a flatter shape than any training digit has (SHAPE_QUANTILE of them stay within
-each limit), one straight stroke leaning further from upright than a 1 does (a
-line drawn at 30 degrees, which the pixel model takes for a slanted 1); and predict.prepare reports what it leaves out (ink scattered as
-specks, a second mark). benchmarks/ood.py measures all of it on home-made
-non-digits and digits: letters, which are strokes like digits, are the hardest,
-and many of them pass as digits.
+What the model misses, the ink's own shape shows: a box filled solid (drawn light
+on the page's dark canvas; on paper a dark patch that wide is the paper's shade,
+and predict.find_ink finds no stroke in it), more ink or a flatter shape than any
+training digit has (SHAPE_QUANTILE of them stay within each limit), one straight
+stroke leaning further from upright than a 1 does (a line drawn at 30 degrees,
+which the pixel model takes for a slanted 1); and predict.prepare reports what it
+leaves out (ink scattered as specks, a second mark). benchmarks/ood.py measures
+all of it on home-made non-digits and digits: letters, which are strokes like
+digits, are the hardest, and many of them pass as digits.
 """
 
 import numpy as np

@@ -227,8 +227,9 @@ def find_ink(grey):
         ink = contrast / np.maximum(paper, BLANK_CONTRAST)
     else:
         contrast = ink = np.maximum(grey - border, 0)
-    if contrast.max() <= BLANK_CONTRAST:
-        raise ValueError("no digit found (the image is blank)")
+    if contrast.max() <= BLANK_CONTRAST:  # blank, or dark only in patches too wide for strokes (the paper's shade)
+        raise ValueError("no digit found (the image is blank)" if np.ptp(grey) <= BLANK_CONTRAST else
+                         "no digit found (no stroke stands out from the paper around it)")
     ink = ink / ink.max()
     ink[ink < INK_FLOOR] = 0
     return ink

@@ -1067,3 +1067,14 @@ def test_the_verdict_names_specks_and_a_shape_flatter_than_any_digit(trained_mod
     assert ood.stroke_tilt(bars.reshape(1, 784))[0] == 0
     assert ood.ink_shape(bars.reshape(1, 784))[0, 2] > fitted["shape_limits"][2]  # flatter than the limit
     assert ood.unlike_digits(shapes_alone, np.stack([bars, digit]).reshape(2, 784)).tolist() == [True, False]
+
+
+def test_a_dark_patch_too_wide_for_a_stroke_is_no_digit_and_not_called_blank():
+    """The paper's level is taken from a window a fifth of the image wide, so a dark box wider
+    than that is the paper's shade, not ink: no digit, said as it is (not "the image is blank")."""
+    picture = np.ones((280, 280))
+    picture[60:220, 60:220] = 0
+    with pytest.raises(ValueError, match=r"^no digit found \(no stroke stands out from the paper around it\)$"):
+        predict.prepare(picture)
+    with pytest.raises(ValueError, match=r"^no digit found \(the image is blank\)$"):
+        predict.prepare(np.ones((280, 280)))
