@@ -143,7 +143,8 @@ def train_and_save(args, config, out_dir, say, resumed, resumed_info, created_fo
         f"{sum(p.size for p in model.parameters()):,} parameters; {report.recipe_text(config)}, seed {config['seed']}"
         + (f"; resumed from {args.resume} at step {first_step:,}" if resumed else ""))
     if resumed is not None:
-        say(f"Learning rate {config['lr']:g}: "
+        peak = "" if config["lr_schedule"] == "constant" else f" (the {config['lr_schedule']} schedule's highest)"
+        say(f"Learning rate {config['lr']:g}{peak}: "
             f"{cli.learning_rate_choice(args, resumed_info['config'], config['optimizer'])[1]}")
         for note in resume.resume_notes(config, saved_state):
             say(note)

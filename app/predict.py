@@ -38,7 +38,9 @@ READ_SIDE = 1024  # longer images are reduced while read: the digit ends as 20x2
 def load_grey(path):
     """The image at path as grey levels in [0, 1], shape (H, W), upright, at most READ_SIDE long.
 
-    The EXIF orientation a phone writes is applied; transparency counts as white paper. An
+    The EXIF orientation a phone writes is applied; transparency counts as paper of the shade
+    that sets off what is drawn on it: white under dark ink, black under light ink (a digit
+    exported from a dark-mode drawing program, white on nothing). An
     image of more than MAX_PIXELS is refused from its header, before it is decoded; a longer
     side than READ_SIDE is reduced by a whole factor while reading (a JPEG by its decoder),
     so a big photo costs little time and memory. Raises ValueError, naming the file.
@@ -52,9 +54,11 @@ def load_grey(path):
             pixels = pixels[..., :3]  # opaque, as a browser's canvas sends it: white paper shows nowhere
         image = pixels / 255.0
     if image.ndim == 3:
-        if image.shape[2] == 4:  # composite on white paper
+        if image.shape[2] == 4:  # composite on paper: white, or black under ink lighter than mid-grey
             alpha = image[..., 3:]
-            image = image[..., :3] * alpha + (1 - alpha)
+            drawn_shade = float((image[..., :3] * alpha).sum() / max(3 * alpha.sum(), 1e-12))
+            paper = 1.0 if drawn_shade < 0.5 else 0.0
+            image = image[..., :3] * alpha + paper * (1 - alpha)
         image = image[..., :3] @ np.array([0.299, 0.587, 0.114])
     if image.ndim != 2:
         raise ValueError(f"{path}: not a 2-D image (shape {image.shape})")
@@ -528,7 +532,8 @@ def build_parser():
                         help="predict every row of an MNIST CSV file and print the accuracy against its labels")
     parser.add_argument("--rows", choices=("summary", "wrong", "all"), default="summary",
                         help="with --csv, also print each row read wrong, or every row (wrong ones end "
-                             "with WRONG) (default: summary, the accuracy line alone)")
+                             "with WRONG) (default: summary: the accuracy, the calibration error and how many "
+                             "rows look unlike the training digits)")
     parser.add_argument("--model", type=Path, default=PROJECT_DIR / "model_mnist.npz",
                         help="the model file (default: model_mnist.npz beside nn.py)")
     return parser

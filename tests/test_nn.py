@@ -870,6 +870,12 @@ def test_resume_says_which_learning_rate_it_uses_and_why(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Learning rate 0.001: the default for adam, as the resumed run used sgd" in result.stdout
     assert read_stats(tmp_path / "adam")["config"]["lr"] == 0.001
+    # on a schedule, the rate named is its highest, not the one the next steps take (the schedule's note)
+    assert run_nn("--dry-run", "--steps", 20, "--quiet", "--lr-schedule", "cosine", "--out", tmp_path / "cosine",
+                  ).returncode == 0
+    result = run_nn("--dry-run", "--steps", 30, "--resume", tmp_path / "cosine" / "model_mnist.npz",
+                    "--out", tmp_path / "cosine")
+    assert "Learning rate 0.1 (the cosine schedule's highest): the resumed run's" in result.stdout, result.stdout
 
 
 def test_help_lists_every_command_one_line_each():

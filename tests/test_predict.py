@@ -956,19 +956,21 @@ def test_a_model_file_gives_the_verdicts_of_the_statistics_fitted(tmp_path, trai
     assert ood.unlike_digits(loaded, inputs[3000:]).all()  # uniform noise
 
 
-def test_transparency_counts_as_white_paper(tmp_path, trained_model, test_digits, capsys):
+def test_transparency_counts_as_paper_that_sets_off_the_ink(tmp_path, trained_model, test_digits, capsys):
     """Black ink on a transparent background (a PNG from a drawing program) is read as ink on
-    white paper: the same grey levels as the ink on white, and the same digit. Only an image
-    opaque everywhere skips the compositing (as a browser's canvas sends it)."""
+    white paper: the same grey levels as the ink on white, and the same digit; white ink on a
+    transparent background (a dark-mode export) as ink on black, where white paper made it
+    "blank". Only an image opaque everywhere skips the compositing (as a browser's canvas sends it)."""
     images, labels = test_digits
     ink = images[0].reshape(28, 28)
-    rgba = np.zeros((28, 28, 4), np.uint8)  # black, transparent where there is no ink
-    rgba[..., 3] = ink
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
-    Image.fromarray(255 - ink).save(tmp_path / "on_white.png")
-    np.testing.assert_allclose(predict.load_grey(tmp_path / "transparent.png"),
-                               predict.load_grey(tmp_path / "on_white.png"), atol=1e-12)  # float64 of the same bytes
-    assert read_digits(trained_model, [tmp_path / "transparent.png"], capsys) == [labels[0]]
+    for shade, paper in ((0, 255 - ink), (255, ink)):
+        rgba = np.full((28, 28, 4), shade, np.uint8)  # black or white, transparent where there is no ink
+        rgba[..., 3] = ink
+        Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
+        Image.fromarray(paper).save(tmp_path / "opaque.png")
+        np.testing.assert_allclose(predict.load_grey(tmp_path / "transparent.png"),
+                                   predict.load_grey(tmp_path / "opaque.png"), atol=1e-12)  # float64 of the same bytes
+        assert read_digits(trained_model, [tmp_path / "transparent.png"], capsys) == [labels[0]]
 
 
 def test_stroke_tilt_measures_how_far_one_long_stroke_leans():

@@ -786,7 +786,9 @@ def main(argv=None, train=None):
     try:
         served = untrained_served_model(args.model) if untrained else load_served_model(args.model)
     except ModelFileError as error:
-        advice = "remove or move it, and --train writes a new one" if args.train else "train one first: python nn.py"
+        missing = str(error).endswith(": no such model file")
+        advice = ("remove or move it, and --train writes a new one" if args.train else
+                  "train one first: python nn.py" if missing else "python nn.py writes a new one")
         print(f"nn.py serve: error: {error} ({advice})", file=sys.stderr)
         return 1
     try:
