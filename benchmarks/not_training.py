@@ -97,7 +97,8 @@ def one_run(flags):
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.json"
         command = [sys.executable, __file__, "--child", str(report), "--", "--quiet", "--threads", "1", "--out", folder, *flags]
-        environment = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+        environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+        environment["OPENBLAS_NUM_THREADS"] = "1"  # and Python keeps the modules it compiles, as for a user
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         result = subprocess.run(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
