@@ -209,8 +209,9 @@ def load(path, with_info=False):
     ood_members = {name: arrays[name] for name in OOD_MEMBERS if name in arrays}
     if set(ood_members) != set(OOD_MEMBERS):  # none, or an older file's (_read_arrays checked which)
         ood_members = {}
-    if ood_members and members_problem(ood_members):
-        fail(f"its digit statistics: {members_problem(ood_members)}")
+    problem = members_problem(ood_members) if ood_members else None
+    if problem:
+        fail(f"its digit statistics: {problem}")
     info = {"config": config, "steps_done": steps_done, "history": history, "training_state": training_state,
             "ood": ood_members}
     return (model, info) if with_info else model

@@ -48,9 +48,9 @@ Why this one:
 What the model misses, the ink's own shape shows: a box filled solid (drawn light
 on the page's dark canvas; on paper a dark patch that wide is the paper's shade,
 and predict.find_ink finds no stroke in it), more ink or a flatter shape than any
-training digit has (SHAPE_QUANTILE of them stay within each limit), one straight
-stroke leaning further from upright than a 1 does (a line drawn at 30 degrees,
-which the pixel model takes for a slanted 1); and predict.prepare reports what it
+training digit has (SHAPE_QUANTILE of them stay within each limit), long ink
+leaning further from upright than a 1 does (a line drawn at 30 degrees, which
+the pixel model takes for a slanted 1); and predict.prepare reports what it
 leaves out (ink scattered as specks, a second mark). benchmarks/ood.py measures
 all of it on home-made non-digits and digits: letters, which are strokes like
 digits, are the hardest, and many of them pass as digits.
@@ -63,8 +63,9 @@ THRESHOLD_QUANTILE = 0.99   # of the images that set the threshold, this share s
 SHAPE_QUANTILE = 0.9995     # 0.05 % of the fitted images lie beyond each limit of the ink's shape
 NARROW = 0.25               # a box narrower than this for its height holds one stroke: its fill says nothing
 STRAY_LIMIT = 0.5           # more than this share of the ink dropped as specks: no one digit
-LONG_STROKE = 8             # ink this many times longer than wide (see stroke_tilt) is one straight stroke
-TILT_LIMIT = 55             # degrees from upright: a straight stroke leaning further is no 1 (34 of the
+LONG_SHAPE = 8              # ink whose variance along its main axis is this many times that across is
+                            # long, about 2.8 (the square root) times as long as wide: a 1, a line
+TILT_LIMIT = 55             # degrees from upright: long ink leaning further is no 1 (34 of the
                             # 60,000 training images lie beyond, most of them 5s; none of the 10,000 test digits)
 RIDGE = 1e-3                # times the mean pixel variance: the least variance sigma2 a digit's model keeps
 PIXEL_DIRECTIONS = 10       # k: the directions of largest variance each digit's pixel model keeps
@@ -88,11 +89,11 @@ def ink_shape(X):
 
 
 def stroke_tilt(X):
-    """(N,) for 28x28 inputs X (N, 784): how far, in degrees, ink that forms one long straight
-    stroke leans from upright; 0 for ink that is not one (its length under LONG_STROKE times its
-    width). Length and width come from the ink's second moments (the spread of its pixels,
-    weighted by their ink, along its main axis and across it: their ratio is the ratio of
-    their variances), so a 1 leaning 30 degrees measures 30, a horizontal line 90."""
+    """(N,) for 28x28 inputs X (N, 784): how far, in degrees, long ink leans from upright; 0 for
+    ink that is not long. The ink's second moments give its main axis and the variance of its
+    pixels (weighted by their ink) along it and across it; ink is long when the one is more than
+    LONG_SHAPE times the other (a 1, a line, a ring lying flat). A 1 leaning 30 degrees measures
+    30, a horizontal line 90."""
     ink = np.asarray(X, dtype=np.float64).reshape(-1, 28, 28)
     rows, columns = np.indices((28, 28))
     mass = np.maximum(ink.sum(axis=(1, 2)), 1e-12)
@@ -107,7 +108,7 @@ def stroke_tilt(X):
     spread = np.hypot(half_difference, covariance)
     along, across = half_sum + spread, np.maximum(half_sum - spread, 1e-12)  # the covariance's eigenvalues
     tilt = np.abs(np.degrees(0.5 * np.arctan2(2 * covariance, row_variance - column_variance)))
-    return np.where(along > LONG_STROKE * across, tilt, 0.0)
+    return np.where(along > LONG_SHAPE * across, tilt, 0.0)
 
 
 def as_inputs(images):
@@ -232,8 +233,8 @@ def pixel_score(fitted, X):
 
 def unlike_digits(fitted, X):
     """unlike (N,) bool for inputs X (N, 784): True where the input's pixel score is above the
-    threshold, or its ink's shape beyond a limit, or its ink one long stroke leaning further
-    than a 1 (stroke_tilt). fitted None (a model file without the statistics): all False."""
+    threshold, or its ink's shape beyond a limit, or its ink long and leaning further than a 1
+    (stroke_tilt). fitted None (a model file without the statistics): all False."""
     if fitted is None:
         return np.zeros(len(X), dtype=bool)
     X = np.asarray(X, dtype=np.float32)

@@ -32,15 +32,16 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 MAX_PIXELS = 50_000_000  # larger images are refused from their header (a 48-megapixel phone photo passes)
 # What Pillow (which comes with Matplotlib) reads: these, and any other format it knows
 IMAGE_TYPES = ("PNG", "JPEG", "GIF", "WebP", "BMP", "TIFF")
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # the grey level of red, green and blue (ITU-R BT.601)
 READ_SIDE = 1024  # longer images are reduced while read: the digit ends as 20x20 pixels anyway
 
 
 def load_grey(path):
     """The image at path as grey levels in [0, 1], shape (H, W), upright, at most READ_SIDE long.
 
-    The EXIF orientation a phone writes is applied; transparency counts as paper of the shade
-    that sets off what is drawn on it: white under dark ink, black under light ink (a digit
-    exported from a dark-mode drawing program, white on nothing). An
+    The EXIF orientation a phone writes is applied; transparency counts as white paper, or as
+    black paper when nothing drawn is darker than mid-grey (a digit exported from a dark-mode
+    drawing program, white on nothing). An
     image of more than MAX_PIXELS is refused from its header, before it is decoded; a longer
     side than READ_SIDE is reduced by a whole factor while reading (a JPEG by its decoder),
     so a big photo costs little time and memory. Raises ValueError, naming the file.
@@ -54,12 +55,12 @@ def load_grey(path):
             pixels = pixels[..., :3]  # opaque, as a browser's canvas sends it: white paper shows nowhere
         image = pixels / 255.0
     if image.ndim == 3:
-        if image.shape[2] == 4:  # composite on paper: white, or black under ink lighter than mid-grey
+        if image.shape[2] == 4:  # composite on paper: white, or black when nothing drawn is dark
             alpha = image[..., 3:]
-            drawn_shade = float((image[..., :3] * alpha).sum() / max(3 * alpha.sum(), 1e-12))
-            paper = 1.0 if drawn_shade < 0.5 else 0.0
+            drawn = image[..., :3][alpha[..., 0] >= 0.5] @ GREY_WEIGHTS  # the pixels mostly opaque
+            paper = 0.0 if drawn.size and drawn.min() >= 0.5 else 1.0
             image = image[..., :3] * alpha + paper * (1 - alpha)
-        image = image[..., :3] @ np.array([0.299, 0.587, 0.114])
+        image = image[..., :3] @ GREY_WEIGHTS
     if image.ndim != 2:
         raise ValueError(f"{path}: not a 2-D image (shape {image.shape})")
     if min(image.shape) < 2:

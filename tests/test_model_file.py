@@ -298,6 +298,7 @@ def test_the_digit_statistics_round_trip_and_come_all_or_none(tmp_path):
     ("ood.pixel_noise", np.zeros(10, np.float32), "ood.pixel_noise not above 0"),  # every score NaN: no check
     ("ood.pixel_variances", np.full((10, ood.PIXEL_DIRECTIONS), -1, np.float32), "ood.pixel_variances not above 0"),
     ("ood.pixel_means", np.full((10, 784), 2, np.float32), r"ood.pixel_means outside \[0, 1\]"),
+    ("ood.pixel_means", np.full((10, 784), -1, np.float32), r"ood.pixel_means outside \[0, 1\]"),
     ("ood.pixel_directions", np.full((10, ood.PIXEL_DIRECTIONS, 784), 1e30, np.float32), r"outside \[-1, 1\]"),
     ("ood.pixel_threshold", np.array("high"), "ood.pixel_threshold has shape"),
 ])

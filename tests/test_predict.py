@@ -956,21 +956,35 @@ def test_a_model_file_gives_the_verdicts_of_the_statistics_fitted(tmp_path, trai
     assert ood.unlike_digits(loaded, inputs[3000:]).all()  # uniform noise
 
 
-def test_transparency_counts_as_paper_that_sets_off_the_ink(tmp_path, trained_model, test_digits, capsys):
+def test_transparency_counts_as_white_paper_or_black_under_light_ink(tmp_path, trained_model, test_digits, capsys):
     """Black ink on a transparent background (a PNG from a drawing program) is read as ink on
-    white paper: the same grey levels as the ink on white, and the same digit; white ink on a
-    transparent background (a dark-mode export) as ink on black, where white paper made it
-    "blank". Only an image opaque everywhere skips the compositing (as a browser's canvas sends it)."""
+    white paper: the same grey levels as the ink on white, and the same digit, whatever colour
+    the clear pixels carry; white ink on a transparent background (a dark-mode export) as ink on
+    black, where white paper made it "blank"; black ink on an opaque white card with clear
+    margins on white paper again (the card's white does not make the paper black). Only an
+    image opaque everywhere skips the compositing (as a browser's canvas sends it)."""
     images, labels = test_digits
     ink = images[0].reshape(28, 28)
-    for shade, paper in ((0, 255 - ink), (255, ink)):
+    black_on_clear_white = np.full((28, 28, 4), 255, np.uint8)  # black ink; the clear pixels white
+    black_on_clear_white[ink > 0, :3] = 0
+    black_on_clear_white[..., 3] = ink
+    for shade, opaque_twin in ((0, 255 - ink), (255, ink)):
         rgba = np.full((28, 28, 4), shade, np.uint8)  # black or white, transparent where there is no ink
         rgba[..., 3] = ink
-        Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
-        Image.fromarray(paper).save(tmp_path / "opaque.png")
-        np.testing.assert_allclose(predict.load_grey(tmp_path / "transparent.png"),
-                                   predict.load_grey(tmp_path / "opaque.png"), atol=1e-12)  # float64 of the same bytes
-        assert read_digits(trained_model, [tmp_path / "transparent.png"], capsys) == [labels[0]]
+        Image.fromarray(rgba, "RGBA").save(tmp_path / f"clear_{shade}.png")
+        Image.fromarray(opaque_twin).save(tmp_path / f"opaque_{shade}.png")
+        np.testing.assert_allclose(predict.load_grey(tmp_path / f"clear_{shade}.png"),
+                                   predict.load_grey(tmp_path / f"opaque_{shade}.png"), atol=1e-12)  # float64 of the same bytes
+    Image.fromarray(black_on_clear_white, "RGBA").save(tmp_path / "clear_white_rgb.png")
+    np.testing.assert_allclose(predict.load_grey(tmp_path / "clear_white_rgb.png"),
+                               predict.load_grey(tmp_path / "opaque_0.png"), atol=1e-12)
+    card = np.zeros((56, 56, 4), np.uint8)  # clear around an opaque white card holding the digit
+    card[6:50, 6:50] = 255
+    card[14:42, 14:42, :3] = 255 - ink[..., None]
+    Image.fromarray(card, "RGBA").save(tmp_path / "card.png")
+    assert predict.load_grey(tmp_path / "card.png")[0, 0] > 0.99  # white paper around the card
+    assert read_digits(trained_model, [tmp_path / "clear_0.png", tmp_path / "clear_255.png",
+                                       tmp_path / "card.png"], capsys) == [labels[0]] * 3
 
 
 def test_stroke_tilt_measures_how_far_one_long_stroke_leans():
@@ -987,9 +1001,20 @@ def test_stroke_tilt_measures_how_far_one_long_stroke_leans():
         dx, dy = 10 * np.sin(np.radians(degrees)), 10 * np.cos(np.radians(degrees))
         ImageDraw.Draw(picture).line((14 - dx, 14 - dy, 14 + dx, 14 + dy), fill=255, width=2)
         lines.append(np.asarray(picture) / 255)
-    tilt = ood.stroke_tilt(np.stack([upright, square, *lines]).reshape(-1, 784))
+    thick = Image.new("L", (28, 28), 0)  # 20 long, 6 wide: variances 400/12 and 36/12, long but not by far
+    dx, dy = 10 * np.sin(np.radians(70)), 10 * np.cos(np.radians(70))
+    ImageDraw.Draw(thick).line((14 - dx, 14 - dy, 14 + dx, 14 + dy), fill=255, width=6)
+    tilt = ood.stroke_tilt(np.stack([upright, square, *lines, np.asarray(thick) / 255]).reshape(-1, 784))
     np.testing.assert_allclose(tilt[:2], 0, atol=1e-9)
-    np.testing.assert_allclose(tilt[2:], [30, 30, 60, 90], atol=3)  # 3 degrees: a line of whole pixels
+    np.testing.assert_allclose(tilt[2:], [30, 30, 60, 90, 70], atol=3)  # 3 degrees: a line of whole pixels
+
+
+def test_no_mnist_test_digit_leans_beyond_the_tilt_limit(test_digits):
+    """TILT_LIMIT is set beyond every MNIST test digit's lean (the most, 52.6 degrees), so that the
+    rule flags none of them."""
+    from app import ood
+    images, _ = test_digits
+    assert ood.stroke_tilt(data.to_inputs(images)).max() <= ood.TILT_LIMIT
 
 
 def test_a_line_leaning_further_than_a_one_is_not_a_digit_and_a_leaning_one_is(trained_model):

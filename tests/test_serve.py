@@ -351,7 +351,7 @@ def test_a_damaged_model_is_one_line_and_exit_1(tmp_path, model_path):
     assert result.returncode == 1
     line = one_error_line(result)
     assert line.startswith(f"nn.py serve: error: {damaged}: not a") and "model file" in line
-    assert line.endswith("(python nn.py writes a new one)")  # not "train one first": there is a file
+    assert line.endswith("(python nn.py trains a new one)")  # not "train one first": there is a file
 
 
 def test_a_port_in_use_is_one_line_naming_it_and_exit_1(model_path):

@@ -788,7 +788,7 @@ def main(argv=None, train=None):
     except ModelFileError as error:
         missing = str(error).endswith(": no such model file")
         advice = ("remove or move it, and --train writes a new one" if args.train else
-                  "train one first: python nn.py" if missing else "python nn.py writes a new one")
+                  "train one first: python nn.py" if missing else "python nn.py trains a new one")
         print(f"nn.py serve: error: {error} ({advice})", file=sys.stderr)
         return 1
     try:
