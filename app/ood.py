@@ -133,35 +133,43 @@ def fit(images, labels, check_images, n_classes=10, seed=0):
     digit 0..C-1 present (C = n_classes); check_images (M, D): other training images, which
     set the threshold (see fitted_members); seed: the subspace iteration's random start."""
     by_digit = np.argsort(labels, kind="stable")  # each digit's images side by side: slices, not copies
-    X, labels = as_inputs(images[by_digit]), labels[by_digit]
+    images, labels = images[by_digit], labels[by_digit]
     counts = np.bincount(labels, minlength=n_classes)
     digits = [slice(end - count, end) for end, count in zip(np.cumsum(counts), counts)]
-    statistics = {**fit_pixels(X, digits, np.random.default_rng(seed)), "threshold": np.inf,
-                  "shape_limits": np.quantile(ink_shape(X), SHAPE_QUANTILE, axis=0)}
+    statistics = {**fit_pixels(images, digits, np.random.default_rng(seed)), "threshold": np.inf,
+                  "shape_limits": np.quantile(in_chunks(ink_shape, images), SHAPE_QUANTILE, axis=0)}
     # The statistics as the model file keeps them (float32): a loaded file gives the very scores
     # that the threshold is chosen on.
     fitted = from_members(to_members(statistics))
-    scores = np.sort(pixel_score(fitted, as_inputs(check_images)))
+    scores = np.sort(in_chunks(lambda X: pixel_score(fitted, X), check_images))
     fitted["threshold"] = float(scores[max(int(np.ceil(THRESHOLD_QUANTILE * len(scores))) - 1, 0)])
     return fitted
 
 
+def in_chunks(function, images, size=1000):
+    """function(inputs) for the inputs of `size` images at a time (as_inputs), concatenated.
+    Those of 10,000 images at once would take 31 MB of memory the process has not touched
+    before, and a first touch costs time (about 0.1 s for two such sets on this project's
+    machine); a chunk's memory is used again by the next."""
+    return np.concatenate([function(as_inputs(images[start:start + size])) for start in range(0, len(images), size)])
+
+
 def fit_pixels(X, digits, rng, k=PIXEL_DIRECTIONS):
     """{"pixel_means": (C, D), "pixel_directions": (C, k, D), "pixel_variances": (C, k),
-    "pixel_noise": (C,)}, float32: each digit's probabilistic PCA of inputs X (N, D) float32,
-    whose rows X[digits[c]] are digit c's.
+    "pixel_noise": (C,)}, float32: each digit's probabilistic PCA of images X (N, D), uint8
+    pixels or inputs (as_inputs, one digit at a time), whose rows X[digits[c]] are digit c's.
 
     The variances are floored as the maximum-likelihood model has them: lambda_j at least
     sigma2 (the model's spread along a direction is never below the rest's), and sigma2 at
     least RIDGE times the mean pixel variance (a digit with fewer images than directions)."""
     n = X.shape[1]
-    squares = np.einsum("ij,ij->i", X, X)  # |x|^2 (N,), float32: sums of D terms, see pixel_score
     means, directions, variances, noise = [], [], [], []
     for rows in digits:
-        images = X[rows]
+        images = as_inputs(X[rows])
         mean = (np.ones(len(images), np.float32) @ images).astype(np.float64) / len(images)  # one float32 product
         U, lam = top_directions(images, mean.astype(np.float32), k, rng)
-        total = squares[rows].mean(dtype=np.float64) - mean @ mean  # the variance in all D directions
+        squares = np.einsum("ij,ij->i", images, images)  # |x|^2, float32: sums of D terms, see pixel_score
+        total = squares.mean(dtype=np.float64) - mean @ mean  # the variance in all D directions
         sigma2 = max((total - lam.sum()) / (n - k), RIDGE * total / n, 1e-12)
         means.append(mean)
         directions.append(U)
