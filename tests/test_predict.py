@@ -1105,3 +1105,13 @@ def test_a_dark_patch_too_wide_for_a_stroke_is_no_digit_and_not_called_blank():
         predict.prepare(picture)
     with pytest.raises(ValueError, match=r"^no digit found \(the image is blank\)$"):
         predict.prepare(np.ones((280, 280)))
+
+
+def test_at_most_one_in_a_hundred_mnist_test_digits_is_called_unlike_the_digits(trained_model, test_digits):
+    """The check's promise on real digits (benchmarks/ood.py measures 0.84 %): the pixel score's
+    threshold lets 1 % of new digits through as unlike, and the shape limits (SHAPE_QUANTILE) and
+    the tilt limit add next to nothing to that."""
+    from app import ood
+    fitted = ood.from_members(model_file.load(trained_model, with_info=True)[1]["ood"])
+    images, _ = test_digits
+    assert ood.unlike_digits(fitted, data.to_inputs(images)).mean() <= 0.01
