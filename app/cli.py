@@ -83,6 +83,7 @@ class Parser(argparse.ArgumentParser):
                 break
             name = word.split("=")[0]
             if name.startswith("--") and name not in flags:
+                name = name.lower()  # --Steps: flags are lower case
                 alike = [flag for flag in flags if flag[2:3] == name[2:3]]
                 close = difflib.get_close_matches(name, alike, n=1, cutoff=0.75)
                 if close:

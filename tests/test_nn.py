@@ -1170,6 +1170,7 @@ def test_nn_py_opens_with_the_original_settings_and_the_training_loop():
 
 @pytest.mark.parametrize("argv, meant", [
     (["--setps", "10"], "--setps 10; did you mean --steps?"),
+    (["--Steps", "10"], "--Steps 10; did you mean --steps?"),  # flags are lower case
     (["--optimiser=adam"], "--optimiser=adam; did you mean --optimizer?"),
     (["--bogus"], "--bogus"),  # close to no flag: no guess ("--out" would be one at difflib's own cutoff)
     (["--validation", "0.1"], "--validation 0.1"),  # no "--activation": a flag meant starts alike
