@@ -20,7 +20,7 @@ class DenseLayer:
     the optimizer replaceable.
 
     Training passes write into buffers sized for the batch, so a step allocates
-    nothing; prediction (``training=False``) computes the same formula into fresh
+    nothing (but dropout's random mask); prediction (``training=False``) computes the same formula into fresh
     arrays and keeps no state.
     """
 

@@ -3,7 +3,7 @@
 
     python nn.py predict digit.png photo.jpg
     python nn.py predict --csv datasets/mnist_test.csv
-    python nn.py predict --model runs/model_mnist.npz digit.png
+    python nn.py predict --model runs/2026-11-25_031500/model_mnist.npz digit.png
 
 An image is turned into MNIST form first, with NumPy alone: read upright (EXIF) as
 grey levels, the ink measured against its local background (so a desk around the

@@ -22,7 +22,7 @@ def saliency(model, x, digit):
 
     gradient[i] = d log p(digit | x) / d x[i], in the dtype of the model's weights.
     Uses the model's training buffers (a training-mode forward and backward pass),
-    so one model must not explain two inputs at once (serve.py holds a lock); the
+    so one model must not explain two inputs at once (server.py holds a lock); the
     weights are not changed, and a model with dropout is explained without it.
     """
     X = np.asarray(x, dtype=model.flat_parameters.dtype).reshape(1, -1)
