@@ -285,10 +285,9 @@ def members_problem(members):
     a value that is not a finite number, a mean outside [0, 1] (the mean of inputs in [0, 1]),
     a direction's entry outside [-1, 1] (a unit vector's), or a variance not above 0 (the
     score divides by them: 0 or less would make every score NaN, and the check silently none)."""
-    values = [np.asarray(members[member], dtype=np.float64) for member in SAVED.values()]
-    if not all(np.isfinite(value).all() for value in values):
-        return "NaN or infinite values"
     fitted = {key: np.asarray(members[member], dtype=np.float64) for key, member in SAVED.items()}
+    if not all(np.isfinite(value).all() for value in fitted.values()):
+        return "NaN or infinite values"
     if not (0 <= fitted["pixel_means"]).all() or not (fitted["pixel_means"] <= 1).all():
         return "ood.pixel_means outside [0, 1]"
     if not (np.abs(fitted["pixel_directions"]) <= 1).all():

@@ -41,10 +41,10 @@ def load_grey(path):
 
     The EXIF orientation a phone writes is applied; transparency counts as white paper, or as
     black paper when nothing drawn is darker than mid-grey (a digit exported from a dark-mode
-    drawing program, white on nothing). An
-    image of more than MAX_PIXELS is refused from its header, before it is decoded; a longer
-    side than READ_SIDE is reduced by a whole factor while reading (a JPEG by its decoder),
-    so a big photo costs little time and memory. Raises ValueError, naming the file.
+    drawing program, white on nothing). An image of more than MAX_PIXELS is refused from its
+    header, before it is decoded; a longer side than READ_SIDE is reduced by a whole factor
+    while reading (a JPEG by its decoder), so a big photo costs little time and memory.
+    Raises ValueError, naming the file.
     """
     picture = _read_upright(path)
     if picture.mode in ("I", "F"):  # 16-bit PNGs arrive as "I", read to 0-65535
