@@ -297,7 +297,8 @@ def _read_members(archive, fail):
         _check_optional_members(set(infos), fail)
         present = set(infos) & {*OOD_MEMBERS, *OLDER_OOD_MEMBERS}  # app/ood.py's: all, none or an older file's
         if present and present != set(OOD_MEMBERS) and present != set(OLDER_OOD_MEMBERS):
-            if present & set(OOD_MEMBERS) - set(OLDER_OOD_MEMBERS) and present & set(OLDER_OOD_MEMBERS) - set(OOD_MEMBERS):
+            current, older = set(OOD_MEMBERS) - set(OLDER_OOD_MEMBERS), set(OLDER_OOD_MEMBERS) - set(OOD_MEMBERS)
+            if present & current and present & older:
                 fail("both the current digit statistics (ood.pixel_*) and an older version's (ood.class_means, ...)")
             fail(f"only some of {', '.join(OOD_MEMBERS)}")
         for name, info in infos.items():
