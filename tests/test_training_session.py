@@ -20,6 +20,7 @@ from app.page import explore
 from app import cli, model_file, monitor, save, signals
 import nn
 from app.page import server as serve
+from app.words import count
 from conftest import PROJECT_DIR, start_server
 from mlp import MLP
 from test_serve import as_json, ask, drawing
@@ -296,7 +297,8 @@ def test_ctrl_c_while_the_page_saves_a_stopped_run_lets_the_save_finish_and_says
     process.send_signal(signal.SIGINT)
     output, errors = process.communicate(timeout=120)
     assert process.returncode == 0 and errors == ""
-    assert "Saving the training run" in output and f"Saved model_mnist.npz: {stopped['step']:,} steps" in output
+    # the step it stopped at may be the first on a busy machine: "1 step"
+    assert "Saving the training run" in output and f"Saved model_mnist.npz: {count(stopped['step'], 'step')}," in output
     assert "was not saved" not in output
     stats = json.loads((model_path.parent / "stats.json").read_text())
     assert stats["steps"] == stopped["step"] == model_file.load(model_path, with_info=True)[1]["steps_done"]

@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from app import cli, data, model_file, monitor, report, save
+from app import cli, data, model_file, monitor, ood, report, save
 from app.page.damage import MAX_SEED, json_text
 from app.page.explore import BadValue, Busy, Unavailable
-from functions import softmax
-from app import ood
 from app.words import count
+from functions import softmax
 
 SNAPSHOT_SECONDS = 0.5   # how often the page's reading gets the newest weights
 CURVE_POINTS = 400       # the loss curve sent to the page: means of blocks of steps
