@@ -214,8 +214,9 @@ def find_ink(grey):
     background, measured from the border level. Contrast under INK_FLOOR of the maximum
     is set to 0. Raises ValueError when there is no ink.
     """
-    scale = min(1.0, WORK_SIDE / max(grey.shape))
-    grey = resize(grey, max(2, round(grey.shape[0] * scale)), max(2, round(grey.shape[1] * scale)))
+    if max(grey.shape) > WORK_SIDE:
+        scale = WORK_SIDE / max(grey.shape)
+        grey = resize(grey, max(2, round(grey.shape[0] * scale)), max(2, round(grey.shape[1] * scale)))
     border = np.median(_border(grey))
     sheet = find_sheet(grey) if border < 0.5 else None
     if sheet is not None:
