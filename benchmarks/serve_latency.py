@@ -7,7 +7,8 @@
 The server runs as `python nn.py serve` in its own process, pinned to one CPU
 core with one BLAS thread; the client sends the page's requests over one
 keep-alive connection, as the page does, after a warm-up:
-  png   the canvas as RGBA PNG bytes (what the page sends while you draw)
+  png   the whole canvas as RGBA PNG bytes (the page sends less: the square around the
+        ink, at most 112x112, as serve_load.py does)
   json  the same drawing as 78,400 grey levels in JSON
 and prints the median, 90th percentile and best round trip, and (on Linux) the
 CPU time the server process spent per request: on a machine that other work

@@ -7,10 +7,12 @@
 The server runs as a teacher starts it, `python nn.py serve --host 0.0.0.0`, in its own
 process; the clients connect over loopback only (127.0.0.1). Each client is a thread that
 does what the page does while someone draws: one POST /api/predict at a time over its
-own keep-alive connection, a 280x280 canvas as PNG, the next as soon as the answer is in
+own keep-alive connection, a drawing as PNG, the next as soon as the answer is in
 (no pause: a pen moving sends one per move). The drawings are ten MNIST test digits
-scaled up to the canvas, as RGBA PNGs (what the browser's canvas.toBlob makes); the digit of each was read beforehand in this process by the
-same code (serve.ServedModel.read), so an answer naming another digit counts as wrong.
+scaled up to the 280x280 canvas and sent as the page sends them: the square around the
+ink, at most 112x112, as RGBA PNGs (what the browser's canvas.toBlob makes). The digit
+of each was read beforehand in this process by the same code (serve.ServedModel.read),
+so an answer naming another digit counts as wrong.
 
 For each number of clients it prints readings per second, the round trips' p50, p95,
 p99 and worst, the errors (any status but 200, a connection refused or reset), the
@@ -43,7 +45,7 @@ DIGIT = re.compile(rb'"digit":(\d+)')
 
 def canvases(count=10):
     """[PNG bytes]: the first MNIST test image of each digit, scaled to a 280x280 canvas, white
-    ink on black and opaque RGBA, as the page's canvas sends it."""
+    ink on black, as the page sends it (as_the_page_sends) and opaque RGBA, as a canvas's PNG is."""
     from PIL import Image
     from app import data
     images, labels, _ = data.load_csv(PROJECT_DIR / "datasets" / "mnist_test.csv")
@@ -51,11 +53,31 @@ def canvases(count=10):
     result = []
     for index in chosen:
         picture = Image.fromarray(images[index].reshape(28, 28).astype(np.uint8)).resize((280, 280), Image.BILINEAR)
-        picture = picture.convert("RGBA")
+        picture = as_the_page_sends(picture).convert("RGBA")
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         result.append(buffer.getvalue())
     return result
+
+
+def as_the_page_sends(picture, most=112):
+    """The square of a canvas (a Pillow image, white ink on black) that the page sends (app.js's
+    canvasAsPng): around the ink, twice its longer side, within the canvas, scaled down to at
+    most `most` pixels a side."""
+    from PIL import Image
+    ink = np.asarray(picture) > 0
+    rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    height, width = ink.shape
+    side = min(2 * max(rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1), width, height)
+    top = min(max(round((rows[0] + rows[-1] + 1 - side) / 2), 0), height - side)
+    left = min(max(round((columns[0] + columns[-1] + 1 - side) / 2), 0), width - side)
+    square = picture.crop((left, top, left + side, top + side))
+    return square.resize((most, most), Image.BOX) if side > most else square
+
+
+def png_size(body):
+    """(width, height) of PNG bytes, from their header."""
+    return int.from_bytes(body[16:20], "big"), int.from_bytes(body[20:24], "big")
 
 
 def expected_digits(model_path, bodies):
@@ -183,6 +205,7 @@ def main():
             model_file.save(MLP([784, 150, 150, 10], rng=np.random.default_rng(0)), model_path)
             print(f"{args.model} not found: a model with random weights (the time does not depend on them)")
         bodies = canvases()
+        sides = " or ".join(sorted({"{}x{}".format(*png_size(body)) for body in bodies}))
         expected = expected_digits(model_path, bodies)
         process, port = start_server(model_path)
         budget = threading.Semaphore(args.max_requests)
@@ -191,7 +214,7 @@ def main():
             cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if sys.platform == "linux" else ""
             model_name = next((line.split(":", 1)[1].strip() for line in cpu.splitlines()
                                if line.startswith("Model name")), "?")
-            print(f"POST /api/predict with 280x280 PNG drawings ({len(bodies[0]):,}-{max(map(len, bodies)):,} bytes), "
+            print(f"POST /api/predict with {sides} PNG drawings ({len(bodies[0]):,}-{max(map(len, bodies)):,} bytes), "
                   f"`nn.py serve --host 0.0.0.0`, clients over 127.0.0.1 on the same machine; "
                   f"{model_name}, {os.cpu_count()} CPUs; {args.seconds:g} s a run")
             print(f"{'clients':>7}{'readings/s':>11}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'worst ms':>9}"
