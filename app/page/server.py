@@ -67,8 +67,10 @@ MAX_IMAGE_SIDE = 4096              # larger images are refused before they are d
 CHANNEL_TIMEOUT_S = 10             # seconds (whole): a connection silent this long (a stalled request, an idle keep-alive) is closed
 CONNECTION_LIMIT = 100             # open connections; further ones wait to be accepted until one closes
 MAX_DRAINED_BYTES = 16 * MAX_BODY_BYTES  # of a body over the limit, read and dropped so that the client sees the 413
-THREADS = 8                        # requests answered at once (waitress's threads); the others wait in line
-DECODE_SLOTS = 4                   # requests decoded and read at once; the others wait for a slot
+THREADS = 2                        # requests answered at once (waitress's threads): a drawing read, and another
+                                   # request answered or sent meanwhile; the others wait in line
+DECODE_SLOTS = 1                   # drawings decoded and read at once; the others wait for a slot. Python runs
+                                   # one thread at a time: readings side by side take turns, each at more CPU
 DECODE_WAIT_S = 10                 # seconds a request waits for a slot before it gets 503
 BODY_TYPES = ("image/png", "image/jpeg", "application/json")  # what POST /api/predict reads
 LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "[::1]")     # the Host names a local server answers to
