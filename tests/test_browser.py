@@ -338,6 +338,38 @@ def test_the_page_sends_the_square_around_the_ink_at_most_112_pixels_a_side(page
     assert sent["small"][0] == sent["small"][1] < 112, sent  # not scaled: 30 pixels and the pen's width, twice
 
 
+def test_a_chosen_file_is_read_again_as_itself_until_drawn_over(page, tmp_path):
+    """Break it and a training run read the drawing again. A chosen photo was read again from
+    the canvas it is shown on, scaled to fit, and now the page sends at most 112x112 of a
+    canvas: a digit small in a big photo could read otherwise than from the file. The file
+    itself is sent again now, until something is drawn over it."""
+    from PIL import Image, ImageDraw
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+    photo = Image.new("L", (900, 900), 235)
+    ImageDraw.Draw(photo).line([(400, 380), (500, 380), (440, 520)], fill=30, width=14)  # a small 7
+    photo.save(tmp_path / "small seven.png")
+    page.find_element(By.ID, "clear").click()
+    page.find_element(By.ID, "file").send_keys(str(tmp_path / "small seven.png"))
+    WebDriverWait(page, 20).until(lambda d: d.find_element(By.ID, "prediction").text != "")
+    page.execute_script("window.sentBodies = []; window.pageFetch = window.fetch;"
+                        "window.fetch = (url, options) => { if (url === 'api/predict') sentBodies.push("
+                        "options.body instanceof File ? options.body.name : 'the drawing');"
+                        "return window.pageFetch(url, options); };")
+    first = reading(page)
+    try:
+        page.execute_script("readAgain()")
+        assert reading(page) == first
+        draw(page, DIGIT_STROKES[1])
+        reading(page)
+        page.execute_script("readAgain()")
+        reading(page)
+        sent = page.execute_script("return window.sentBodies")
+    finally:
+        page.execute_script("window.fetch = window.pageFetch")
+    assert sent[0] == "small seven.png" and sent[-1] == "the drawing", sent
+
+
 def test_noise_and_two_digits_are_not_read_as_a_digit(page, tmp_path):
     """Noise read '8, >99.9 % sure', '42' read '4' with the 2 dropped: now a '?' and why."""
     import numpy as np

@@ -107,6 +107,15 @@ function canvasAsPng() {
   return new Promise((resolve) => sent.toBlob(resolve, "image/png"));
 }
 
+let shownFile = null;  // the chosen image file while the canvas shows it unchanged, or null
+
+// Read what the canvas shows again (explore.js and learn.js do, with other weights): the chosen
+// file itself while it is shown unchanged, as it was read first, else the drawing.
+function readAgain() {
+  if (shownFile !== null) request(async () => shownFile, shownFile.name);
+  else request(canvasAsPng);
+}
+
 // ------------------------------------------------------------------ drawing
 
 function clearCanvas() {
@@ -150,11 +159,13 @@ function stroke(from, to) {
   pen.moveTo(from[0], from[1]);
   pen.lineTo(to[0], to[1]);
   pen.stroke();
+  shownFile = null;  // drawn over: the canvas is the drawing now
   request(canvasAsPng);
 }
 
 document.getElementById("clear").addEventListener("click", () => {
   clearCanvas();
+  shownFile = null;
   startVersion = version;  // an answer still on its way is for the old drawing
   pending = null;
   if (!inFlight) document.body.dataset.busy = "0";
@@ -176,6 +187,7 @@ function readFile(file) {
   };
   image.src = url;
   startVersion = version;  // answers on their way are for the drawing the file replaces
+  shownFile = file;
   request(async () => file, file.name);
 }
 

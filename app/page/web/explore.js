@@ -1,6 +1,6 @@
 // The explore views of the drawing page: why (saliency) and break it (damage).
 // Loaded after app.js, whose show() announces each reading with a "reading" event
-// and whose request(canvasAsPng) reads the drawing again. The maths is in Python
+// and whose readAgain() reads the drawing again. The maths is in Python
 // (explain.py, damage.py); this file only asks and paints.
 "use strict";
 
@@ -178,7 +178,7 @@ const askDamage = latestOnly(async (settings) => {
     return;
   }
   showDamage(answer);
-  if (lastReading !== null) request(canvasAsPng);  // read the drawing again, with the damaged copy
+  if (lastReading !== null) readAgain();  // read the drawing again, with the damaged copy
 }, "damaging");
 
 const seedCue = document.getElementById("damage-seed-cue");

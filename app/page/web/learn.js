@@ -1,6 +1,6 @@
 // The "Watch it learn" view: start, follow and stop a training run in the server
 // (training_session.py). Loaded after app.js and explore.js: it calls app.js's
-// request(canvasAsPng) and loadFacts(), and explore.js's postJson, paintGrid's colours
+// readAgain() and loadFacts(), and explore.js's postJson, paintGrid's colours
 // (diverging) and refreshDamage(). document.body.dataset.training holds the run's status.
 "use strict";
 
@@ -94,7 +94,7 @@ function showRun(run) {
   document.getElementById("train-evaluations").textContent = evaluations.length
     ? `Test accuracy at ${run.evaluations.length > 5 ? "... " : ""}${evaluations.join(", ")}` : "";
   if (run.weights) showLiveWeights(run.weights);
-  if (going && typeof lastReading !== "undefined" && lastReading !== null) request(canvasAsPng);
+  if (going && typeof lastReading !== "undefined" && lastReading !== null) readAgain();
   // Break it waits while a run goes or waits for save or discard: its controls are off, and the
   // panel says that the drawing is read with the run's weights (the server undid the damage).
   const breakItWaits = going || run.status === "stopped";
@@ -108,7 +108,7 @@ function showRun(run) {
   if (run.status !== lastStatus && ["saved", "discarded", "failed"].includes(run.status) && lastStatus !== null) {
     loadFacts();
     refreshDamage();
-    if (lastReading !== null) request(canvasAsPng);
+    if (lastReading !== null) readAgain();
   }
   lastStatus = run.status;
 }
