@@ -1,6 +1,7 @@
 """nn.py end to end on the real MNIST, and every way a run can go wrong."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -517,12 +518,13 @@ def test_benchmark_script_runs_with_tiny_sizes(tmp_path):
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "b.json").read_text())
     loop = results["loop"]["1"]
-    assert loop["numpy_over_matmul"] > 0.5 and loop["flat_over_matmul"] > 0.5
+    # ratios of single timings of 20 steps: on a busy machine only their sign and finiteness are sure
+    assert 0 < loop["numpy_over_matmul"] < math.inf and 0 < loop["flat_over_matmul"] < math.inf
     assert results["data"]["cache_load_s"] < results["data"]["csv_parse_s"]
     assert "project training loop" in result.stdout
     assert results["against"]["commit"] == git_output("rev-parse", "HEAD")
     assert results["against"]["cache_used"] is True  # the CSV linked, its cache copied: still valid
-    assert loop["rev_numpy_over_rev_matmul"] > 0.5 and len(loop["rev_numpy"]["samples"]) == 1
+    assert 0 < loop["rev_numpy_over_rev_matmul"] < math.inf and len(loop["rev_numpy"]["samples"]) == 1
     ratio = loop["numpy"]["median_s_per_step"] / loop["rev_numpy"]["median_s_per_step"]
     assert loop["numpy_over_rev_numpy"] == ratio
     assert "HEAD: its training loop" in result.stdout and "HEAD: its 8 matrix products" in result.stdout
