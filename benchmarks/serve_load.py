@@ -62,13 +62,13 @@ def canvases(count=10):
 
 def as_the_page_sends(picture, most=112):
     """The square of a canvas (a Pillow image, white ink on black) that the page sends (app.js's
-    canvasAsPng): around the ink, twice its longer side, within the canvas, scaled down to at
+    canvasAsPng): around the ink, 2.5 times its longer side, within the canvas, scaled down to at
     most `most` pixels a side."""
     from PIL import Image
     ink = np.asarray(picture) > 0
     rows, columns = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     height, width = ink.shape
-    side = min(2 * max(rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1), width, height)
+    side = min(int(2.5 * max(rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1) + 0.5), width, height)
     top = min(max(round((rows[0] + rows[-1] + 1 - side) / 2), 0), height - side)
     left = min(max(round((columns[0] + columns[-1] + 1 - side) / 2), 0), width - side)
     square = picture.crop((left, top, left + side, top + side))

@@ -198,13 +198,17 @@ def test_damage_measures_the_damaged_copy_and_undo_restores_the_figure(server, m
 
 
 def test_the_drawing_is_read_with_the_damaged_model_until_undone(server):
+    """Each reading carries damage_number, the count of damage settings made on the server, so
+    that every page of a class shows the damage that read its drawing (explore.js)."""
     _, before, _ = post(server, "/api/predict", json.loads(as_json(drawing())))
-    post(server, "/api/damage", {"zero_layer": 3})  # the output layer: every logit 0
+    _, set_, _ = post(server, "/api/damage", {"zero_layer": 3})  # the output layer: every logit 0
     _, broken, _ = post(server, "/api/predict", json.loads(as_json(drawing())))
     assert broken["probabilities"] == [float(np.float32(0.1))] * 10  # softmax of ten equal logits: 1/10 in float32, sent unrounded
+    assert broken["damage_number"] == set_["damage_number"] == before["damage_number"] + 1
     post(server, "/api/damage", {})
     _, after, _ = post(server, "/api/predict", json.loads(as_json(drawing())))
-    assert after == before
+    assert after["damage_number"] == before["damage_number"] + 2
+    assert {**after, "damage_number": None} == {**before, "damage_number": None}
 
 
 def test_damage_settings_apply_what_they_say(model):

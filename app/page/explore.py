@@ -44,6 +44,7 @@ class Explorer:
         self.original = served.model
         self.data_dir = data_dir
         self.settings = damage.check_settings({}, len(self.original.layers))
+        self.damage_number = 0  # how many times a page set the damage: every reading carries it (a class shares it)
         self.lock = threading.Lock()  # one saliency or damage change at a time: they share buffers and state
         self.original_accuracy = None  # of the original model on the test images, once measured
         self._test_set = None
@@ -108,14 +109,15 @@ class Explorer:
                 else:
                     self.served.model = damage.damaged_copy(self.original, settings)
                 self.settings = settings
+                self.damage_number += 1
                 return self._damage_answer(time.perf_counter() - started)
 
     def _damage_answer(self, damage_seconds):
         """The answer of /api/damage: settings, damaged (whether they change anything),
         training_weights (the drawing is read with a training run's weights, not the
         model file's) and weights_step (the step those weights come from, else None), both
-        test accuracies, and the seconds that damaging the copy and reading the test
-        images with it took."""
+        test accuracies, the seconds that damaging the copy and reading the test
+        images with it took, and damage_number (see __init__)."""
         inputs, labels = self.test_set()
         if self.original_accuracy is None:
             self.original_accuracy, _ = damage.accuracy(self.original, inputs, labels)
@@ -125,7 +127,8 @@ class Explorer:
         return {"settings": self.settings, "damaged": damaged, "training_weights": training_weights,
                 "weights_step": self.training.snapshot_step if training_weights and self.training else None,
                 "test_accuracy": accuracy, "original_test_accuracy": self.original_accuracy,
-                "test_images": int(len(labels)), "seconds": round(damage_seconds + seconds, 4)}
+                "test_images": int(len(labels)), "seconds": round(damage_seconds + seconds, 4),
+                "damage_number": self.damage_number}
 
     def use_model(self, model):
         """Read the drawing with `model` from now on (a training run's newest weights, or the

@@ -67,10 +67,9 @@ MAX_IMAGE_SIDE = 4096              # larger images are refused before they are d
 CHANNEL_TIMEOUT_S = 10             # seconds (whole): a connection silent this long (a stalled request, an idle keep-alive) is closed
 CONNECTION_LIMIT = 100             # open connections; further ones wait to be accepted until one closes
 MAX_DRAINED_BYTES = 16 * MAX_BODY_BYTES  # of a body over the limit, read and dropped so that the client sees the 413
-THREADS = 2                        # requests answered at once (waitress's threads): a drawing read, and another
-                                   # request answered or sent meanwhile; the others wait in line
-DECODE_SLOTS = 1                   # drawings decoded and read at once; the others wait for a slot. Python runs
-                                   # one thread at a time: readings side by side take turns, each at more CPU
+THREADS = 8                        # requests answered at once (waitress's threads); the others wait in line
+DECODE_SLOTS = 1                   # drawings decoded and read at once; the others wait for the slot. Python runs
+                                   # one thread at a time: readings side by side only take turns, at more CPU each
 DECODE_WAIT_S = 10                 # seconds a request waits for a slot before it gets 503
 BODY_TYPES = ("image/png", "image/jpeg", "application/json")  # what POST /api/predict reads
 LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "[::1]")     # the Host names a local server answers to
@@ -440,15 +439,17 @@ def api_model(handler):
 
 def api_predict(handler):
     """POST /api/predict: JSON grey levels or PNG/JPEG bytes -> the reading (ServedModel.read),
-    with model_number (which model read it: the page refreshes its facts when it changes)
-    and model_warning (see api_model)."""
+    with model_number (which model read it: the page refreshes its facts when it changes),
+    model_warning (see api_model) and damage_number (how many times break it was set, by any
+    page: the page shows the damage in force again when it changes)."""
     kind = body_type(handler.headers)
     body = handler.read_body()
     with decode_slot(handler.server):
         grey = grey_from_json(body) if kind == "application/json" else grey_from_image(body)
         served = handler.server.served
         answer = served.read(grey)
-    return {**answer, "model_number": served.number, "model_warning": served.warning}
+    return {**answer, "model_number": served.number, "model_warning": served.warning,
+            "damage_number": handler.server.explorer.damage_number}
 
 
 def explore_route(owner, method, with_body=True):
@@ -693,6 +694,16 @@ def file_signature(path):
 
 # ------------------------------------------------------------------ the command
 
+def network_address():
+    """This computer's address on its network, as others reach it, or None: the address the
+    system would send from to reach a distant one (a UDP socket's connect sends nothing)."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # an address kept for documentation: nothing answers there
+        address = probe.getsockname()[0]
+        return None if ipaddress.ip_address(address).is_unspecified else address
+    return None
+
+
 def port_number(text):
     """--port: a whole number from 0 to 65535 (argparse makes a wrong one a one-line error)."""
     try:
@@ -821,6 +832,10 @@ def main(argv=None, train=None):
     with contextlib.suppress(KeyboardInterrupt):
         print(served.description, flush=True)
         print(f"Serving {args.model} at {server.url}  (Ctrl-C stops)", flush=True)
+        address = network_address() if ipaddress.ip_address(server.server_address[0]).is_unspecified else None
+        if address is not None:  # http://0.0.0.0:PORT/ reaches this computer only
+            print(f"Others on the network open http://{address}:{server.server_address[1]}/ "
+                  f"(this computer's address there)", flush=True)
         if args.open:
             import webbrowser
             threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()

@@ -112,9 +112,14 @@ function paintSaliency(input, values) {
   context.putImageData(image, 0, 0);
 }
 
+let damageNumber = null;  // the damage_number of the settings shown under Break it
+
 document.addEventListener("reading", (event) => {
   lastReading = event.detail;
   explainLatest();
+  // Someone else's page set other damage (a class shares one server): show what read this drawing.
+  if (lastReading && lastReading.damage_number !== undefined && damageNumber !== null
+      && lastReading.damage_number !== damageNumber) loadDamage();
 });
 
 // ------------------------------------------------------------------ break it: damage
@@ -151,6 +156,7 @@ function showDamageSettings(settings) {
 }
 
 function showDamage(answer) {
+  damageNumber = answer.damage_number;
   damageAccuracy.textContent = `${(100 * answer.test_accuracy).toFixed(2)} %`;
   damageAccuracy.classList.toggle("damaged", answer.damaged);
   const weights = answer.training_weights
