@@ -307,6 +307,48 @@ def test_damage_set_from_another_page_shows_under_break_it_at_the_next_reading(p
     WebDriverWait(page, 20).until(lambda d: not d.find_element(By.ID, "zero-biases").is_selected())
 
 
+def test_break_it_asks_the_server_once_for_a_change_made_elsewhere_and_never_for_its_own(page):
+    """Every page that saw a new damage_number asked GET /api/damage, which measures the test
+    set, at each reading until an answer came, and put back older settings under a slider being
+    moved. Now: one request for a change made elsewhere, none for the page's own."""
+    import json
+    import urllib.request
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def damage_from_elsewhere(settings):
+        request = urllib.request.Request(page.current_url.split("#")[0].rstrip("/") + "/api/damage",
+                                         json.dumps(settings).encode(), {"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=30).close()
+    wait_idle(page, "damaging")
+    page.find_element(By.ID, "clear").click()
+    draw(page, DIGIT_STROKES[4])
+    reading(page)
+    page.execute_script("window.damageGets = 0; window.pageFetch = window.fetch;"
+                        "window.fetch = (url, options) => { if (url === 'api/damage' && !options) damageGets += 1;"
+                        "return window.pageFetch(url, options); };")
+    try:
+        for noise in (0.1, 0.2, 0.3, 0.4, 0.5):  # the page's own slider, moved
+            page.execute_script("const s = document.getElementById('noise'); s.value = arguments[0];"
+                                "s.dispatchEvent(new Event('input'));", noise)
+        wait_idle(page, "damaging")
+        reading(page)
+        own = page.execute_script("return window.damageGets")
+        damage_from_elsewhere({"zero_biases": True})
+        for _ in range(5):
+            page.execute_script("readAgain()")
+            reading(page)
+        WebDriverWait(page, 20).until(lambda d: d.find_element(By.ID, "zero-biases").is_selected())
+        elsewhere = page.execute_script("return window.damageGets") - own
+    finally:
+        page.execute_script("window.fetch = window.pageFetch")
+        damage_from_elsewhere({})
+        page.find_element(By.ID, "undo-damage").click()
+        wait_idle(page, "damaging")
+    assert own == 0 and elsewhere == 1, (own, elsewhere)
+    assert page.find_element(By.ID, "noise").get_attribute("value") == "0"
+
+
 def test_a_zeroed_output_layer_changes_the_reading_of_the_drawing(page):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.select import Select
@@ -396,8 +438,7 @@ def test_a_chosen_file_is_read_again_as_itself_until_drawn_over(page, tmp_path):
     page.find_element(By.ID, "file").send_keys(str(tmp_path / "small seven.png"))
     WebDriverWait(page, 20).until(lambda d: d.find_element(By.ID, "prediction").text != "")
     page.execute_script("window.sentBodies = []; window.pageFetch = window.fetch;"
-                        "window.fetch = (url, options) => { if (url === 'api/predict') sentBodies.push("
-                        "options.body instanceof File ? options.body.name : 'the drawing');"
+                        "window.fetch = (url, options) => { if (url === 'api/predict') sentBodies.push(options.body.size);"
                         "return window.pageFetch(url, options); };")
     first = reading(page)
     try:
@@ -410,7 +451,8 @@ def test_a_chosen_file_is_read_again_as_itself_until_drawn_over(page, tmp_path):
         sent = page.execute_script("return window.sentBodies")
     finally:
         page.execute_script("window.fetch = window.pageFetch")
-    assert sent[0] == "small seven.png" and sent[-1] == "the drawing", sent
+    size = (tmp_path / "small seven.png").stat().st_size
+    assert sent[0] == size and sent[-1] != size, sent  # the file's own bytes, then the drawing
 
 
 def test_noise_and_two_digits_are_not_read_as_a_digit(page, tmp_path):

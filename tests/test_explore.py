@@ -211,6 +211,41 @@ def test_the_drawing_is_read_with_the_damaged_model_until_undone(server):
     assert {**after, "damage_number": None} == {**before, "damage_number": None}
 
 
+def test_the_weights_in_use_are_measured_once_however_many_pages_ask(model, monkeypatch):
+    """A class shares one server: every page asks GET /api/damage when the damage changes, and
+    each answer measured the 10,000 test images again. The weights in use are measured once;
+    new weights (other damage, a training run's snapshot) are measured anew."""
+    import types
+    from app.page import explore
+    served = types.SimpleNamespace(model=model)
+    explorer = explore.Explorer(served, PROJECT_DIR / "datasets")
+    measured = []
+    real_accuracy = damage.accuracy
+    monkeypatch.setattr(damage, "accuracy", lambda m, *data: measured.append(m) or real_accuracy(m, *data))
+    first, again = explorer.damage_state(), explorer.damage_state()
+    assert again == first and measured == [model, model]  # the original and the weights in use: the same model
+    explorer.set_damage({"zero_biases": True})
+    explorer.damage_state()
+    assert len(measured) == 3 and measured[-1] is served.model is not model
+    snapshot = model.copy()
+    explorer.use_model(snapshot)  # a training run's weights
+    assert explorer.damage_state()["test_accuracy"] == first["test_accuracy"] and measured[-1] is snapshot
+
+
+def test_a_training_run_that_undoes_the_damage_gives_a_new_damage_number(model):
+    """Starting a training run reads with its weights, undamaged: the pages of a class, which
+    showed the damage, must hear that it is undone."""
+    import types
+    from app.page import explore
+    explorer = explore.Explorer(types.SimpleNamespace(model=model), PROJECT_DIR / "datasets")
+    explorer.set_damage({"noise": 0.5})
+    number = explorer.damage_number
+    explorer.use_model(model.copy())
+    assert explorer.damage_number == number + 1 and not explorer.damage_state()["damaged"]
+    explorer.use_model(model.copy())  # undamaged already: the next snapshot changes nothing shown
+    assert explorer.damage_number == number + 1
+
+
 def test_damage_settings_apply_what_they_say(model):
     settings = damage.check_settings({"prune": 0.5, "zero_biases": True}, 3)
     damaged = damage.damaged_copy(model, settings)

@@ -44,7 +44,8 @@ class Explorer:
         self.original = served.model
         self.data_dir = data_dir
         self.settings = damage.check_settings({}, len(self.original.layers))
-        self.damage_number = 0  # how many times a page set the damage: every reading carries it (a class shares it)
+        self.damage_number = 0  # how many times the damage changed: every reading carries it (a class shares it)
+        self.measured = None  # (model, its test accuracy, seconds): the weights in use, measured once
         self.lock = threading.Lock()  # one saliency or damage change at a time: they share buffers and state
         self.original_accuracy = None  # of the original model on the test images, once measured
         self._test_set = None
@@ -121,7 +122,9 @@ class Explorer:
         inputs, labels = self.test_set()
         if self.original_accuracy is None:
             self.original_accuracy, _ = damage.accuracy(self.original, inputs, labels)
-        accuracy, seconds = damage.accuracy(self.served.model, inputs, labels)
+        if self.measured is None or self.measured[0] is not self.served.model:  # new weights: measure them
+            self.measured = (self.served.model, *damage.accuracy(self.served.model, inputs, labels))
+        _, accuracy, seconds = self.measured
         damaged = not damage.is_undamaged(self.settings)
         training_weights = not damaged and self.served.model is not self.original
         return {"settings": self.settings, "damaged": damaged, "training_weights": training_weights,
@@ -134,7 +137,7 @@ class Explorer:
         """Read the drawing with `model` from now on (a training run's newest weights, or the
         original again), undamaged."""
         with self.lock:
-            self.settings = damage.check_settings({}, len(model.layers))
+            self.undo_damage(len(model.layers))
             self.served.model = model
 
     def adopt(self, served):
@@ -143,8 +146,15 @@ class Explorer:
         with self.lock:
             self.original = served.model
             self.original_accuracy = None
-            self.settings = damage.check_settings({}, len(served.model.layers))
+            self.undo_damage(len(served.model.layers))
             self.served.take(served)
+
+    def undo_damage(self, n_layers):
+        """No damage from now on (under self.lock); a new damage_number if there was some, so
+        that every page shows it is undone."""
+        if not damage.is_undamaged(self.settings):
+            self.damage_number += 1
+        self.settings = damage.check_settings({}, n_layers)
 
     def test_set(self):
         """(inputs (10000, 784) float32, labels (10000,)): the test images, loaded once."""

@@ -447,9 +447,10 @@ def api_predict(handler):
     with decode_slot(handler.server):
         grey = grey_from_json(body) if kind == "application/json" else grey_from_image(body)
         served = handler.server.served
+        damage_number = handler.server.explorer.damage_number  # of the weights read() takes next
         answer = served.read(grey)
     return {**answer, "model_number": served.number, "model_warning": served.warning,
-            "damage_number": handler.server.explorer.damage_number}
+            "damage_number": damage_number}
 
 
 def explore_route(owner, method, with_body=True):
@@ -832,7 +833,7 @@ def main(argv=None, train=None):
     with contextlib.suppress(KeyboardInterrupt):
         print(served.description, flush=True)
         print(f"Serving {args.model} at {server.url}  (Ctrl-C stops)", flush=True)
-        address = network_address() if ipaddress.ip_address(server.server_address[0]).is_unspecified else None
+        address = network_address() if server.server_address[0] == "0.0.0.0" else None  # (:: listens on IPv6)
         if address is not None:  # http://0.0.0.0:PORT/ reaches this computer only
             print(f"Others on the network open http://{address}:{server.server_address[1]}/ "
                   f"(this computer's address there)", flush=True)

@@ -109,12 +109,14 @@ function canvasAsPng() {
   return new Promise((resolve) => sent.toBlob(resolve, "image/png"));
 }
 
-let shownFile = null;  // the chosen image file while the canvas shows it unchanged, or null
+// The chosen image file while the canvas shows it unchanged: {name, body} (body makes the
+// request's body from the bytes read when it was chosen), or null.
+let shownFile = null;
 
 // Read what the canvas shows again (explore.js and learn.js do, with other weights): the chosen
 // file itself while it is shown unchanged, as it was read first, else the drawing.
 function readAgain() {
-  if (shownFile !== null) request(async () => shownFile, shownFile.name);
+  if (shownFile !== null) request(shownFile.body, shownFile.name);
   else request(canvasAsPng);
 }
 
@@ -189,8 +191,9 @@ function readFile(file) {
   };
   image.src = url;
   startVersion = version;  // answers on their way are for the drawing the file replaces
-  shownFile = file;
-  request(async () => file, file.name);
+  const bytes = file.arrayBuffer();  // read once: the file may change or go on disk later
+  shownFile = { name: file.name, body: async () => new Blob([await bytes], { type: file.type }) };
+  request(shownFile.body, file.name);
 }
 
 document.getElementById("file").addEventListener("change", (event) => readFile(event.target.files[0]));

@@ -112,14 +112,20 @@ function paintSaliency(input, values) {
   context.putImageData(image, 0, 0);
 }
 
-let damageNumber = null;  // the damage_number of the settings shown under Break it
+let damageNumber = null;    // the damage_number of the settings shown under Break it
+let damageLoading = false;  // a GET api/damage on its way
 
 document.addEventListener("reading", (event) => {
   lastReading = event.detail;
   explainLatest();
-  // Someone else's page set other damage (a class shares one server): show what read this drawing.
-  if (lastReading && lastReading.damage_number !== undefined && damageNumber !== null
-      && lastReading.damage_number !== damageNumber) loadDamage();
+  // The damage changed elsewhere (a class shares one server, and a training run undoes it): show
+  // it, once for each newer number, and not while this page's own settings are on their way.
+  const number = lastReading ? lastReading.damage_number : undefined;
+  if (number !== undefined && damageNumber !== null && number > damageNumber && !damageLoading
+      && document.body.dataset.damaging !== "1") {
+    damageNumber = number;
+    loadDamage();
+  }
 });
 
 // ------------------------------------------------------------------ break it: damage
@@ -211,6 +217,7 @@ document.getElementById("undo-damage").addEventListener("click", () => {
 });
 
 async function loadDamage() {
+  damageLoading = true;
   try {
     const response = await fetch("api/damage");
     const answer = await response.json();
@@ -222,6 +229,8 @@ async function loadDamage() {
     showDamage(answer);
   } catch (error) {
     damageNote.textContent = "the server does not answer";
+  } finally {
+    damageLoading = false;
   }
 }
 
