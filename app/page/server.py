@@ -440,8 +440,8 @@ def api_model(handler):
 def api_predict(handler):
     """POST /api/predict: JSON grey levels or PNG/JPEG bytes -> the reading (ServedModel.read),
     with model_number (which model read it: the page refreshes its facts when it changes),
-    model_warning (see api_model) and damage_number (how many times break it was set, by any
-    page: the page shows the damage in force again when it changes)."""
+    model_warning (see api_model) and damage_number (how many times Break it's damage changed,
+    by any page or a training run: a page that sees a newer one shows the damage in force)."""
     kind = body_type(handler.headers)
     body = handler.read_body()
     with decode_slot(handler.server):
