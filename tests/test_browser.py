@@ -349,6 +349,20 @@ def test_break_it_asks_the_server_once_for_a_change_made_elsewhere_and_never_for
     assert page.find_element(By.ID, "noise").get_attribute("value") == "0"
 
 
+def test_the_break_it_values_stay_inside_their_card_on_a_laptop_screen(page):
+    """At 1366 pixels wide the noise slider's "0.80 x" ran over the card's right edge: the
+    slider kept its own width in a grid column that could not shrink below it."""
+    page.set_window_size(1366, 900)
+    try:
+        overflow = page.execute_script(
+            "const card = document.querySelector('.damage-controls').getBoundingClientRect();"
+            "return [...document.querySelectorAll('.damage-controls label > *')]"
+            ".map(e => e.getBoundingClientRect().right - card.right).filter(d => d > 0.5);")
+    finally:
+        page.set_window_size(1400, 1100)
+    assert overflow == [], overflow
+
+
 def test_a_zeroed_output_layer_changes_the_reading_of_the_drawing(page):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.select import Select
