@@ -222,6 +222,16 @@ def test_answers_are_shown_while_the_pen_still_moves(page):
 
 # ------------------------------------------------------------------ the explore views (issue 14)
 
+def damage_from_elsewhere(driver, settings):
+    """POST the damage settings to the page's server as another person's page would."""
+    import json
+    import urllib.request
+    request = urllib.request.Request(driver.current_url.split("#")[0].rstrip("/") + "/api/damage",
+                                     json.dumps(settings).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
 def wait_idle(driver, *flags):
     """Wait until document.body.dataset[flag] is "0" for the drawing's reading and each flag."""
     from selenium.webdriver.support.wait import WebDriverWait
@@ -282,26 +292,18 @@ def test_damage_set_from_another_page_shows_under_break_it_at_the_next_reading(p
     """A class shares one server and its damaged copy: one person's damage read everyone's
     drawings while their pages said "the model as loaded". Each reading now carries the
     server's damage_number, and a page that sees a new one shows the damage in force."""
-    import json
-    import urllib.request
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
-
-    def damage_from_elsewhere(settings):
-        request = urllib.request.Request(page.current_url.split("#")[0].rstrip("/") + "/api/damage",
-                                         json.dumps(settings).encode(), {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 200
     wait_idle(page, "damaging")
     page.find_element(By.ID, "clear").click()
-    damage_from_elsewhere({"zero_biases": True})
+    damage_from_elsewhere(page, {"zero_biases": True})
     try:
         draw(page, DIGIT_STROKES[4])
         reading(page)
         WebDriverWait(page, 20).until(lambda d: d.find_element(By.ID, "zero-biases").is_selected())
         WebDriverWait(page, 20).until(lambda d: "damaged copy" in d.find_element(By.ID, "damage-note").text)
     finally:
-        damage_from_elsewhere({})
+        damage_from_elsewhere(page, {})
     draw(page, DIGIT_STROKES[4])
     reading(page)
     WebDriverWait(page, 20).until(lambda d: not d.find_element(By.ID, "zero-biases").is_selected())
@@ -311,15 +313,8 @@ def test_break_it_asks_the_server_once_for_a_change_made_elsewhere_and_never_for
     """Every page that saw a new damage_number asked GET /api/damage, which measures the test
     set, at each reading until an answer came, and put back older settings under a slider being
     moved. Now: one request for a change made elsewhere, none for the page's own."""
-    import json
-    import urllib.request
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
-
-    def damage_from_elsewhere(settings):
-        request = urllib.request.Request(page.current_url.split("#")[0].rstrip("/") + "/api/damage",
-                                         json.dumps(settings).encode(), {"Content-Type": "application/json"})
-        urllib.request.urlopen(request, timeout=30).close()
     wait_idle(page, "damaging")
     page.find_element(By.ID, "clear").click()
     draw(page, DIGIT_STROKES[4])
@@ -334,7 +329,7 @@ def test_break_it_asks_the_server_once_for_a_change_made_elsewhere_and_never_for
         wait_idle(page, "damaging")
         reading(page)
         own = page.execute_script("return window.damageGets")
-        damage_from_elsewhere({"zero_biases": True})
+        damage_from_elsewhere(page, {"zero_biases": True})
         for _ in range(5):
             page.execute_script("readAgain()")
             reading(page)
@@ -342,7 +337,7 @@ def test_break_it_asks_the_server_once_for_a_change_made_elsewhere_and_never_for
         elsewhere = page.execute_script("return window.damageGets") - own
     finally:
         page.execute_script("window.fetch = window.pageFetch")
-        damage_from_elsewhere({})
+        damage_from_elsewhere(page, {})
         page.find_element(By.ID, "undo-damage").click()
         wait_idle(page, "damaging")
     assert own == 0 and elsewhere == 1, (own, elsewhere)
