@@ -10,7 +10,9 @@ Drawn for speed: pyplot is imported only when windows are wanted (or it is loade
 already, as in a notebook); margins are fixed rather than measured by ``tight_layout``,
 and titles sit at the top of their axes (``y=1.0``) rather than being placed by
 measuring the tick labels; many small images are one image (a mosaic), not many axes;
-log-axis labels are plain text, not maths.
+log-axis labels are plain text, not maths; letters are drawn from their outlines as they
+are, without FreeType's hinting (which nudges each glyph onto the pixel grid: at 110
+pixels per inch the text looks the same, and the pictures of a run take 12 % less time).
 """
 
 import contextlib
@@ -64,7 +66,8 @@ DPI = 110  # pixels per inch of the PNG files: an 8-inch graph is 880 pixels wid
 
 
 def _write_png(figure, file):
-    figure.savefig(file, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})  # 3x quicker than 6, 1.5x the bytes
+    with matplotlib.rc_context({"text.hinting": "no_hinting"}):  # see the module's docstring
+        figure.savefig(file, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})  # 3x quicker than 6, 1.5x the bytes
 
 
 def save_figure(figure, path):
