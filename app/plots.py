@@ -12,7 +12,8 @@ and titles sit at the top of their axes (``y=1.0``) rather than being placed by
 measuring the tick labels; many small images are one image (a mosaic), not many axes;
 log-axis labels are plain text, not maths; letters are drawn from their outlines as they
 are, without FreeType's hinting (which nudges each glyph onto the pixel grid: at 110
-pixels per inch the text looks the same, and the pictures of a run take 12 % less time).
+pixels per inch the text looks the same; with Matplotlib 3.11 the pictures of a run take
+12-16 % less time, while 3.7, which hints less by default, gains nothing).
 """
 
 import contextlib
@@ -72,14 +73,17 @@ def _write_png(figure, file):
 
 def save_figure(figure, path):
     """Write a figure as PNG to `path` (atomically) or to a file object (the save of a run
-    passes one, to write the same bytes twice), and close it unless it is to be shown."""
-    if hasattr(path, "write"):
-        _write_png(figure, path)
-    else:
-        with atomic_write(path) as f:
-            _write_png(figure, f)
-    if not _display_wanted and "matplotlib.pyplot" in sys.modules:
-        _pyplot().close(figure)
+    passes one, to write the same bytes twice), and close it unless it is to be shown, also
+    when the writing fails."""
+    try:
+        if hasattr(path, "write"):
+            _write_png(figure, path)
+        else:
+            with atomic_write(path) as f:
+                _write_png(figure, f)
+    finally:
+        if not _display_wanted and "matplotlib.pyplot" in sys.modules:
+            _pyplot().close(figure)
 
 
 @contextlib.contextmanager

@@ -132,6 +132,19 @@ def test_pictures_are_drawn_without_importing_pyplot(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "l.png").stat().st_size > 0
 
 
+def test_a_failed_save_leaves_no_figure_open_and_matplotlib_settings_as_they_were():
+    """With pyplot loaded (a notebook), a picture that cannot be written is still closed, and
+    the text setting the pictures are drawn with is the user's again afterwards."""
+    code = ("import io, matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; from app import plots; "
+            "before = matplotlib.rcParams['text.hinting']; closed = io.BytesIO(); closed.close()\n"
+            "try:\n    plots.loss_graph(closed, [1, 2, 3], [2.0, 1.0, 0.5], [])\n"
+            "except ValueError:\n    pass\n"
+            "print(plt.get_fignums(), matplotlib.rcParams['text.hinting'] == before)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_DIR)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "True"]
+
+
 @pytest.mark.parametrize("probability, text", [
     (0.9996, ">99.9 %"), (0.999, ">99.9 %"), (np.float32(1.0), ">99.9 %"),  # 0.9996 said "100% sure"
     (0.9989, "99.8 %"), (0.8746, "87.4 %"), (0.123, "12.3 %"), (0.5, "50.0 %"),
