@@ -10,10 +10,10 @@ Drawn for speed: pyplot is imported only when windows are wanted (or it is loade
 already, as in a notebook); margins are fixed rather than measured by ``tight_layout``,
 and titles sit at the top of their axes (``y=1.0``) rather than being placed by
 measuring the tick labels; many small images are one image (a mosaic), not many axes;
-log-axis labels are plain text, not maths; letters are drawn from their outlines as they
-are, without FreeType's hinting (which nudges each glyph onto the pixel grid: at 110
+log-axis labels are plain text, not maths; text is drawn from its letters' outlines as
+they are, without FreeType's hinting, which nudges each glyph onto the pixel grid (at 110
 pixels per inch the text looks the same; with Matplotlib 3.11 the pictures of a run take
-12-16 % less time, while 3.7, which hints less by default, gains nothing).
+12-16 % less time, with 3.7 no less).
 """
 
 import contextlib
