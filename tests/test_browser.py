@@ -177,6 +177,28 @@ def test_a_chosen_image_file_is_read(page, tmp_path):
     assert reading(page) == "4"
 
 
+def hint_shown(driver):
+    return driver.execute_script("return getComputedStyle(document.querySelector('.drop-hint')).display") != "none"
+
+
+def test_the_drop_hint_shows_on_an_empty_canvas_only(page, tmp_path):
+    """"drop an image here" lay over the drawing and over a chosen photo: it is shown until
+    something is drawn or chosen, and again after Clear."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    page.find_element(By.ID, "clear").click()
+    assert hint_shown(page)
+    draw(page, DIGIT_STROKES[7])
+    assert reading(page) == "7" and not hint_shown(page)
+    page.find_element(By.ID, "clear").click()
+    assert hint_shown(page)
+    Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
+    page.find_element(By.ID, "file").send_keys(str(tmp_path / "blank.png"))
+    assert not hint_shown(page)
+    page.find_element(By.ID, "clear").click()
+    assert hint_shown(page)
+
+
 def test_answers_are_shown_while_the_pen_still_moves(page):
     """The drawing changes while its request is on its way (fetch is wrapped to add a dot
     just after sending it): that answer is still the newest, and is shown at once, not
@@ -564,6 +586,7 @@ def test_on_a_phone_nothing_scrolls_sideways_and_a_finger_draws(phone, default_m
     try:
         phone.get(url)
         wait_idle(phone, "damaging")
+        assert not hint_shown(phone)  # nothing to drag a file from on a phone
         from selenium.webdriver.common.actions import interaction
         from selenium.webdriver.common.actions.action_builder import ActionBuilder
         from selenium.webdriver.common.actions.pointer_input import PointerInput

@@ -1,10 +1,11 @@
 // The drawing page: it draws, sends the drawing to the server and shows the answer.
-// All the maths (preprocessing, the network) runs in Python, in serve.py.
+// All the maths (preprocessing, the network) runs in Python, in app/page/server.py.
 "use strict";
 
 const PEN_WIDTH = 20;  // px on the 280x280 canvas: about 2 px of the 28x28 input, as in MNIST
 
 const canvas = document.getElementById("canvas");
+const drop = document.getElementById("drop");  // the canvas's frame: an image file dropped on it is read
 const pen = canvas.getContext("2d", { willReadFrequently: true });  // read back for each request
 const prediction = document.getElementById("prediction");
 const confidence = document.getElementById("confidence");
@@ -164,11 +165,13 @@ function stroke(from, to) {
   pen.lineTo(to[0], to[1]);
   pen.stroke();
   shownFile = null;  // drawn over: the canvas is the drawing now
+  drop.classList.add("used");  // its hint would lie over the drawing
   request(canvasAsPng);
 }
 
 document.getElementById("clear").addEventListener("click", () => {
   clearCanvas();
+  drop.classList.remove("used");
   shownFile = null;
   startVersion = version;  // an answer still on its way is for the old drawing
   pending = null;
@@ -191,13 +194,13 @@ function readFile(file) {
   };
   image.src = url;
   startVersion = version;  // answers on their way are for the drawing the file replaces
+  drop.classList.add("used");
   const bytes = file.arrayBuffer();  // read once: the file may change or go on disk later
   shownFile = { name: file.name, body: async () => new Blob([await bytes], { type: file.type }) };
   request(shownFile.body, file.name);
 }
 
 document.getElementById("file").addEventListener("change", (event) => readFile(event.target.files[0]));
-const drop = document.getElementById("drop");
 drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (event) => {
