@@ -181,9 +181,21 @@ def hint_shown(driver):
     return driver.execute_script("return getComputedStyle(document.querySelector('.drop-hint')).display") != "none"
 
 
+def ink(driver):
+    """How many pixels of the page's canvas are not black."""
+    return driver.execute_script("""
+        const canvas = document.getElementById("canvas");
+        const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        let count = 0;
+        for (let i = 0; i < pixels.length; i += 4) if (pixels[i] > 0) count++;
+        return count;""")
+
+
 def test_the_drop_hint_shows_on_an_empty_canvas_only(page, tmp_path):
-    """"drop an image here" lay over the drawing and over a chosen photo: it is shown until
-    something is drawn or chosen, and again after Clear."""
+    """"drop an image here" is shown until something is drawn or an image is shown, and again
+    after Clear; a file that is no image leaves the canvas empty and the hint shown."""
+    import base64
+    import io
     from PIL import Image
     from selenium.webdriver.common.by import By
     page.find_element(By.ID, "clear").click()
@@ -194,9 +206,27 @@ def test_the_drop_hint_shows_on_an_empty_canvas_only(page, tmp_path):
     assert hint_shown(page)
     Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
     page.find_element(By.ID, "file").send_keys(str(tmp_path / "blank.png"))
-    assert not hint_shown(page)
+    from selenium.webdriver.support.wait import WebDriverWait
+    WebDriverWait(page, 20).until(lambda driver: not hint_shown(driver))
     page.find_element(By.ID, "clear").click()
     assert hint_shown(page)
+    (tmp_path / "notes.png").write_text("not an image")
+    page.find_element(By.ID, "file").send_keys(str(tmp_path / "notes.png"))
+    WebDriverWait(page, 20).until(lambda driver: "notes.png" in driver.find_element(By.ID, "message").text)
+    assert hint_shown(page) and ink(page) == 0
+    # A photo dropped and Clear pressed before it is decoded: the canvas stays empty.
+    photo = io.BytesIO()
+    Image.new("L", (40, 40), 255).save(photo, format="PNG")  # white: ink wherever it is drawn
+    page.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "white.png", {type: "image/png"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer}));
+        document.getElementById("clear").click();
+    """, base64.b64encode(photo.getvalue()).decode())
+    wait_idle(page)
+    page.execute_script("return new Promise((done) => setTimeout(done, 300))")  # time for the photo's decoding
+    assert hint_shown(page) and ink(page) == 0
 
 
 def test_answers_are_shown_while_the_pen_still_moves(page):

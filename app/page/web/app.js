@@ -183,20 +183,23 @@ document.getElementById("clear").addEventListener("click", () => {
 
 function readFile(file) {
   if (!file) return;
+  const bytes = file.arrayBuffer();  // read once: the file may change or go on disk later
+  const chosen = { name: file.name, body: async () => new Blob([await bytes], { type: file.type }) };
   const url = URL.createObjectURL(file);
   const image = new Image();
-  image.onload = () => {  // show the photo on the canvas; the server reads the file itself
+  image.onload = () => {  // show the photo on the canvas, unless cleared or drawn on since; the server reads the file itself
+    URL.revokeObjectURL(url);
+    if (shownFile !== chosen) return;
     clearCanvas();
     const scale = Math.min(canvas.width / image.width, canvas.height / image.height);
     const width = image.width * scale, height = image.height * scale;
     pen.drawImage(image, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
-    URL.revokeObjectURL(url);
+    drop.classList.add("used");
   };
+  image.onerror = () => URL.revokeObjectURL(url);  // not an image: the server's answer says so
   image.src = url;
   startVersion = version;  // answers on their way are for the drawing the file replaces
-  drop.classList.add("used");
-  const bytes = file.arrayBuffer();  // read once: the file may change or go on disk later
-  shownFile = { name: file.name, body: async () => new Blob([await bytes], { type: file.type }) };
+  shownFile = chosen;
   request(shownFile.body, file.name);
 }
 
